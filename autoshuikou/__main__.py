@@ -1,0 +1,5 @@
+import sys
+
+from autoshuikou.cli import main
+
+sys.exit(main())

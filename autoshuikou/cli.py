@@ -1,0 +1,162 @@
+"""Command line: a table of commands, each parse -> call -> print, returning an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from autoshuikou.errors import UserError
+
+EXIT_USER_ERROR = 2
+EXIT_NO_FEASIBLE = 3
+EXIT_INTERRUPTED = 130
+
+
+def _search(args: argparse.Namespace) -> int:
+    from autoshuikou.report.summary import format_table
+    from autoshuikou.study.search import search
+
+    result = search(
+        task=args.task,
+        budget=args.budget,
+        trials=args.trials,
+        space=args.space,
+        out=args.out,
+        study_name=args.study_name,
+        seed=args.seed,
+        threads=args.threads,
+        timeout=args.timeout,
+        min_accuracy=args.min_accuracy,
+    )
+    print(format_table(result.summary))
+    return 0 if result.feasible else EXIT_NO_FEASIBLE
+
+
+def _show(args: argparse.Namespace) -> int:
+    from autoshuikou.report.summary import format_table, load_summary
+
+    summary = load_summary(Path(args.run_dir))
+    print(format_table(summary))
+    return 0 if summary["pareto"] else EXIT_NO_FEASIBLE
+
+
+def _layers(args: argparse.Namespace) -> int:
+    from autoshuikou.compress.prune import channel_groups
+    from autoshuikou.study.search import layer_names
+    from autoshuikou.tasks import load_task
+
+    task = load_task(args.task)
+    print(f"task {task.name}: input {tuple(task.example_input.shape)}")
+    print("channel groups (prune rules match any layer in a group):")
+    for group in channel_groups(task.model.eval(), task.example_input):
+        print(f"  {group.name:<28} {group.channels:>5} channels  layers: {', '.join(group.layers)}")
+    print("layers (precision rules):")
+    for layer in layer_names(task):
+        print(f"  {layer}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from autoshuikou.report.verify import verify_run
+
+    return 0 if verify_run(Path(args.run_dir), args.task, seconds=args.seconds) else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autoshuikou", description=__doc__)
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    s = commands.add_parser("search", help="search compression plans under a latency budget")
+    s.add_argument(
+        "--task",
+        default=None,
+        help="built-in task name (default: digits), file.py:function or module:function",
+    )
+    s.add_argument(
+        "--budget",
+        default="50%",
+        help='latency budget: "75ms", "0.8ms", or "50%%" of the fp32 baseline (default 50%%)',
+    )
+    s.add_argument(
+        "--trials", type=int, default=30, help="total completed trials in the study (default 30)"
+    )
+    s.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="stop starting new trials after this many seconds",
+    )
+    s.add_argument(
+        "--space", default=None, help="search-space YAML (default: the shipped default.yaml)"
+    )
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--study-name", default=None, help="default: <task>-<budget>; the same name resumes"
+    )
+    s.add_argument("--out", default="runs", help="directory for run outputs (default runs/)")
+    s.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="ONNX Runtime intra-op threads for latency (default 1)",
+    )
+    s.add_argument(
+        "--min-accuracy",
+        default=None,
+        help='optional floor on the metric: absolute (0.97) or "99%%" of baseline',
+    )
+    s.set_defaults(run=_search)
+
+    sh = commands.add_parser("show", help="print the summary of a finished run")
+    sh.add_argument("run_dir")
+    sh.set_defaults(run=_show)
+
+    la = commands.add_parser(
+        "layers", help="list a task's channel groups and layers, for writing search spaces"
+    )
+    la.add_argument("--task", default=None)
+    la.set_defaults(run=_layers)
+
+    v = commands.add_parser(
+        "verify", help="re-measure a run's Pareto models against its baseline in a fresh process"
+    )
+    v.add_argument("run_dir")
+    v.add_argument("--task", default=None, help="the task the run used (default: the one recorded)")
+    v.add_argument("--seconds", type=float, default=3.0, help="timing per model pair (default 3)")
+    v.set_defaults(run=_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.verbose:
+        import warnings
+
+        import optuna
+
+        warnings.filterwarnings("ignore")
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        logging.getLogger().setLevel(logging.ERROR)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except UserError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: finished trials are saved; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Knowledge distillation: fine-tune the pruned student against the original teacher."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autoshuikou.plan import DistillSettings
+from autoshuikou.tasks import Task, iterate_batches
+
+
+@contextmanager
+def _capture(model: nn.Module, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of the named modules during forward passes."""
+    modules = dict(model.named_modules())
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):  # type: ignore[no-untyped-def]
+        def record(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
+            store[name] = out
+
+        return record
+
+    handles = [modules[name].register_forward_hook(hook(name)) for name in names]
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _projection(student_channels: int, teacher_channels: int, dims: int) -> nn.Module:
+    """A learned 1x1 map from the student's (fewer) channels to the teacher's."""
+    if dims == 4:
+        return nn.Conv2d(student_channels, teacher_channels, 1, bias=False)
+    if dims == 3:
+        return nn.Conv1d(student_channels, teacher_channels, 1, bias=False)
+    return nn.Linear(student_channels, teacher_channels, bias=False)
+
+
+def distill(
+    student: nn.Module,
+    teacher: nn.Module,
+    task: Task,
+    settings: DistillSettings,
+    seed: int = 0,
+    history: list[dict[str, float]] | None = None,
+) -> nn.Module:
+    """Fine-tune ``student`` in place for ``settings.epochs`` epochs of ``task.train_data``.
+
+    ``history``, if given, receives each epoch's mean soft, hard and feature losses.
+    """
+    if settings.epochs <= 0:
+        return student.eval()
+    torch.manual_seed(seed)
+    teacher.eval()
+    features = [name for name, weight in settings.features.items() if weight > 0]
+    projections = nn.ModuleDict()
+    steps = settings.epochs * sum(1 for _ in iterate_batches(task.train_data, "train_data"))
+    temperature = settings.temperature
+
+    with _capture(student, features) as s_feats, _capture(teacher, features) as t_feats:
+        # One probe batch sizes the projections before the optimizer is built.
+        probe = next(iterate_batches(task.train_data, "train_data"))[0]
+        with torch.no_grad():
+            student.eval()(probe)
+            teacher(probe)
+        for name in features:
+            s, t = s_feats[name], t_feats[name]
+            projections[name.replace(".", "/")] = _projection(s.shape[1], t.shape[1], s.dim())
+        params = list(student.parameters()) + list(projections.parameters())
+        opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps))
+        )
+        student.train()
+        for _ in range(settings.epochs):
+            sums = {"soft": 0.0, "hard": 0.0, "feature": 0.0}
+            batches = 0
+            for inputs, targets in iterate_batches(task.train_data, "train_data"):
+                with torch.no_grad():
+                    t_logits = teacher(inputs)
+                s_logits = student(inputs)
+                soft = (
+                    F.kl_div(
+                        F.log_softmax(s_logits / temperature, dim=1),
+                        F.log_softmax(t_logits / temperature, dim=1),
+                        log_target=True,
+                        reduction="batchmean",
+                    )
+                    * temperature**2
+                )
+                hard = F.cross_entropy(s_logits, targets)
+                feature = sum(
+                    (
+                        settings.features[name]
+                        * F.mse_loss(projections[name.replace(".", "/")](s_feats[name]), t_feats[name])
+                        for name in features
+                    ),
+                    torch.zeros(()),
+                )
+                loss = settings.alpha * soft + (1 - settings.alpha) * hard + feature
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                sums["soft"] += soft.item()
+                sums["hard"] += hard.item()
+                sums["feature"] += feature.item()
+                batches += 1
+            if history is not None:
+                history.append({k: v / batches for k, v in sums.items()})
+    return student.eval()

@@ -1,0 +1,81 @@
+"""Latency of deployed artifacts: warm-up, many repeats, medians, interleaved with a reference.
+
+Absolute times on a shared machine drift by 20-30% within minutes; two models timed in
+alternating blocks drift together, so their ratio is what we trust.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autoshuikou.measure.runtime import RuntimeSettings, open_session
+from autoshuikou.util import file_lock
+
+# One timing at a time on this host, so parallel workers never time each other's load.
+LOCK_PATH = Path(
+    os.environ.get(
+        "AUTOSHUIKOU_LATENCY_LOCK", Path(tempfile.gettempdir()) / "autoshuikou-latency.lock"
+    )
+)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    repeats: int
+
+    @property
+    def spread(self) -> float:
+        """(p90 - p10) / median: the relative width of the middle 80% of runs."""
+        return (self.p90_ms - self.p10_ms) / self.median_ms
+
+    def to_dict(self) -> dict[str, float]:
+        return {**asdict(self), "spread": round(self.spread, 4)}
+
+
+def _stats(seconds: Sequence[float]) -> LatencyStats:
+    ms = np.asarray(seconds) * 1e3
+    p10, median, p90 = np.percentile(ms, [10, 50, 90])
+    return LatencyStats(float(median), float(p10), float(p90), len(ms))
+
+
+def measure_interleaved(
+    models: Sequence[Path],
+    example_input: np.ndarray,
+    settings: RuntimeSettings,
+    seconds: float = 1.0,
+    block: int = 10,
+) -> list[LatencyStats]:
+    """Time each model in alternating blocks (A x block, B x block, A ...) for ``seconds``.
+
+    Each block's first run is discarded, so every model is timed with warm caches, as a
+    deployed model serving a stream of requests is.
+    """
+    with file_lock(LOCK_PATH):
+        sessions = [open_session(path, settings) for path in models]
+        feed = {sessions[0].get_inputs()[0].name: example_input}
+        warm_until = time.perf_counter() + min(0.3, seconds / 3)
+        while time.perf_counter() < warm_until:
+            for session in sessions:
+                session.run(None, feed)
+        samples: list[list[float]] = [[] for _ in sessions]
+        deadline = time.perf_counter() + seconds
+        rounds = 0
+        while rounds < 3 or time.perf_counter() < deadline:
+            for session, times in zip(sessions, samples, strict=True):
+                session.run(None, feed)
+                for _ in range(block - 1):
+                    start = time.perf_counter()
+                    session.run(None, feed)
+                    times.append(time.perf_counter() - start)
+            rounds += 1
+    return [_stats(times) for times in samples]

@@ -1,0 +1,52 @@
+"""Peak memory of an inference session, measured in a fresh process.
+
+The number is the extra peak resident memory (RSS) of a Python process that loads the
+model into ONNX Runtime and runs one batch-1 inference, over the same process before
+loading: weights, arenas and kernel buffers, without the interpreter and libraries.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _peak_rss_kb() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _measure_here(model: Path, shape: list[int], threads: int) -> int:
+    # Only numpy and onnxruntime are loaded before the "before" reading: no PyTorch.
+    import numpy as np
+
+    from autoshuikou.measure.runtime import RuntimeSettings, open_session
+
+    before = _peak_rss_kb()
+    session = open_session(model, RuntimeSettings(threads=threads))
+    session.run(None, {session.get_inputs()[0].name: np.zeros(shape, dtype=np.float32)})
+    return max(0, _peak_rss_kb() - before)
+
+
+def peak_memory_mb(model: Path, shape: list[int], threads: int) -> float:
+    """Run :func:`_measure_here` in a child process; returns MiB."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autoshuikou.measure.memory",
+            str(model),
+            json.dumps(shape),
+            str(threads),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return round(int(result.stdout.strip().splitlines()[-1]) / 1024, 2)
+
+
+if __name__ == "__main__":
+    print(_measure_here(Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])))

@@ -1,0 +1,127 @@
+"""A search space bound to one model: every rule resolved to concrete groups and layers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import optuna
+
+from autoshuikou.compress.prune import ChannelGroup
+from autoshuikou.errors import UserError
+from autoshuikou.plan import DistillSettings, Plan
+from autoshuikou.space.schema import FloatRange, SearchSpace
+
+HINT = "run `autoshuikou layers` (with the same --task) to list the names patterns can match"
+
+
+@dataclass(frozen=True)
+class BoundSpace:
+    space: SearchSpace
+    prune: dict[str, FloatRange]  # channel group -> ratio range
+    precision: dict[str, tuple[str, ...]]  # layer -> allowed precisions
+    features: dict[str, FloatRange]  # module -> feature-distillation weight range
+
+    def suggest(self, trial: optuna.Trial) -> Plan:
+        s = self.space
+        prune = {g: _float(trial, f"prune:{g}", r) for g, r in self.prune.items()}
+        precision = {
+            layer: choices[0]
+            if len(choices) == 1
+            else str(trial.suggest_categorical(f"precision:{layer}", choices))
+            for layer, choices in self.precision.items()
+        }
+        epochs = (
+            s.epochs.low
+            if s.epochs.low == s.epochs.high
+            else trial.suggest_int("distill:epochs", s.epochs.low, s.epochs.high)
+        )
+        distill = DistillSettings(
+            epochs=epochs,
+            lr=_float(trial, "distill:lr", s.lr),
+            temperature=_float(trial, "distill:temperature", s.temperature),
+            alpha=_float(trial, "distill:alpha", s.alpha),
+            features={m: _float(trial, f"feature:{m}", r) for m, r in self.features.items()},
+        )
+        return Plan(prune=prune, precision=precision, distill=distill, round_to=s.round_to)
+
+    def reference_plan(self, kind: str) -> Plan:
+        """'fp32': the original model as exported; 'int8': unpruned, every allowed layer int8."""
+        if kind not in ("fp32", "int8"):
+            raise ValueError(f"unknown reference {kind!r}")
+        precision = {
+            layer: "int8" if kind == "int8" and "int8" in choices else "fp32"
+            for layer, choices in self.precision.items()
+        }
+        return Plan(prune={}, precision=precision, round_to=self.space.round_to)
+
+    def fastest_plan(self) -> Plan:
+        """The most compressed plan the space allows: a lower bound on reachable latency."""
+        return Plan(
+            prune={g: r.high for g, r in self.prune.items()},
+            precision={
+                layer: "int8" if "int8" in c else "fp32" for layer, c in self.precision.items()
+            },
+            round_to=self.space.round_to,
+        )
+
+
+def _float(trial: optuna.Trial, name: str, r: FloatRange) -> float:
+    if r.fixed:
+        return r.low
+    return float(trial.suggest_float(name, r.low, r.high, step=r.step, log=r.log))
+
+
+def _first_match(patterns: Sequence[str], names: Sequence[str]) -> int | None:
+    for i, pattern in enumerate(patterns):
+        if any(re.search(pattern, name) for name in names):
+            return i
+    return None
+
+
+def bind_space(
+    space: SearchSpace,
+    groups: Sequence[ChannelGroup],
+    layers: Sequence[str],
+    modules: Sequence[str],
+) -> BoundSpace:
+    """Resolve rules (first match wins) and reject any rule that matches nothing."""
+    src = space.source
+    prune_patterns = [rule.match for rule in space.prune_rules]
+    prune: dict[str, FloatRange] = {}
+    used: set[int] = set()
+    for group in groups:
+        hit = _first_match(prune_patterns, group.layers)
+        prune[group.name] = space.prune_default if hit is None else space.prune_rules[hit].ratio
+        used |= {hit} if hit is not None else set()
+    for i, rule in enumerate(space.prune_rules):
+        if not any(re.search(rule.match, layer) for g in groups for layer in g.layers):
+            raise UserError(
+                f"{src}: prune.rules[{i}].match: pattern {rule.match!r} matches no prunable layer",
+                HINT,
+            )
+
+    precision: dict[str, tuple[str, ...]] = {}
+    for layer in layers:
+        hit = _first_match([rule.match for rule in space.precision_rules], [layer])
+        precision[layer] = (
+            space.precision_default if hit is None else space.precision_rules[hit].choices
+        )
+    for i, prule in enumerate(space.precision_rules):
+        if not any(re.search(prule.match, layer) for layer in layers):
+            raise UserError(
+                f"{src}: precision.rules[{i}].match: pattern {prule.match!r} matches no layer", HINT
+            )
+
+    features: dict[str, FloatRange] = {}
+    for i, frule in enumerate(space.features):
+        matched = [m for m in modules if m and re.search(frule.match, m)]
+        if not matched:
+            raise UserError(
+                f"{src}: distill.features[{i}].match: pattern {frule.match!r} matches no module",
+                HINT,
+            )
+        for module in matched:
+            features.setdefault(module, frule.weight)
+    return BoundSpace(space=space, prune=prune, precision=precision, features=features)

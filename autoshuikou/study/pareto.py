@@ -1,0 +1,26 @@
+"""Pareto dominance over (metric up, latency down, size down): pure functions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+Point = tuple[float, float, float]  # (metric, latency_ms, size_bytes)
+
+
+def dominates(a: Point, b: Point) -> bool:
+    """``a`` is no worse than ``b`` in every objective and better in at least one."""
+    no_worse = a[0] >= b[0] and a[1] <= b[1] and a[2] <= b[2]
+    better = a[0] > b[0] or a[1] < b[1] or a[2] < b[2]
+    return no_worse and better
+
+
+def pareto_indices(points: Sequence[Point]) -> list[int]:
+    """Indices of the points no other point dominates; the first of exact duplicates only."""
+    front: list[int] = []
+    for i, p in enumerate(points):
+        if any(dominates(q, p) for q in points):
+            continue
+        if any(points[j] == p for j in front):
+            continue
+        front.append(i)
+    return front

@@ -1,0 +1,294 @@
+"""The search: wires task -> space -> baseline -> Optuna study -> Pareto front -> run files."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autoshuikou import __version__
+from autoshuikou.compress.export import export_onnx
+from autoshuikou.compress.prune import channel_groups
+from autoshuikou.compress.quantize import calibration_batches
+from autoshuikou.errors import UserError
+from autoshuikou.measure.fingerprint import hardware_fingerprint
+from autoshuikou.measure.runtime import RuntimeSettings
+from autoshuikou.report.progress import Progress
+from autoshuikou.space.bind import BoundSpace, bind_space
+from autoshuikou.space.schema import load_space
+from autoshuikou.study.baseline import model_digest, prepare_baseline
+from autoshuikou.study.budget import parse_budget
+from autoshuikou.study.context import RunContext
+from autoshuikou.study.pareto import Point, pareto_indices
+from autoshuikou.study.storage import open_study
+from autoshuikou.study.trial import run_trial
+from autoshuikou.tasks import Task, load_task
+from autoshuikou.util import write_json
+
+NOISY_SPREAD = 0.25  # baseline p10-p90 spread above this is reported as a noisy machine
+FLOOR_MARGIN = 0.9  # timing noise allowance when comparing a budget with the fastest plan
+MAX_CONSECUTIVE_FAILURES = 3
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    summary: dict[str, Any]
+
+    @property
+    def feasible(self) -> bool:
+        return bool(self.summary["pareto"])
+
+    @property
+    def pareto(self) -> list[dict[str, Any]]:
+        return list(self.summary["pareto"])
+
+
+def parse_min_metric(text: str | float | None, baseline_metric: float) -> float | None:
+    """'0.97' is absolute; '99%' is relative to the baseline's metric."""
+    if text is None:
+        return None
+    raw = str(text).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d*)?)(%?)", raw)
+    if not match:
+        raise UserError(
+            f"cannot read --min-accuracy {raw!r}",
+            'give an absolute value such as 0.97 or "99%" of the baseline',
+        )
+    value = float(match.group(1))
+    return baseline_metric * value / 100 if match.group(2) else value
+
+
+def layer_names(task: Task) -> list[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        return export_onnx(task.model, task.example_input, Path(tmp) / "probe.onnx")
+
+
+def bind_task_space(task: Task, space: str | Path | None) -> BoundSpace:
+    teacher = task.model.eval()
+    groups = channel_groups(teacher, task.example_input)
+    modules = [name for name, _ in teacher.named_modules()]
+    return bind_space(load_space(space), groups, layer_names(task), modules)
+
+
+def _attrs(trial: FrozenTrial) -> dict[str, Any]:
+    return dict(trial.user_attrs)
+
+
+def _feasible(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.COMPLETE and all(v <= 0 for v in trial.constraints.values())
+
+
+def _point(trial: FrozenTrial) -> Point:
+    a = trial.user_attrs
+    return (a["metric"], a["latency_ms"], a["size_bytes"])
+
+
+def front(study: optuna.Study) -> list[FrozenTrial]:
+    feasible = [t for t in study.get_trials(deepcopy=False) if _feasible(t)]
+    return [feasible[i] for i in pareto_indices([_point(t) for t in feasible])]
+
+
+def _best_text(study: optuna.Study) -> str:
+    best = max(front(study), key=lambda t: t.user_attrs["metric"], default=None)
+    if best is None:
+        return "none feasible yet"
+    return f"metric {best.user_attrs['metric']:.4f} @ {best.user_attrs['latency_ms']:.3f} ms (trial {best.number})"
+
+
+def prune_artifacts(study: optuna.Study, run_dir: Path) -> None:
+    """Delete model files of trials that can never be on the front: infeasible or dominated.
+
+    Dominance is permanent, so nothing deleted is needed later; plans and metrics stay.
+    """
+    keep = {t.number for t in front(study)}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if trial.number not in keep:
+            (run_dir / "trials" / f"{trial.number:04d}" / "model.onnx").unlink(missing_ok=True)
+
+
+def build_summary(
+    study: optuna.Study, ctx: RunContext, budget_text: str, wall_s: float
+) -> dict[str, Any]:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    b = ctx.baseline
+    points = []
+    for trial in sorted(front(study), key=lambda t: t.user_attrs["latency_ms"]):
+        a = _attrs(trial)
+        points.append({"trial": trial.number, "path": f"trials/{trial.number:04d}/model.onnx", **a})
+    closest = sorted(
+        (t for t in complete if not _feasible(t)), key=lambda t: t.user_attrs["latency_ms"]
+    )[:3]
+    return {
+        "study_name": study.study_name,
+        "run_dir": str(ctx.run_dir),
+        "task": ctx.task.name,
+        "metric_name": ctx.task.metric_name,
+        "budget": budget_text,
+        "budget_ms": ctx.budget_ms,
+        "min_metric": ctx.min_metric,
+        "trials_complete": len(complete),
+        "trials_failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
+        "trials_feasible": sum(1 for t in complete if _feasible(t)),
+        "wall_seconds_this_run": round(wall_s, 1),
+        "baseline": {
+            "path": "baseline/model.onnx",
+            "metric": b.metric,
+            "latency_ms": b.latency_ms,
+            "latency_spread": b.latency_spread,
+            "size_bytes": b.size_bytes,
+            "macs": b.macs,
+            "params": b.params,
+        },
+        "noisy_baseline": b.latency_spread > NOISY_SPREAD,
+        "int8_format": b.int8_format.name,
+        "fastest_plan_latency_ms": b.fastest_latency_ms,
+        "pareto": points,
+        "closest": [{"trial": t.number, **_attrs(t)} for t in closest],
+        "hardware": ctx.hardware,
+        "runtime": ctx.settings.to_dict(),
+    }
+
+
+def search(
+    task: Task | str | None = None,
+    budget: str = "50%",
+    trials: int = 30,
+    space: str | Path | None = None,
+    out: str | Path = "runs",
+    study_name: str | None = None,
+    seed: int = 0,
+    threads: int = 1,
+    timeout: float | None = None,
+    min_accuracy: str | float | None = None,
+    measure_seconds: float = 1.0,
+    progress: Progress | None = None,
+) -> SearchResult:
+    """Find the Pareto-optimal compressed models of ``task`` under a latency ``budget``.
+
+    Running it again with the same arguments resumes the study under ``out/<study_name>``.
+    """
+    started = time.monotonic()
+    progress = progress or Progress()
+    parsed_budget = parse_budget(budget)
+    if trials < 1:
+        raise UserError(f"--trials must be at least 1, got {trials}", "e.g. --trials 30")
+    if threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}", "e.g. --threads 1")
+    task = task if isinstance(task, Task) else load_task(task)
+    bound = bind_task_space(task, space)
+    name = study_name or f"{task.name}-{parsed_budget.slug}"
+    run_dir = Path(out) / name
+    settings = RuntimeSettings(threads=threads)
+    hardware = hardware_fingerprint(settings)
+    ctx = RunContext(
+        task=task,
+        teacher=task.model.eval(),
+        space=bound,
+        settings=settings,
+        run_dir=run_dir,
+        calibration=calibration_batches(task.train_data),
+        seed=seed,
+        hardware=hardware,
+        measure_seconds=measure_seconds,
+    )
+    identity = {
+        "task": task.name,
+        "model": model_digest(task.model),
+        "input_shape": list(task.example_input.shape),
+        "hardware": hardware,
+        "version": __version__,
+    }
+    progress.line(
+        f"measuring the fp32 baseline and int8 formats on this machine -> {run_dir}/baseline"
+    )
+    ctx.baseline = prepare_baseline(ctx, identity)
+    b = ctx.baseline
+    ctx.budget_ms = parsed_budget.resolve_ms(b.latency_ms)
+    ctx.min_metric = parse_min_metric(min_accuracy, b.metric)
+    progress.line(
+        f"baseline: {task.metric_name} {b.metric:.4f}, {b.latency_ms:.3f} ms (spread {b.latency_spread:.0%}), "
+        f"{b.size_bytes / 1024:.0f} KiB; int8 format {b.int8_format.name}; "
+        f"budget {ctx.budget_ms:.3f} ms; fastest reachable {b.fastest_latency_ms:.3f} ms"
+    )
+    if ctx.budget_ms < b.fastest_latency_ms * FLOOR_MARGIN:
+        raise UserError(
+            f"the budget {ctx.budget_ms:.3f} ms ({budget}) is below the fastest model this search space "
+            f"can produce: {b.fastest_latency_ms:.3f} ms measured here (every group pruned to its "
+            "maximum, every allowed layer int8)",
+            f"raise --budget to at least {b.fastest_latency_ms:.3f}ms, or allow more pruning in the space",
+        )
+    fingerprint = {
+        **identity,
+        "space_sha256": hashlib.sha256(bound.space.text.encode()).hexdigest()[:16],
+        "budget_ms": round(ctx.budget_ms, 6),
+        "min_metric": ctx.min_metric,
+    }
+    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    study = open_study(run_dir, name, fingerprint, sampler)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float, float]:
+        reference = trial.user_attrs.get("reference")
+        plan = bound.reference_plan(reference) if reference else bound.suggest(trial)
+        try:
+            metrics = run_trial(ctx, trial.number, plan, lambda s: progress.stage(trial.number, s))
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            raise
+        for key in (
+            "metric",
+            "latency_ms",
+            "latency_ratio",
+            "size_bytes",
+            "macs",
+            "params",
+            "peak_memory_mb",
+            "feasible",
+            "speedup",
+            "metric_retained",
+            "trial_seconds",
+        ):
+            trial.set_user_attr(key, metrics[key])
+        trial.set_user_attr("latency_spread", metrics["latency_raw"]["spread"])
+        trial.set_constraint("latency", metrics["latency_ms"] - ctx.budget_ms)
+        if ctx.min_metric is not None:
+            trial.set_constraint("metric", ctx.min_metric - metrics["metric"])
+        return metrics["metric"], metrics["latency_ms"], float(metrics["size_bytes"])
+
+    failures = 0
+
+    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal failures
+        failures = failures + 1 if trial.state == TrialState.FAIL else 0
+        attrs = _attrs(trial)
+        prune_artifacts(study, run_dir)
+        progress.trial_done(trial.number, attrs, trial.state.name, _best_text(study))
+        if (
+            sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            >= trials
+        ):
+            study.stop()
+        if failures >= MAX_CONSECUTIVE_FAILURES:
+            study.stop()
+
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if done < trials:
+        progress.begin(trials, done)
+        progress.line(f"study {name}: {done} of {trials} trials done; running the rest")
+        study.optimize(objective, timeout=timeout, catch=(Exception,), callbacks=[after_trial])
+    if failures >= MAX_CONSECUTIVE_FAILURES:
+        last = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1]
+        raise UserError(
+            f"{failures} trials in a row failed; the last: {last.user_attrs.get('error', 'unknown')}",
+            "run with --verbose to see the traceback; the study is saved and resumes on rerun",
+        )
+    summary = build_summary(study, ctx, budget, time.monotonic() - started)
+    write_json(run_dir / "summary.json", summary)
+    return SearchResult(run_dir=run_dir, summary=summary)

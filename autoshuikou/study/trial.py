@@ -1,0 +1,123 @@
+"""One trial: plan -> prune -> distill -> export + quantize -> measure the artifact."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from autoshuikou.compress.distill import distill
+from autoshuikou.compress.export import export_onnx
+from autoshuikou.compress.prune import count_macs_params, prune
+from autoshuikou.compress.quantize import quantize
+from autoshuikou.measure.accuracy import artifact_metric
+from autoshuikou.measure.latency import measure_interleaved
+from autoshuikou.measure.memory import peak_memory_mb
+from autoshuikou.measure.size import artifact_bytes, graph_counts
+from autoshuikou.plan import Plan
+from autoshuikou.study.context import RunContext
+from autoshuikou.util import write_json
+
+Stage = Callable[[str], None]
+
+
+def build_artifact(
+    ctx: RunContext, plan: Plan, out: Path, stage: Stage = lambda _s: None
+) -> dict[str, Any]:
+    """Compress the teacher by ``plan`` into ``out`` (an ONNX file); returns build facts."""
+    example = ctx.task.example_input
+    stage("pruning")
+    student = prune(ctx.teacher, example, plan.prune, plan.round_to)
+    torch_macs, torch_params = count_macs_params(student, example)
+    stage(f"distilling {plan.distill.epochs} epochs" if plan.distill.epochs else "no fine-tuning")
+    started = time.monotonic()
+    history: list[dict[str, float]] = []
+    distill(student, ctx.teacher, ctx.task, plan.distill, seed=ctx.seed, history=history)
+    distill_s = time.monotonic() - started
+    stage("quantizing")
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        layers = export_onnx(student, example, fp32)
+        int8 = [layer for layer in plan.int8_layers if layer in layers]
+        quantize(fp32, out, int8, layers, ctx.calibration, ctx.baseline.int8_format)
+    return {
+        "distill_seconds": round(distill_s, 2),
+        "torch_macs": torch_macs,
+        "torch_params": torch_params,
+        "distill_losses": history[-1] if history else None,
+    }
+
+
+def measure_artifact(
+    ctx: RunContext, model: Path, stage: Stage = lambda _s: None
+) -> dict[str, Any]:
+    """Metric, latency (interleaved with the baseline), size, counts and memory of ``model``."""
+    stage("scoring")
+    metric = artifact_metric(model, ctx.task, ctx.settings)
+    stage("timing")
+    candidate, reference = measure_interleaved(
+        [model, ctx.baseline.model_path],
+        ctx.example_input,
+        ctx.settings,
+        seconds=ctx.measure_seconds,
+    )
+    ratio = candidate.median_ms / reference.median_ms
+    counts = graph_counts(model, ctx.example_input.shape)
+    return {
+        "metric": metric,
+        # Drift-corrected: the ratio to the baseline timed alongside, times the baseline's
+        # reference latency. The ratio is what holds when the machine's speed drifts.
+        "latency_ms": ratio * ctx.baseline.latency_ms,
+        "latency_ratio": ratio,
+        "latency_raw": candidate.to_dict(),
+        "baseline_latency_raw": reference.to_dict(),
+        "size_bytes": artifact_bytes(model),
+        "macs": counts.macs,
+        "params": counts.params,
+        "peak_memory_mb": peak_memory_mb(
+            model, list(ctx.example_input.shape), ctx.settings.threads
+        ),
+    }
+
+
+def run_trial(
+    ctx: RunContext, number: int, plan: Plan, stage: Stage = lambda _s: None
+) -> dict[str, Any]:
+    """Build and measure one plan; files land atomically in ``trials/<number>/``."""
+    final = ctx.trials_dir / f"{number:04d}"
+    work = ctx.trials_dir / f".{number:04d}.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    started = time.monotonic()
+    build = build_artifact(ctx, plan, work / "model.onnx", stage)
+    metrics = measure_artifact(ctx, work / "model.onnx", stage)
+    b = ctx.baseline
+    metrics.update(
+        trial=number,
+        metric_name=ctx.task.metric_name,
+        metric_retained=metrics["metric"] / b.metric if b.metric else None,
+        speedup=1 / metrics["latency_ratio"],
+        budget_ms=ctx.budget_ms,
+        feasible=metrics["latency_ms"] <= ctx.budget_ms
+        and (ctx.min_metric is None or metrics["metric"] >= ctx.min_metric),
+        baseline={
+            "metric": b.metric,
+            "latency_ms": b.latency_ms,
+            "size_bytes": b.size_bytes,
+            "macs": b.macs,
+            "params": b.params,
+        },
+        runtime=ctx.settings.to_dict(),
+        hardware=ctx.hardware,
+        int8_format=b.int8_format.to_dict(),
+        trial_seconds=round(time.monotonic() - started, 2),
+        **build,
+    )
+    write_json(work / "plan.json", plan.to_dict())
+    write_json(work / "metrics.json", metrics)
+    shutil.rmtree(final, ignore_errors=True)
+    work.rename(final)
+    return metrics

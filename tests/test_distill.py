@@ -1,0 +1,41 @@
+import copy
+
+import torch
+
+from autoshuikou.compress.distill import distill
+from autoshuikou.compress.prune import prune
+from autoshuikou.measure.accuracy import torch_metric
+from autoshuikou.plan import DistillSettings
+from autoshuikou.tasks import Task
+
+
+def test_distillation_recovers_a_heavily_pruned_student(tiny_task: Task) -> None:
+    teacher = tiny_task.model
+    pruned = prune(teacher, tiny_task.example_input, {"stem.0": 0.75, "conv1": 0.75}, round_to=1)
+    before = torch_metric(copy.deepcopy(pruned), tiny_task)
+    student = distill(pruned, teacher, tiny_task, DistillSettings(epochs=6, lr=0.01, temperature=2.0, alpha=0.5))
+    after = torch_metric(student, tiny_task)
+    assert after > before
+    assert after >= 0.9 * torch_metric(teacher, tiny_task)
+
+
+def test_zero_epochs_leaves_the_student_alone(tiny_task: Task) -> None:
+    pruned = prune(tiny_task.model, tiny_task.example_input, {"conv1": 0.5}, round_to=1)
+    weights = copy.deepcopy(pruned.state_dict())
+    distill(pruned, tiny_task.model, tiny_task, DistillSettings(epochs=0))
+    assert all(torch.equal(weights[k], v) for k, v in pruned.state_dict().items())
+
+
+def test_feature_distillation_pulls_features_toward_the_teacher(tiny_task: Task) -> None:
+    teacher = tiny_task.model
+    pruned = prune(teacher, tiny_task.example_input, {"stem.0": 0.5, "conv1": 0.75}, round_to=1)
+    history: list[dict[str, float]] = []
+    settings = DistillSettings(epochs=5, lr=0.01, alpha=1.0, features={"conv2": 5.0})
+    distill(pruned, teacher, tiny_task, settings, history=history)
+    assert len(history) == 5
+    # The learned projection maps the student's 8 channels onto the teacher's 16.
+    assert history[-1]["feature"] < 0.5 * history[0]["feature"]
+    history_off: list[dict[str, float]] = []
+    distill(prune(teacher, tiny_task.example_input, {"conv1": 0.75}, round_to=1), teacher, tiny_task,
+            DistillSettings(epochs=1, features={"conv2": 0.0}), history=history_off)
+    assert history_off[0]["feature"] == 0.0  # weight 0 means off

@@ -1,0 +1,107 @@
+from pathlib import Path
+
+import optuna
+import pytest
+
+from autoshuikou.compress.prune import channel_groups
+from autoshuikou.errors import UserError
+from autoshuikou.space.bind import bind_space
+from autoshuikou.space.schema import load_space, parse_space
+from autoshuikou.study.search import bind_task_space
+from autoshuikou.tasks import Task
+
+GOOD = """
+prune:
+  round_to: 4
+  default: {min: 0.0, max: 0.5, step: 0.25}
+  rules:
+    - {match: "^stem", min: 0.0, max: 0.0}
+precision:
+  default: [int8, fp32]
+  rules:
+    - {match: "^head$", choices: [fp32]}
+distill:
+  epochs: {min: 0, max: 2}
+  lr: {min: 0.001, max: 0.01, log: true}
+  temperature: {min: 1.0, max: 4.0}
+  alpha: {min: 0.0, max: 1.0}
+  features:
+    - match: "^conv2$"
+      weight: {min: 0.0, max: 1.0}
+"""
+
+
+def test_shipped_default_space_loads() -> None:
+    space = load_space()
+    assert space.round_to >= 1
+    assert "int8" in space.precision_default and "fp32" in space.precision_default
+    # The top-level search_spaces/default.yaml is the same file users read.
+    top = Path(__file__).parents[1] / "search_spaces" / "default.yaml"
+    assert top.read_text() == space.text
+
+
+def test_rules_resolve_first_match_and_suggest_a_plan(tiny_task: Task) -> None:
+    bound = bind_task_space_from_text(tiny_task, GOOD)
+    assert bound.prune["stem.0"].fixed  # the stem's group is held at 0 by the rule
+    assert bound.precision["head"] == ("fp32",)
+    assert bound.precision["conv1"] == ("int8", "fp32")
+    assert set(bound.features) == {"conv2"}
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    plan = bound.suggest(study.ask())
+    assert plan.prune["stem.0"] == 0.0
+    assert plan.precision["head"] == "fp32"
+    assert plan.round_to == 4
+    assert 0 <= plan.distill.epochs <= 2
+    assert "conv2" in plan.distill.features
+
+
+def bind_task_space_from_text(task: Task, text: str):  # type: ignore[no-untyped-def]
+    from autoshuikou.study.search import layer_names
+
+    space = parse_space(text, "test.yaml")
+    modules = [n for n, _ in task.model.named_modules()]
+    return bind_space(space, channel_groups(task.model, task.example_input), layer_names(task), modules)
+
+
+@pytest.mark.parametrize(
+    ("edit", "where"),
+    [
+        (("round_to: 4", "round_to: 4\n  ratio: 3"), "test.yaml: prune.ratio"),  # unknown key
+        (("max: 0.5, step", "max: 1.5, step"), "test.yaml: prune.default"),  # ratio >= 1
+        (("{min: 0, max: 2}", "{min: 3, max: 2}"), "test.yaml: distill.epochs"),  # reversed
+        (("choices: [fp32]", "choices: [int4]"), "test.yaml: precision.rules[0].choices[0]"),
+        (("alpha: {min: 0.0, max: 1.0}", "alpha: {min: 0.0, max: 1.0, log: yes please}"), "test.yaml: distill.alpha.log"),
+        (('match: "^conv2$"', 'match: "(["'), "test.yaml: distill.features[0].match"),
+    ],
+)
+def test_bad_space_names_file_and_key(edit: tuple[str, str], where: str) -> None:
+    assert edit[0] in GOOD
+    with pytest.raises(UserError) as err:
+        parse_space(GOOD.replace(edit[0], edit[1]), "test.yaml")
+    assert err.value.message.startswith(where), err.value.message
+    assert err.value.hint
+
+
+def test_malformed_yaml_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="not valid YAML"):
+        parse_space("prune: [unclosed", "broken.yaml")
+
+
+@pytest.mark.parametrize(
+    ("edit", "where"),
+    [
+        (('match: "^stem"', 'match: "^nothing"'), "prune.rules[0].match"),
+        (('match: "^head$"', 'match: "^nope$"'), "precision.rules[0].match"),
+        (('match: "^conv2$"', 'match: "^missing$"'), "distill.features[0].match"),
+    ],
+)
+def test_pattern_matching_nothing_is_rejected(tiny_task: Task, edit: tuple[str, str], where: str) -> None:
+    with pytest.raises(UserError) as err:
+        bind_task_space_from_text(tiny_task, GOOD.replace(*edit))
+    assert f"test.yaml: {where}" in err.value.message
+    assert "autoshuikou layers" in err.value.hint
+
+
+def test_missing_space_file(tiny_task: Task, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        bind_task_space(tiny_task, tmp_path / "nope.yaml")
