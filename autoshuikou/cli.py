@@ -31,6 +31,7 @@ def _search(args: argparse.Namespace) -> int:
         threads=args.threads,
         timeout=args.timeout,
         min_accuracy=args.min_accuracy,
+        measure_seconds=args.measure_seconds,
     )
     print(format_table(result.summary))
     return 0 if result.feasible else EXIT_NO_FEASIBLE
@@ -63,7 +64,9 @@ def _layers(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from autoshuikou.report.verify import verify_run
 
-    return 0 if verify_run(Path(args.run_dir), args.task, seconds=args.seconds) else 1
+    rows = verify_run(Path(args.run_dir), args.task, seconds=args.seconds)
+    checks = ("metric", "ratio", "counts")
+    return 0 if rows and all(row[c] for row in rows for c in checks) else 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help='optional floor on the metric: absolute (0.97) or "99%%" of baseline',
     )
+    s.add_argument(
+        "--measure-seconds",
+        type=float,
+        default=1.0,
+        help="timing per trial, candidate and baseline interleaved (default 1.0)",
+    )
     s.set_defaults(run=_search)
 
     sh = commands.add_parser("show", help="print the summary of a finished run")
@@ -127,7 +136,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     v.add_argument("run_dir")
     v.add_argument("--task", default=None, help="the task the run used (default: the one recorded)")
-    v.add_argument("--seconds", type=float, default=3.0, help="timing per model pair (default 3)")
+    v.add_argument(
+        "--seconds",
+        type=float,
+        default=0.6,
+        help="length of each of the 5 timing windows (default 0.6)",
+    )
     v.set_defaults(run=_verify)
     return parser
 

@@ -19,7 +19,9 @@ class TinyResNet(nn.Module):
 
     def __init__(self, width: int = 16, classes: int = 4) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
         self.conv1 = nn.Conv2d(width, width * 2, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width * 2)
         self.conv2 = nn.Conv2d(width * 2, width, 3, padding=1, bias=False)
@@ -80,14 +82,14 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     patch.undo()
 
 
-TINY_TASK_FILE = '''
+TINY_TASK_FILE = """
 import sys
 sys.path.insert(0, {tests!r})
 from conftest import make_tiny_task
 
 def make_task():
     return make_tiny_task()
-'''
+"""
 
 
 @pytest.fixture

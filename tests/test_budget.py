@@ -6,7 +6,13 @@ from autoshuikou.study.budget import parse_budget
 
 @pytest.mark.parametrize(
     ("text", "ms", "relative"),
-    [("75ms", 75.0, False), ("0.8ms", 0.8, False), ("1.5s", 1500.0, False), ("500us", 0.5, False), (" 50% ", 50.0, True)],
+    [
+        ("75ms", 75.0, False),
+        ("0.8ms", 0.8, False),
+        ("1.5s", 1500.0, False),
+        ("500us", 0.5, False),
+        (" 50% ", 50.0, True),
+    ],
 )
 def test_parses_absolute_and_relative(text: str, ms: float, relative: bool) -> None:
     budget = parse_budget(text)

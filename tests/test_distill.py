@@ -13,7 +13,9 @@ def test_distillation_recovers_a_heavily_pruned_student(tiny_task: Task) -> None
     teacher = tiny_task.model
     pruned = prune(teacher, tiny_task.example_input, {"stem.0": 0.75, "conv1": 0.75}, round_to=1)
     before = torch_metric(copy.deepcopy(pruned), tiny_task)
-    student = distill(pruned, teacher, tiny_task, DistillSettings(epochs=6, lr=0.01, temperature=2.0, alpha=0.5))
+    student = distill(
+        pruned, teacher, tiny_task, DistillSettings(epochs=6, lr=0.01, temperature=2.0, alpha=0.5)
+    )
     after = torch_metric(student, tiny_task)
     assert after > before
     assert after >= 0.9 * torch_metric(teacher, tiny_task)
@@ -36,6 +38,11 @@ def test_feature_distillation_pulls_features_toward_the_teacher(tiny_task: Task)
     # The learned projection maps the student's 8 channels onto the teacher's 16.
     assert history[-1]["feature"] < 0.5 * history[0]["feature"]
     history_off: list[dict[str, float]] = []
-    distill(prune(teacher, tiny_task.example_input, {"conv1": 0.75}, round_to=1), teacher, tiny_task,
-            DistillSettings(epochs=1, features={"conv2": 0.0}), history=history_off)
+    distill(
+        prune(teacher, tiny_task.example_input, {"conv1": 0.75}, round_to=1),
+        teacher,
+        tiny_task,
+        DistillSettings(epochs=1, features={"conv2": 0.0}),
+        history=history_off,
+    )
     assert history_off[0]["feature"] == 0.0  # weight 0 means off

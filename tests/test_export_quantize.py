@@ -7,7 +7,12 @@ import torch
 
 from autoshuikou.compress.export import export_onnx, scope_to_module_name
 from autoshuikou.compress.prune import prune
-from autoshuikou.compress.quantize import CANDIDATE_FORMATS, Int8Format, calibration_batches, quantize
+from autoshuikou.compress.quantize import (
+    CANDIDATE_FORMATS,
+    Int8Format,
+    calibration_batches,
+    quantize,
+)
 from autoshuikou.measure.runtime import RuntimeSettings, open_session
 from autoshuikou.measure.size import graph_counts
 from autoshuikou.tasks import Task
@@ -50,7 +55,9 @@ def test_export_names_layers_and_matches_torch(tiny_task: Task, tmp_path: Path) 
 
 
 @pytest.mark.parametrize("fmt", CANDIDATE_FORMATS, ids=lambda f: f.name)
-def test_per_layer_int8_excludes_fp32_layers(tiny_task: Task, tmp_path: Path, fmt: Int8Format) -> None:
+def test_per_layer_int8_excludes_fp32_layers(
+    tiny_task: Task, tmp_path: Path, fmt: Int8Format
+) -> None:
     fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
     layers = export_onnx(tiny_task.model, tiny_task.example_input, fp32)
     cal = calibration_batches(tiny_task.train_data, 64)
@@ -86,6 +93,12 @@ def test_graph_counts_match_hand_computation(tiny_task: Task, tmp_path: Path) ->
     assert (counts.macs, counts.params) == (macs, params)
     # Quantized weights still count as parameters of the same layers.
     int8 = tmp_path / "q.onnx"
-    quantize(path, int8, ["stem.0", "conv1", "conv2", "head"], ["stem.0", "conv1", "conv2", "head"],
-             calibration_batches(tiny_task.train_data, 32), Int8Format("QOperator", "u8", True))
+    quantize(
+        path,
+        int8,
+        ["stem.0", "conv1", "conv2", "head"],
+        ["stem.0", "conv1", "conv2", "head"],
+        calibration_batches(tiny_task.train_data, 32),
+        Int8Format("QOperator", "u8", True),
+    )
     assert graph_counts(int8, (1, 1, 8, 8)).macs == macs

@@ -7,7 +7,9 @@ def test_json_round_trip() -> None:
     plan = Plan(
         prune={"stem.0": 0.25},
         precision={"conv1": "int8", "head": "fp32"},
-        distill=DistillSettings(epochs=2, lr=0.003, temperature=2.0, alpha=0.7, features={"conv2": 0.5}),
+        distill=DistillSettings(
+            epochs=2, lr=0.003, temperature=2.0, alpha=0.7, features={"conv2": 0.5}
+        ),
         round_to=8,
     )
     assert Plan.from_dict(plan.to_dict()) == plan

@@ -2,7 +2,13 @@ import pytest
 import torch
 import torchvision
 
-from autoshuikou.compress.prune import channel_groups, count_macs_params, kept_channels, output_layer, prune
+from autoshuikou.compress.prune import (
+    channel_groups,
+    count_macs_params,
+    kept_channels,
+    output_layer,
+    prune,
+)
 from autoshuikou.tasks import Task
 
 
@@ -40,9 +46,18 @@ def test_pruning_keeps_the_strongest_channels(tiny_task: Task) -> None:
 
 @pytest.mark.parametrize(
     ("channels", "ratio", "round_to", "kept"),
-    [(64, 0.5, 8, 32), (64, 0.3, 8, 48), (64, 0.95, 8, 8), (32, 0.0, 8, 32), (6, 0.5, 8, 3), (10, 0.5, 1, 5)],
+    [
+        (64, 0.5, 8, 32),
+        (64, 0.3, 8, 48),
+        (64, 0.95, 8, 8),
+        (32, 0.0, 8, 32),
+        (6, 0.5, 8, 3),
+        (10, 0.5, 1, 5),
+    ],
 )
-def test_kept_channels_round_to_multiples(channels: int, ratio: float, round_to: int, kept: int) -> None:
+def test_kept_channels_round_to_multiples(
+    channels: int, ratio: float, round_to: int, kept: int
+) -> None:
     assert kept_channels(channels, ratio, round_to) == kept
 
 

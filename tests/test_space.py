@@ -60,7 +60,9 @@ def bind_task_space_from_text(task: Task, text: str):  # type: ignore[no-untyped
 
     space = parse_space(text, "test.yaml")
     modules = [n for n, _ in task.model.named_modules()]
-    return bind_space(space, channel_groups(task.model, task.example_input), layer_names(task), modules)
+    return bind_space(
+        space, channel_groups(task.model, task.example_input), layer_names(task), modules
+    )
 
 
 @pytest.mark.parametrize(
@@ -70,7 +72,10 @@ def bind_task_space_from_text(task: Task, text: str):  # type: ignore[no-untyped
         (("max: 0.5, step", "max: 1.5, step"), "test.yaml: prune.default"),  # ratio >= 1
         (("{min: 0, max: 2}", "{min: 3, max: 2}"), "test.yaml: distill.epochs"),  # reversed
         (("choices: [fp32]", "choices: [int4]"), "test.yaml: precision.rules[0].choices[0]"),
-        (("alpha: {min: 0.0, max: 1.0}", "alpha: {min: 0.0, max: 1.0, log: yes please}"), "test.yaml: distill.alpha.log"),
+        (
+            ("alpha: {min: 0.0, max: 1.0}", "alpha: {min: 0.0, max: 1.0, log: yes please}"),
+            "test.yaml: distill.alpha.log",
+        ),
         (('match: "^conv2$"', 'match: "(["'), "test.yaml: distill.features[0].match"),
     ],
 )
@@ -95,7 +100,9 @@ def test_malformed_yaml_is_a_user_error() -> None:
         (('match: "^conv2$"', 'match: "^missing$"'), "distill.features[0].match"),
     ],
 )
-def test_pattern_matching_nothing_is_rejected(tiny_task: Task, edit: tuple[str, str], where: str) -> None:
+def test_pattern_matching_nothing_is_rejected(
+    tiny_task: Task, edit: tuple[str, str], where: str
+) -> None:
     with pytest.raises(UserError) as err:
         bind_task_space_from_text(tiny_task, GOOD.replace(*edit))
     assert f"test.yaml: {where}" in err.value.message

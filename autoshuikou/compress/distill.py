@@ -99,7 +99,9 @@ def distill(
                 feature = sum(
                     (
                         settings.features[name]
-                        * F.mse_loss(projections[name.replace(".", "/")](s_feats[name]), t_feats[name])
+                        * F.mse_loss(
+                            projections[name.replace(".", "/")](s_feats[name]), t_feats[name]
+                        )
                         for name in features
                     ),
                     torch.zeros(()),

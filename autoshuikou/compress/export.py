@@ -49,7 +49,7 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: Path) -> li
         torch.onnx.export(
             model,
             (example_input,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # accepts a file object at run time
             dynamo=False,  # the TorchScript exporter folds BatchNorm and needs no onnxscript
             opset_version=OPSET,
             input_names=[INPUT_NAME],

@@ -79,3 +79,47 @@ def measure_interleaved(
                     times.append(time.perf_counter() - start)
             rounds += 1
     return [_stats(times) for times in samples]
+
+
+@dataclass(frozen=True)
+class RatioStats:
+    """Latency of a model relative to a reference, over several separate timing windows."""
+
+    ratio: float  # median over windows of candidate median / reference median
+    windows: tuple[float, ...]
+    candidate_ms: float  # median over windows of the candidate's median
+    reference_ms: float
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median of the window ratios: how much the machine moved meanwhile."""
+        return (max(self.windows) - min(self.windows)) / self.ratio
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "spread": round(self.spread, 4)}
+
+
+def measure_ratio(
+    model: Path,
+    reference: Path,
+    example_input: np.ndarray,
+    settings: RuntimeSettings,
+    windows: int = 5,
+    seconds: float = 0.6,
+) -> RatioStats:
+    """The candidate/reference latency ratio as the median of ``windows`` interleaved timings.
+
+    The machine's speed moves in phases lasting seconds, and small and large models do not
+    move together; one long timing can sit in one phase, the median of separate windows
+    rarely does.
+    """
+    pairs = [
+        measure_interleaved([model, reference], example_input, settings, seconds)
+        for _ in range(windows)
+    ]
+    return RatioStats(
+        ratio=float(np.median([c.median_ms / r.median_ms for c, r in pairs])),
+        windows=tuple(round(c.median_ms / r.median_ms, 4) for c, r in pairs),
+        candidate_ms=float(np.median([c.median_ms for c, _ in pairs])),
+        reference_ms=float(np.median([r.median_ms for _, r in pairs])),
+    )

@@ -15,6 +15,13 @@ from pathlib import Path
 
 
 def _peak_rss_kb() -> int:
+    # VmHWM belongs to this process image; ru_maxrss would carry over the parent's peak
+    # across fork + exec.
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 

@@ -31,7 +31,9 @@ class GraphCounts:
     macs: int  # multiply-accumulates of those layers for one batch-1 input
 
 
-def _output_shapes(model: onnx.ModelProto, names: list[str], input_shape: Sequence[int]) -> list[tuple[int, ...]]:
+def _output_shapes(
+    model: onnx.ModelProto, names: list[str], input_shape: Sequence[int]
+) -> list[tuple[int, ...]]:
     """Run the graph once to read the named tensors' shapes.
 
     ONNX shape inference stops at ONNX Runtime's own int8 operators (QGemm, QLinearAdd),
@@ -44,7 +46,9 @@ def _output_shapes(model: onnx.ModelProto, names: list[str], input_shape: Sequen
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     feed = {session.get_inputs()[0].name: np.zeros(list(input_shape), dtype=np.float32)}
     return [tuple(np.asarray(out).shape) for out in session.run(names, feed)]
 
@@ -83,7 +87,10 @@ def graph_counts(path: Path, input_shape: Sequence[int]) -> GraphCounts:
             per_output = weight[1] if trans_b else weight[0]
         layers.append((node.output[0], per_output))
     shapes = _output_shapes(model, [name for name, _ in layers], input_shape)
-    macs = sum(int(np.prod(shape)) * per_output for (_, per_output), shape in zip(layers, shapes, strict=True))
+    macs = sum(
+        int(np.prod(shape)) * per_output
+        for (_, per_output), shape in zip(layers, shapes, strict=True)
+    )
     return GraphCounts(params=params, macs=macs)
 
 

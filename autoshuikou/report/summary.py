@@ -40,10 +40,15 @@ def format_table(summary: dict[str, Any]) -> str:
                 f"  trial {c['trial']}: {c['latency_ms']:.3f} ms "
                 f"({c['latency_ms'] / summary['budget_ms']:.2f}x the budget), metric {c['metric']:.4f}"
             )
-    if summary.get("noisy_baseline"):
+    for d in summary.get("dropped_on_remeasure", []):
         lines.append(
-            f"warning: the baseline's latency spread was {summary['baseline']['latency_spread']:.0%} "
-            "(p10-p90 over median): this machine is noisy, trust ratios more than times"
+            f"trial {d['trial']} left the front on re-measurement: {d['latency_ms_search']:.3f} ms in the "
+            f"search, {d['latency_ms_final']:.3f} ms re-measured"
+        )
+    if summary.get("noisy_machine"):
+        lines.append(
+            f"warning: latency ratios moved by {summary['ratio_spread_median']:.0%} (median) between "
+            "timing windows: this machine is noisy; ratios are medians of 5 windows, times drift more"
         )
     return "\n".join(lines)
 

@@ -11,49 +11,55 @@ from pathlib import Path
 from typing import Any
 
 from autoshuikou.measure.accuracy import artifact_metric
-from autoshuikou.measure.latency import measure_interleaved
+from autoshuikou.measure.latency import measure_ratio
 from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.measure.size import graph_counts
 from autoshuikou.report.summary import load_summary
-from autoshuikou.tasks import load_task
+from autoshuikou.tasks import Task, load_task
 from autoshuikou.util import read_json
 
 RATIO_TOLERANCE = 0.15
 
 
-def verify_run(run_dir: Path, task_spec: str | None = None, seconds: float = 3.0) -> bool:
+def verify_run(
+    run_dir: Path, task_spec: str | None = None, seconds: float = 0.6, task: Task | None = None
+) -> list[dict[str, Any]]:
+    """Re-measure each Pareto model; one row of checks per model, printed as it goes."""
     summary = load_summary(run_dir)
-    task = load_task(task_spec or summary["task"])
+    task = task or load_task(task_spec or summary["task"])
     settings = RuntimeSettings(threads=int(summary["runtime"]["threads"]))
     baseline = run_dir / summary["baseline"]["path"]
     example = task.example_input.float().numpy()
-    ok = True
     rows: list[dict[str, Any]] = []
     for point in summary["pareto"]:
         model = run_dir / point["path"]
         recorded = read_json(model.parent / "metrics.json")
         metric = artifact_metric(model, task, settings)
-        candidate, reference = measure_interleaved(
-            [model, baseline], example, settings, seconds=seconds
-        )
-        ratio = candidate.median_ms / reference.median_ms
+        ratio = measure_ratio(model, baseline, example, settings, seconds=seconds).ratio
         counts = graph_counts(model, example.shape)
-        drift = ratio / recorded["latency_ratio"] - 1
+        expected = recorded["final"]["ratio"]
+        drift = ratio / expected - 1
         checks = {
             "metric": metric == recorded["metric"],
             "ratio": abs(drift) <= RATIO_TOLERANCE,
             "counts": (counts.params, counts.macs) == (recorded["params"], recorded["macs"]),
         }
-        ok &= all(checks.values())
         rows.append(
-            {"trial": point["trial"], "metric": metric, "ratio": ratio, "drift": drift, **checks}
+            {
+                "trial": point["trial"],
+                "value": metric,
+                "measured_ratio": ratio,
+                "drift": drift,
+                **checks,
+            }
         )
         print(
             f"trial {point['trial']}: metric {metric:.4f} (recorded {recorded['metric']:.4f}) "
-            f"ratio {ratio:.3f} (recorded {recorded['latency_ratio']:.3f}, {drift:+.1%}) "
+            f"ratio {ratio:.3f} (recorded {expected:.3f}, {drift:+.1%}) "
             f"{'OK' if all(checks.values()) else 'FAILED ' + ', '.join(k for k, v in checks.items() if not v)}"
         )
+    ok = all(row[c] for row in rows for c in ("metric", "ratio", "counts"))
     print(
         f"{'all' if ok else 'NOT all'} {len(rows)} Pareto models reproduce (ratio tolerance +-{RATIO_TOLERANCE:.0%})"
     )
-    return ok
+    return rows

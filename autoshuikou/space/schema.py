@@ -80,8 +80,12 @@ class _Reader:
         return UserError(f"{self.source}: {path}: {problem}", hint)
 
     def mapping(
-        self, node: Any, path: str, allowed: set[str], required: set[str] = frozenset()
-    ) -> dict[str, Any]:  # type: ignore[assignment]
+        self,
+        node: Any,
+        path: str,
+        allowed: set[str],
+        required: frozenset[str] | set[str] = frozenset(),
+    ) -> dict[str, Any]:
         if not isinstance(node, dict):
             raise self.fail(
                 path,

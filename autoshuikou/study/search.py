@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -26,13 +27,13 @@ from autoshuikou.space.schema import load_space
 from autoshuikou.study.baseline import model_digest, prepare_baseline
 from autoshuikou.study.budget import parse_budget
 from autoshuikou.study.context import RunContext
+from autoshuikou.study.final import NOISY_WINDOW_SPREAD, final_front, remeasure
 from autoshuikou.study.pareto import Point, pareto_indices
 from autoshuikou.study.storage import open_study
 from autoshuikou.study.trial import run_trial
 from autoshuikou.tasks import Task, load_task
 from autoshuikou.util import write_json
 
-NOISY_SPREAD = 0.25  # baseline p10-p90 spread above this is reported as a noisy machine
 FLOOR_MARGIN = 0.9  # timing noise allowance when comparing a budget with the fastest plan
 MAX_CONSECUTIVE_FAILURES = 3
 
@@ -114,15 +115,37 @@ def prune_artifacts(study: optuna.Study, run_dir: Path) -> None:
             (run_dir / "trials" / f"{trial.number:04d}" / "model.onnx").unlink(missing_ok=True)
 
 
+def _summary_point(record: dict[str, Any]) -> dict[str, Any]:
+    final = record["final"]
+    return {
+        "trial": record["trial"],
+        "path": f"trials/{record['trial']:04d}/model.onnx",
+        "metric": record["metric"],
+        "metric_retained": record["metric_retained"],
+        "latency_ms": final["latency_ms"],
+        "latency_ratio": final["ratio"],
+        "ratio_spread": final["spread"],
+        "latency_ms_search": record["latency_ms"],
+        "speedup": 1 / final["ratio"],
+        "size_bytes": record["size_bytes"],
+        "macs": record["macs"],
+        "params": record["params"],
+        "peak_memory_mb": record["peak_memory_mb"],
+    }
+
+
 def build_summary(
-    study: optuna.Study, ctx: RunContext, budget_text: str, wall_s: float
+    study: optuna.Study,
+    ctx: RunContext,
+    records: list[dict[str, Any]],
+    budget_text: str,
+    wall_s: float,
 ) -> dict[str, Any]:
+    """The run's summary from the study and the re-measured front (no I/O)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     b = ctx.baseline
-    points = []
-    for trial in sorted(front(study), key=lambda t: t.user_attrs["latency_ms"]):
-        a = _attrs(trial)
-        points.append({"trial": trial.number, "path": f"trials/{trial.number:04d}/model.onnx", **a})
+    front_records, dropped = final_front(records)
+    spreads = [r["final"]["spread"] for r in records]
     closest = sorted(
         (t for t in complete if not _feasible(t)), key=lambda t: t.user_attrs["latency_ms"]
     )[:3]
@@ -147,10 +170,20 @@ def build_summary(
             "macs": b.macs,
             "params": b.params,
         },
-        "noisy_baseline": b.latency_spread > NOISY_SPREAD,
+        "noisy_machine": bool(spreads) and float(np.median(spreads)) > NOISY_WINDOW_SPREAD,
+        "ratio_spread_median": float(np.median(spreads)) if spreads else None,
         "int8_format": b.int8_format.name,
         "fastest_plan_latency_ms": b.fastest_latency_ms,
-        "pareto": points,
+        "pareto": sorted((_summary_point(r) for r in front_records), key=lambda p: p["latency_ms"]),
+        "dropped_on_remeasure": [
+            {
+                "trial": r["trial"],
+                "latency_ms_search": r["latency_ms"],
+                "latency_ms_final": r["final"]["latency_ms"],
+                "feasible_final": r["final"]["feasible"],
+            }
+            for r in dropped
+        ],
         "closest": [{"trial": t.number, **_attrs(t)} for t in closest],
         "hardware": ctx.hardware,
         "runtime": ctx.settings.to_dict(),
@@ -289,6 +322,12 @@ def search(
             f"{failures} trials in a row failed; the last: {last.user_attrs.get('error', 'unknown')}",
             "run with --verbose to see the traceback; the study is saved and resumes on rerun",
         )
-    summary = build_summary(study, ctx, budget, time.monotonic() - started)
+    candidates = [t.number for t in front(study)]
+    if candidates:
+        progress.line(
+            f"re-measuring the {len(candidates)} Pareto models against the baseline (5 windows each)"
+        )
+    records = remeasure(ctx, candidates)
+    summary = build_summary(study, ctx, records, budget, time.monotonic() - started)
     write_json(run_dir / "summary.json", summary)
     return SearchResult(run_dir=run_dir, summary=summary)

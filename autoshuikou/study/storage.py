@@ -13,11 +13,16 @@ from typing import Any
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.study import StudyDirection
 
 from autoshuikou.errors import UserError
 from autoshuikou.util import file_lock
 
-DIRECTIONS = ["maximize", "minimize", "minimize"]  # metric, latency_ms, size_bytes
+DIRECTIONS: list[StudyDirection] = [
+    StudyDirection.MAXIMIZE,
+    StudyDirection.MINIMIZE,
+    StudyDirection.MINIMIZE,
+]  # metric, latency_ms, size_bytes
 REFERENCES = ("fp32", "int8")
 
 
@@ -52,7 +57,6 @@ def open_study(
     Under a lock, so workers starting together enqueue the reference trials exactly once.
     """
     storage = journal_storage(run_dir)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     with file_lock(run_dir / ".study.lock"):
         study = optuna.create_study(
             study_name=name,

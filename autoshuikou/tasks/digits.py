@@ -9,6 +9,7 @@ seen in training.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 from pathlib import Path
@@ -63,7 +64,8 @@ class DigitsResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.stem(x))))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        logits: torch.Tensor = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return logits
 
 
 def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -122,8 +124,6 @@ def load_or_train_teacher(train_x: torch.Tensor, train_y: torch.Tensor) -> Digit
             started = time.monotonic()
             print("training the digits teacher once (cached afterwards) ...", flush=True)
             model = train_teacher(train_x, train_y)
-            import io
-
             buffer = io.BytesIO()
             torch.save(model.state_dict(), buffer)
             atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,46 @@
+"""The last step of a search: re-measure the Pareto models, longer and in fresh sessions.
+
+One trial's timing lasts about a second and can land in a slow or fast phase of a shared
+machine. Before results are reported, every feasible Pareto model is timed again against
+the baseline over several separate windows; those ratios are what the summary reports and
+what `autoshuikou verify` checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autoshuikou.measure.latency import measure_ratio
+from autoshuikou.study.context import RunContext
+from autoshuikou.study.pareto import pareto_indices
+from autoshuikou.util import read_json, write_json
+
+NOISY_WINDOW_SPREAD = 0.15  # window ratios moving more than this mark the machine as noisy
+
+
+def remeasure(ctx: RunContext, trials: list[int]) -> list[dict[str, Any]]:
+    """Re-time each trial's model; update its metrics.json; return the updated records."""
+    records = []
+    for number in trials:
+        folder = ctx.trials_dir / f"{number:04d}"
+        metrics = read_json(folder / "metrics.json")
+        stats = measure_ratio(
+            folder / "model.onnx", ctx.baseline.model_path, ctx.example_input, ctx.settings
+        )
+        metrics["final"] = {
+            **stats.to_dict(),
+            "latency_ms": stats.ratio * ctx.baseline.latency_ms,
+            "feasible": stats.ratio * ctx.baseline.latency_ms <= ctx.budget_ms,
+        }
+        write_json(folder / "metrics.json", metrics)
+        records.append(metrics)
+    return records
+
+
+def final_front(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(front, dropped): the Pareto set by re-measured latency, and models that left it."""
+    feasible = [r for r in records if r["final"]["feasible"]]
+    points = [(r["metric"], r["final"]["latency_ms"], float(r["size_bytes"])) for r in feasible]
+    front = [feasible[i] for i in pareto_indices(points)]
+    kept = {r["trial"] for r in front}
+    return front, [r for r in records if r["trial"] not in kept]

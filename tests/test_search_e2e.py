@@ -1,0 +1,108 @@
+"""End-to-end searches on tiny tasks: files, resume, fingerprints, reproducibility."""
+
+from pathlib import Path
+
+import onnx
+import optuna
+import pytest
+
+from autoshuikou import search
+from autoshuikou.errors import UserError
+from autoshuikou.measure.accuracy import artifact_metric
+from autoshuikou.measure.runtime import RuntimeSettings
+from autoshuikou.measure.size import graph_counts
+from autoshuikou.plan import Plan
+from autoshuikou.report.verify import verify_run
+from autoshuikou.study.storage import journal_storage
+from autoshuikou.tasks import Task
+from autoshuikou.util import read_json, write_json
+
+pytestmark = pytest.mark.slow
+
+FAST = {"measure_seconds": 0.2, "budget": "300%"}
+
+
+def _study(run_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name=run_dir.name, storage=journal_storage(run_dir))
+
+
+def test_search_writes_deployable_pareto_models_and_resumes(
+    tiny_task: Task, tmp_path: Path
+) -> None:
+    result = search(tiny_task, trials=4, out=tmp_path, study_name="s", **FAST)
+    run = tmp_path / "s"
+    assert result.run_dir == run
+    base = read_json(run / "baseline" / "metrics.json")
+    assert (run / "baseline" / "model.onnx").exists() and base["metric"] > 0.5
+    assert read_json(run / "summary.json")["trials_complete"] == 4
+    assert result.feasible and result.pareto
+
+    for point in result.pareto:
+        model = run / point["path"]
+        metrics = read_json(model.parent / "metrics.json")
+        # A fresh ONNX Runtime session reproduces the recorded metric exactly.
+        onnx.checker.check_model(str(model))
+        assert artifact_metric(model, tiny_task, RuntimeSettings()) == metrics["metric"]
+        counts = graph_counts(model, tiny_task.example_input.shape)
+        assert (counts.params, counts.macs) == (metrics["params"], metrics["macs"])
+        assert metrics["size_bytes"] == model.stat().st_size
+        assert metrics["latency_ms"] <= metrics["budget_ms"] and metrics["feasible"]
+        assert Plan.from_dict(read_json(model.parent / "plan.json")).round_to == 8
+        for key in (
+            "latency_ratio",
+            "latency_raw",
+            "peak_memory_mb",
+            "hardware",
+            "runtime",
+            "baseline",
+        ):
+            assert key in metrics
+
+    study = _study(run)
+    references = [t.user_attrs.get("reference") for t in study.trials]
+    assert references.count("fp32") == 1 and references.count("int8") == 1
+    # Only Pareto models keep their ONNX file; every trial keeps plan and metrics.
+    pareto = {p["trial"] for p in result.pareto}
+    for trial in study.trials:
+        folder = run / "trials" / f"{trial.number:04d}"
+        assert (folder / "metrics.json").exists()
+        assert (folder / "model.onnx").exists() == (trial.number in pareto)
+
+    # The same call with a larger total resumes: earlier trials stay, references stay single.
+    search(tiny_task, trials=6, out=tmp_path, study_name="s", **FAST)
+    study = _study(run)
+    assert len(study.trials) == 6
+    assert [t.user_attrs.get("reference") for t in study.trials].count("fp32") == 1
+    assert not list((run / "trials").glob(".*.tmp"))
+
+
+def test_resume_with_another_space_is_refused(tiny_task: Task, tmp_path: Path) -> None:
+    search(tiny_task, trials=2, out=tmp_path, study_name="s", **FAST)
+    other = tmp_path / "other.yaml"
+    default = (Path(__file__).parents[1] / "search_spaces" / "default.yaml").read_text()
+    other.write_text(default.replace("max: 0.75", "max: 0.5"))
+    with pytest.raises(UserError) as err:
+        search(tiny_task, trials=3, out=tmp_path, study_name="s", space=other, **FAST)
+    assert "space_sha256" in err.value.message
+    assert "--study-name" in err.value.hint
+
+
+def test_budget_below_the_fastest_plan_is_refused(tiny_task: Task, tmp_path: Path) -> None:
+    with pytest.raises(UserError) as err:
+        search(tiny_task, trials=2, out=tmp_path, study_name="s", budget="1us", measure_seconds=0.2)
+    assert "below the fastest model" in err.value.message
+    assert not (tmp_path / "s" / "study.journal").exists()
+    # Nothing is damaged: the same study runs with a reachable budget.
+    assert search(tiny_task, trials=2, out=tmp_path, study_name="s", **FAST).feasible
+
+
+def test_verify_detects_a_tampered_record(tiny_task: Task, tmp_path: Path) -> None:
+    result = search(tiny_task, trials=3, out=tmp_path, study_name="s", **FAST)
+    rows = verify_run(result.run_dir, None, seconds=0.3, task=tiny_task)
+    assert rows and all(r["metric"] and r["counts"] for r in rows)
+    metrics_path = result.run_dir / result.pareto[0]["path"].replace("model.onnx", "metrics.json")
+    tampered = read_json(metrics_path)
+    tampered["metric"] += 0.01
+    write_json(metrics_path, tampered)
+    rows = verify_run(result.run_dir, None, seconds=0.3, task=tiny_task)
+    assert not rows[0]["metric"]
