@@ -32,9 +32,21 @@ def _search(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         min_accuracy=args.min_accuracy,
         measure_seconds=args.measure_seconds,
+        predict=not args.no_predict,
     )
     print(format_table(result.summary))
     return 0 if result.feasible else EXIT_NO_FEASIBLE
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from autoshuikou.study.profile import profile
+
+    model, path = profile(args.task, args.space, Path(args.out), args.threads, args.probes)
+    print(
+        f"latency model ({model.kind}, {model.probes} probes): held-out median error "
+        f"{model.holdout_mape:.1%}, 90th percentile {model.holdout_p90:.1%}\ncached at {path}"
+    )
+    return 0
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -86,7 +98,10 @@ def _parser() -> argparse.ArgumentParser:
         help='latency budget: "75ms", "0.8ms", or "50%%" of the fp32 baseline (default 50%%)',
     )
     s.add_argument(
-        "--trials", type=int, default=30, help="total completed trials in the study (default 30)"
+        "--trials",
+        type=int,
+        default=30,
+        help="total finished trials: trained, or rejected by prediction (default 30)",
     )
     s.add_argument(
         "--timeout",
@@ -119,7 +134,22 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="timing per trial, candidate and baseline interleaved (default 1.0)",
     )
+    s.add_argument(
+        "--no-predict",
+        action="store_true",
+        help="do not reject plans by predicted latency before fine-tuning",
+    )
     s.set_defaults(run=_search)
+
+    pr = commands.add_parser(
+        "profile", help="learn this machine's latency model for a task (cached)"
+    )
+    pr.add_argument("--task", default=None)
+    pr.add_argument("--space", default=None)
+    pr.add_argument("--threads", type=int, default=1)
+    pr.add_argument("--out", default="runs", help="the baseline is kept under OUT/<task>-profile/")
+    pr.add_argument("--probes", type=int, default=60, help="random plans to time (default 60)")
+    pr.set_defaults(run=_profile)
 
     sh = commands.add_parser("show", help="print the summary of a finished run")
     sh.add_argument("run_dir")
@@ -139,8 +169,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--seconds",
         type=float,
-        default=0.6,
-        help="length of each of the 5 timing windows (default 0.6)",
+        default=0.4,
+        help="length of each timing window; 5 to 15 windows per model (default 0.4)",
     )
     v.set_defaults(run=_verify)
     return parser

@@ -45,10 +45,10 @@ def tiny_data(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-def make_tiny_task(train_epochs: int = 3) -> Task:
+def make_tiny_task(train_epochs: int = 3, width: int = 16) -> Task:
     torch.manual_seed(0)
     x, y = tiny_data(320)
-    model = TinyResNet()
+    model = TinyResNet(width)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
     for _ in range(train_epochs):

@@ -58,7 +58,15 @@ def test_malformed_space(tmp_path: Path, tiny_task_file: str) -> None:
 
 
 def test_file_task_search_show_and_no_feasible(tmp_path: Path, tiny_task_file: str) -> None:
-    args = ("--task", tiny_task_file, "--measure-seconds", "0.2", "--study-name", "t")
+    args = (
+        "--task",
+        tiny_task_file,
+        "--no-predict",
+        "--measure-seconds",
+        "0.2",
+        "--study-name",
+        "t",
+    )
     ok = cli("search", *args, "--trials", "3", "--budget", "300%", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "baseline fp32" in ok.stdout and "Pareto-optimal models" in ok.stdout
@@ -71,7 +79,7 @@ def test_file_task_search_show_and_no_feasible(tmp_path: Path, tiny_task_file: s
     # An impossible metric floor: nothing feasible -> closest trials and a non-zero exit.
     none = cli(
         "search",
-        *args[:4],
+        *args[:5],
         "--trials",
         "2",
         "--budget",
@@ -93,6 +101,7 @@ def test_ctrl_c_keeps_finished_trials_and_rerun_resumes(
         "search",
         "--task",
         tiny_task_file,
+        "--no-predict",
         "--measure-seconds",
         "0.2",
         "--budget",

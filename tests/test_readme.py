@@ -32,7 +32,9 @@ def test_task_example_runs_end_to_end(tmp_path: Path) -> None:
     path.write_text(_block("python", "# my_task.py"))
     task = load_task(f"{path}:make_task")
     assert task.name == "make_task"
-    result = search(task, budget="300%", trials=3, out=tmp_path / "runs", measure_seconds=0.2)
+    result = search(
+        task, budget="300%", trials=3, out=tmp_path / "runs", measure_seconds=0.2, predict=False
+    )
     assert result.feasible
     assert result.summary["baseline"]["metric"] > 0.8
 

@@ -19,7 +19,7 @@ from autoshuikou.util import read_json, write_json
 
 pytestmark = pytest.mark.slow
 
-FAST = {"measure_seconds": 0.2, "budget": "300%"}
+FAST = {"measure_seconds": 0.2, "budget": "300%", "predict": False}
 
 
 def _study(run_dir: Path) -> optuna.Study:
@@ -89,7 +89,15 @@ def test_resume_with_another_space_is_refused(tiny_task: Task, tmp_path: Path) -
 
 def test_budget_below_the_fastest_plan_is_refused(tiny_task: Task, tmp_path: Path) -> None:
     with pytest.raises(UserError) as err:
-        search(tiny_task, trials=2, out=tmp_path, study_name="s", budget="1us", measure_seconds=0.2)
+        search(
+            tiny_task,
+            trials=2,
+            out=tmp_path,
+            study_name="s",
+            budget="1us",
+            measure_seconds=0.2,
+            predict=False,
+        )
     assert "below the fastest model" in err.value.message
     assert not (tmp_path / "s" / "study.journal").exists()
     # Nothing is damaged: the same study runs with a reachable budget.

@@ -104,22 +104,30 @@ def measure_ratio(
     reference: Path,
     example_input: np.ndarray,
     settings: RuntimeSettings,
-    windows: int = 5,
-    seconds: float = 0.6,
+    seconds: float = 0.4,
+    min_windows: int = 5,
+    max_windows: int = 15,
+    target_error: float = 0.02,
 ) -> RatioStats:
-    """The candidate/reference latency ratio as the median of ``windows`` interleaved timings.
+    """The candidate/reference latency ratio as the median over separate interleaved windows.
 
     The machine's speed moves in phases lasting seconds, and small and large models do not
-    move together; one long timing can sit in one phase, the median of separate windows
-    rarely does.
+    move together, so one long timing can sit in one phase. Windows are added until the
+    median's relative standard error (IQR / median / sqrt(n), roughly) is below
+    ``target_error``, or ``max_windows`` is reached.
     """
-    pairs = [
-        measure_interleaved([model, reference], example_input, settings, seconds)
-        for _ in range(windows)
-    ]
+    pairs: list[tuple[LatencyStats, LatencyStats]] = []
+    while len(pairs) < max_windows:
+        candidate, base = measure_interleaved([model, reference], example_input, settings, seconds)
+        pairs.append((candidate, base))
+        ratios = np.array([c.median_ms / r.median_ms for c, r in pairs])
+        if len(pairs) >= min_windows:
+            q25, median, q75 = np.percentile(ratios, [25, 50, 75])
+            if (q75 - q25) / median / np.sqrt(len(pairs)) <= target_error:
+                break
     return RatioStats(
-        ratio=float(np.median([c.median_ms / r.median_ms for c, r in pairs])),
-        windows=tuple(round(c.median_ms / r.median_ms, 4) for c, r in pairs),
+        ratio=float(np.median(ratios)),
+        windows=tuple(round(float(r), 4) for r in ratios),
         candidate_ms=float(np.median([c.median_ms for c, _ in pairs])),
         reference_ms=float(np.median([r.median_ms for _, r in pairs])),
     )

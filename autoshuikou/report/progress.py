@@ -54,6 +54,11 @@ class Progress:
         self.done += 1
         self.best = best
         elapsed = _clock(time.monotonic() - self.started)
+        if state == "PRUNED":
+            self.line(
+                f"[{self.done}/{self.total} {elapsed}] trial {number} rejected before fine-tuning: {attrs.get('rejected', '')}"
+            )
+            return
         if state != "COMPLETE":
             self.line(
                 f"[{self.done}/{self.total} {elapsed}] trial {number} {state.lower()}: {attrs.get('error', '')}"

@@ -48,7 +48,7 @@ def format_table(summary: dict[str, Any]) -> str:
     if summary.get("noisy_machine"):
         lines.append(
             f"warning: latency ratios moved by {summary['ratio_spread_median']:.0%} (median) between "
-            "timing windows: this machine is noisy; ratios are medians of 5 windows, times drift more"
+            "timing windows: this machine is noisy; ratios are medians of 5-15 windows, times drift more"
         )
     return "\n".join(lines)
 

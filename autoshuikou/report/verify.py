@@ -22,7 +22,7 @@ RATIO_TOLERANCE = 0.15
 
 
 def verify_run(
-    run_dir: Path, task_spec: str | None = None, seconds: float = 0.6, task: Task | None = None
+    run_dir: Path, task_spec: str | None = None, seconds: float = 0.4, task: Task | None = None
 ) -> list[dict[str, Any]]:
     """Re-measure each Pareto model; one row of checks per model, printed as it goes."""
     summary = load_summary(run_dir)

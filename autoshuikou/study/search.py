@@ -16,10 +16,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoshuikou import __version__
 from autoshuikou.compress.export import export_onnx
-from autoshuikou.compress.prune import channel_groups
+from autoshuikou.compress.prune import channel_groups, prune
 from autoshuikou.compress.quantize import calibration_batches
 from autoshuikou.errors import UserError
 from autoshuikou.measure.fingerprint import hardware_fingerprint
+from autoshuikou.measure.latency_model import layer_macs
 from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.report.progress import Progress
 from autoshuikou.space.bind import BoundSpace, bind_space
@@ -29,6 +30,7 @@ from autoshuikou.study.budget import parse_budget
 from autoshuikou.study.context import RunContext
 from autoshuikou.study.final import NOISY_WINDOW_SPREAD, final_front, remeasure
 from autoshuikou.study.pareto import Point, pareto_indices
+from autoshuikou.study.profile import load_or_build_latency_model
 from autoshuikou.study.storage import open_study
 from autoshuikou.study.trial import run_trial
 from autoshuikou.tasks import Task, load_task
@@ -36,6 +38,10 @@ from autoshuikou.util import write_json
 
 FLOOR_MARGIN = 0.9  # timing noise allowance when comparing a budget with the fastest plan
 MAX_CONSECUTIVE_FAILURES = 3
+DEFAULT_TRIALS = 30
+REJECT_MARGIN = 0.10  # reject before fine-tuning only when predicted > budget * (1 + this)
+# Trials that count towards --trials: trained and measured, or rejected by prediction.
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 @dataclass
@@ -159,6 +165,9 @@ def build_summary(
         "min_metric": ctx.min_metric,
         "trials_complete": len(complete),
         "trials_failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
+        "trials_rejected_by_prediction": len(
+            study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+        ),
         "trials_feasible": sum(1 for t in complete if _feasible(t)),
         "wall_seconds_this_run": round(wall_s, 1),
         "baseline": {
@@ -190,41 +199,25 @@ def build_summary(
     }
 
 
-def search(
-    task: Task | str | None = None,
-    budget: str = "50%",
-    trials: int = 30,
-    space: str | Path | None = None,
-    out: str | Path = "runs",
-    study_name: str | None = None,
-    seed: int = 0,
-    threads: int = 1,
-    timeout: float | None = None,
-    min_accuracy: str | float | None = None,
-    measure_seconds: float = 1.0,
-    progress: Progress | None = None,
-) -> SearchResult:
-    """Find the Pareto-optimal compressed models of ``task`` under a latency ``budget``.
-
-    Running it again with the same arguments resumes the study under ``out/<study_name>``.
-    """
-    started = time.monotonic()
-    progress = progress or Progress()
-    parsed_budget = parse_budget(budget)
-    if trials < 1:
-        raise UserError(f"--trials must be at least 1, got {trials}", "e.g. --trials 30")
+def prepare_context(
+    task: Task | str | None,
+    space: str | Path | None,
+    run_dir: Path,
+    seed: int,
+    threads: int,
+    measure_seconds: float,
+    progress: Progress,
+) -> tuple[RunContext, dict[str, Any]]:
+    """Load the task, bind the space and measure (or reload) the baseline under ``run_dir``."""
     if threads < 1:
         raise UserError(f"--threads must be at least 1, got {threads}", "e.g. --threads 1")
     task = task if isinstance(task, Task) else load_task(task)
-    bound = bind_task_space(task, space)
-    name = study_name or f"{task.name}-{parsed_budget.slug}"
-    run_dir = Path(out) / name
     settings = RuntimeSettings(threads=threads)
     hardware = hardware_fingerprint(settings)
     ctx = RunContext(
         task=task,
         teacher=task.model.eval(),
-        space=bound,
+        space=bind_task_space(task, space),
         settings=settings,
         run_dir=run_dir,
         calibration=calibration_batches(task.train_data),
@@ -243,7 +236,42 @@ def search(
         f"measuring the fp32 baseline and int8 formats on this machine -> {run_dir}/baseline"
     )
     ctx.baseline = prepare_baseline(ctx, identity)
+    return ctx, identity
+
+
+def search(
+    task: Task | str | None = None,
+    budget: str = "50%",
+    trials: int = DEFAULT_TRIALS,
+    space: str | Path | None = None,
+    out: str | Path = "runs",
+    study_name: str | None = None,
+    seed: int = 0,
+    threads: int = 1,
+    timeout: float | None = None,
+    min_accuracy: str | float | None = None,
+    measure_seconds: float = 1.0,
+    predict: bool = True,
+    progress: Progress | None = None,
+) -> SearchResult:
+    """Find the Pareto-optimal compressed models of ``task`` under a latency ``budget``.
+
+    Running it again with the same arguments resumes the study under ``out/<study_name>``.
+    With ``predict``, a latency model learned on this machine (built on first use, cached)
+    rejects plans predicted to miss the budget before they are fine-tuned.
+    """
+    started = time.monotonic()
+    progress = progress or Progress()
+    parsed_budget = parse_budget(budget)
+    if trials < 1:
+        raise UserError(f"--trials must be at least 1, got {trials}", "e.g. --trials 30")
+    if not isinstance(task, Task):
+        task = load_task(task)
+    name = study_name or f"{task.name}-{parsed_budget.slug}"
+    run_dir = Path(out) / name
+    ctx, identity = prepare_context(task, space, run_dir, seed, threads, measure_seconds, progress)
     b = ctx.baseline
+    bound = ctx.space
     ctx.budget_ms = parsed_budget.resolve_ms(b.latency_ms)
     ctx.min_metric = parse_min_metric(min_accuracy, b.metric)
     progress.line(
@@ -258,6 +286,7 @@ def search(
             "maximum, every allowed layer int8)",
             f"raise --budget to at least {b.fastest_latency_ms:.3f}ms, or allow more pruning in the space",
         )
+    latency_model = load_or_build_latency_model(ctx, progress.line) if predict else None
     fingerprint = {
         **identity,
         "space_sha256": hashlib.sha256(bound.space.text.encode()).hexdigest()[:16],
@@ -270,8 +299,36 @@ def search(
     def objective(trial: optuna.Trial) -> tuple[float, float, float]:
         reference = trial.user_attrs.get("reference")
         plan = bound.reference_plan(reference) if reference else bound.suggest(trial)
+        predicted = None
+        if latency_model is not None:
+            student = prune(ctx.teacher, task.example_input, plan.prune, plan.round_to)
+            predicted = (
+                latency_model.predict_ratio(layer_macs(student, task.example_input), plan)
+                * b.latency_ms
+            )
+            trial.set_user_attr("latency_predicted_ms", predicted)
+            if not reference and predicted > ctx.budget_ms * (1 + REJECT_MARGIN):
+                # Recorded as infeasible, so the sampler learns to avoid the region.
+                reason = f"predicted {predicted:.3f} ms > budget {ctx.budget_ms:.3f} ms"
+                trial.set_user_attr("rejected", reason)
+                trial.set_constraint("latency", predicted - ctx.budget_ms)
+                folder = ctx.trials_dir / f"{trial.number:04d}"
+                write_json(folder / "plan.json", plan.to_dict())
+                write_json(
+                    folder / "metrics.json",
+                    {
+                        "trial": trial.number,
+                        "rejected": reason,
+                        "latency_predicted_ms": predicted,
+                        "budget_ms": ctx.budget_ms,
+                    },
+                )
+                raise optuna.TrialPruned(trial.user_attrs["rejected"])
         try:
-            metrics = run_trial(ctx, trial.number, plan, lambda s: progress.stage(trial.number, s))
+            extra = {} if predicted is None else {"latency_predicted_ms": predicted}
+            metrics = run_trial(
+                ctx, trial.number, plan, lambda s: progress.stage(trial.number, s), extra
+            )
         except Exception as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             raise
@@ -290,6 +347,8 @@ def search(
         ):
             trial.set_user_attr(key, metrics[key])
         trial.set_user_attr("latency_spread", metrics["latency_raw"]["spread"])
+        if predicted is not None:
+            trial.set_user_attr("prediction_error", predicted / metrics["latency_ms"] - 1)
         trial.set_constraint("latency", metrics["latency_ms"] - ctx.budget_ms)
         if ctx.min_metric is not None:
             trial.set_constraint("metric", ctx.min_metric - metrics["metric"])
@@ -311,7 +370,7 @@ def search(
         if failures >= MAX_CONSECUTIVE_FAILURES:
             study.stop()
 
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
     if done < trials:
         progress.begin(trials, done)
         progress.line(f"study {name}: {done} of {trials} trials done; running the rest")
@@ -325,7 +384,7 @@ def search(
     candidates = [t.number for t in front(study)]
     if candidates:
         progress.line(
-            f"re-measuring the {len(candidates)} Pareto models against the baseline (5 windows each)"
+            f"re-measuring the {len(candidates)} Pareto models against the baseline (5 to 15 timing windows each)"
         )
     records = remeasure(ctx, candidates)
     summary = build_summary(study, ctx, records, budget, time.monotonic() - started)

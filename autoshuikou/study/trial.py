@@ -84,7 +84,11 @@ def measure_artifact(
 
 
 def run_trial(
-    ctx: RunContext, number: int, plan: Plan, stage: Stage = lambda _s: None
+    ctx: RunContext,
+    number: int,
+    plan: Plan,
+    stage: Stage = lambda _s: None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build and measure one plan; files land atomically in ``trials/<number>/``."""
     final = ctx.trials_dir / f"{number:04d}"
@@ -115,6 +119,7 @@ def run_trial(
         int8_format=b.int8_format.to_dict(),
         trial_seconds=round(time.monotonic() - started, 2),
         **build,
+        **(extra or {}),
     )
     write_json(work / "plan.json", plan.to_dict())
     write_json(work / "metrics.json", metrics)

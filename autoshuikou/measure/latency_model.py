@@ -1,0 +1,134 @@
+"""A latency model learned on this machine: plan features -> latency ratio to the baseline.
+
+Features come from the pruned PyTorch model (cheap: no export, no training): each layer's
+multiply-accumulates, split by the precision the plan gives it, the number of fp32/int8
+boundaries (each costs a quantize or dequantize) and a constant. Two model shapes are
+fitted with non-negative least squares, one coefficient per layer and precision
+("per_layer") or one per precision ("global"); the one with the lower held-out error wins.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import nnls
+from torch import nn
+
+from autoshuikou.plan import Plan
+
+KINDS = ("per_layer", "global")
+
+
+def layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
+    """MACs of each Conv/Linear layer for one forward pass, keyed by layer name."""
+    names = {m: n for n, m in model.named_modules()}
+    macs: dict[str, int] = {}
+
+    def record(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d | nn.Conv1d):
+            per_output = module.in_channels // module.groups * int(np.prod(module.kernel_size))
+        else:
+            per_output = module.in_features  # type: ignore[assignment]
+        macs[names[module]] = macs.get(names[module], 0) + int(output.numel()) * int(per_output)
+
+    hooks = [
+        m.register_forward_hook(record)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Conv1d | nn.Linear)
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(example_input)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return macs
+
+
+def features(kind: str, layers: Sequence[str], macs: dict[str, int], plan: Plan) -> np.ndarray:
+    """The feature vector of one plan (MACs in millions, so coefficients are comparable)."""
+    int8 = set(plan.int8_layers)
+    boundaries = sum(1 for a, b in itertools.pairwise(layers) if (a in int8) != (b in int8))
+    boundaries += layers[0] in int8  # the input is fp32: quantized first layer means one Q
+    boundaries += layers[-1] in int8  # the output is fp32 too
+    if kind == "per_layer":
+        per_layer = [macs.get(layer, 0) / 1e6 * (layer in int8) for layer in layers]
+        per_layer += [macs.get(layer, 0) / 1e6 * (layer not in int8) for layer in layers]
+        return np.array([*per_layer, boundaries, 1.0])
+    int8_macs = sum(macs.get(layer, 0) for layer in layers if layer in int8) / 1e6
+    fp32_macs = sum(macs.get(layer, 0) for layer in layers if layer not in int8) / 1e6
+    return np.array([int8_macs, fp32_macs, len(int8), len(layers) - len(int8), boundaries, 1.0])
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    # Relative error is what matters: weight each probe by 1 / its latency.
+    w = 1.0 / y
+    coef, _ = nnls(x * w[:, None], y * w)
+    return np.asarray(coef)
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    kind: str
+    layers: tuple[str, ...]
+    coefficients: tuple[float, ...]
+    holdout_mape: float
+    holdout_p90: float
+    probes: int
+
+    def predict_ratio(self, macs: dict[str, int], plan: Plan) -> float:
+        return float(features(self.kind, self.layers, macs, plan) @ np.array(self.coefficients))
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> LatencyModel:
+        return cls(
+            kind=str(data["kind"]),
+            layers=tuple(data["layers"]),  # type: ignore[arg-type]
+            coefficients=tuple(float(c) for c in data["coefficients"]),  # type: ignore[attr-defined]
+            holdout_mape=float(data["holdout_mape"]),  # type: ignore[arg-type]
+            holdout_p90=float(data["holdout_p90"]),  # type: ignore[arg-type]
+            probes=int(data["probes"]),  # type: ignore[call-overload]
+        )
+
+
+def absolute_percentage_errors(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    errors: np.ndarray = np.abs(predicted - measured) / measured
+    return errors
+
+
+def fit_latency_model(
+    layers: Sequence[str],
+    macs: Sequence[dict[str, int]],
+    plans: Sequence[Plan],
+    ratios: Sequence[float],
+    holdout: float = 0.25,
+) -> LatencyModel:
+    """Fit both model shapes on the first probes, score them on the rest, refit the winner on all."""
+    y = np.asarray(ratios)
+    split = max(1, int(len(y) * (1 - holdout)))
+    best: tuple[float, float, str] | None = None
+    for kind in KINDS:
+        x = np.stack([features(kind, layers, m, p) for m, p in zip(macs, plans, strict=True)])
+        coef = _fit(x[:split], y[:split])
+        errors = absolute_percentage_errors(x[split:] @ coef, y[split:])
+        score = (float(np.median(errors)), float(np.percentile(errors, 90)), kind)
+        if best is None or score[0] < best[0]:
+            best = score
+    assert best is not None
+    kind = best[2]
+    x = np.stack([features(kind, layers, m, p) for m, p in zip(macs, plans, strict=True)])
+    return LatencyModel(
+        kind=kind,
+        layers=tuple(layers),
+        coefficients=tuple(float(c) for c in _fit(x, y)),
+        holdout_mape=best[0],
+        holdout_p90=best[1],
+        probes=len(y),
+    )

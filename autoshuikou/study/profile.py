@@ -1,0 +1,130 @@
+"""`autoshuikou profile`: learn this machine's latency model for a task by probing it.
+
+Each probe is a random plan from the search space, pruned and quantized but not
+fine-tuned (weights do not change latency), timed interleaved with the baseline. The
+model is cached per hardware/runtime fingerprint, task weights, search space and int8
+format; `search` builds it on first use and rebuilds it when any of those change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from autoshuikou.compress.prune import prune
+from autoshuikou.measure.fingerprint import fingerprint_key
+from autoshuikou.measure.latency import measure_interleaved
+from autoshuikou.measure.latency_model import LatencyModel, fit_latency_model, layer_macs
+from autoshuikou.plan import Plan
+from autoshuikou.study.baseline import model_digest
+from autoshuikou.study.context import RunContext
+from autoshuikou.study.trial import build_artifact
+from autoshuikou.tasks.digits import cache_dir
+from autoshuikou.util import file_lock, read_json, write_json
+
+PROBES = 60
+PROBE_SECONDS = 0.5
+
+
+def model_key(ctx: RunContext) -> str:
+    parts = {
+        "hardware": fingerprint_key(ctx.hardware),
+        "model": model_digest(ctx.teacher),
+        "input": list(ctx.task.example_input.shape),
+        "space": hashlib.sha256(ctx.space.space.text.encode()).hexdigest()[:16],
+        "int8": ctx.baseline.int8_format.name,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def probe_plans(ctx: RunContext, count: int, seed: int) -> list[Plan]:
+    """Random plans from the space, drawn through the same suggest() the search uses."""
+    study = optuna.create_study(
+        directions=["maximize", "minimize", "minimize"],
+        sampler=optuna.samplers.RandomSampler(seed=seed),
+    )
+    return [ctx.space.suggest(study.ask()) for _ in range(count)]
+
+
+def measure_probes(
+    ctx: RunContext, plans: list[Plan], seconds: float = PROBE_SECONDS
+) -> list[dict[str, Any]]:
+    """Build each plan without fine-tuning and time it against the baseline."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "probe.onnx"
+        for plan in plans:
+            no_training = Plan(prune=plan.prune, precision=plan.precision, round_to=plan.round_to)
+            build_artifact(ctx, no_training, path)
+            candidate, reference = measure_interleaved(
+                [path, ctx.baseline.model_path], ctx.example_input, ctx.settings, seconds=seconds
+            )
+            student = prune(ctx.teacher, ctx.task.example_input, plan.prune, plan.round_to)
+            rows.append(
+                {
+                    "plan": no_training,
+                    "macs": layer_macs(student, ctx.task.example_input),
+                    "ratio": candidate.median_ms / reference.median_ms,
+                }
+            )
+    return rows
+
+
+def build_latency_model(ctx: RunContext, probes: int = PROBES, seed: int = 0) -> LatencyModel:
+    layers = list(ctx.space.precision)
+    rows = measure_probes(ctx, probe_plans(ctx, probes, seed))
+    return fit_latency_model(
+        layers, [r["macs"] for r in rows], [r["plan"] for r in rows], [r["ratio"] for r in rows]
+    )
+
+
+def cache_path(ctx: RunContext) -> Path:
+    return cache_dir() / "latency" / f"{model_key(ctx)}.json"
+
+
+def _build_and_save(ctx: RunContext, probes: int, say: Any) -> LatencyModel:
+    path = cache_path(ctx)
+    say(
+        f"profiling this machine's latency for {ctx.task.name} ({probes} probes, cached afterwards) ..."
+    )
+    started = time.monotonic()
+    model = build_latency_model(ctx, probes)
+    seconds = round(time.monotonic() - started, 1)
+    write_json(path, {**model.to_dict(), "hardware": ctx.hardware, "seconds": seconds})
+    say(
+        f"latency model ({model.kind}) built in {seconds:.0f} s: held-out median error "
+        f"{model.holdout_mape:.1%}, 90th percentile {model.holdout_p90:.1%} -> {path}"
+    )
+    return model
+
+
+def load_or_build_latency_model(ctx: RunContext, say: Any = print) -> LatencyModel:
+    """The cached model for this machine and task, built (about a minute) when missing."""
+    path = cache_path(ctx)
+    with file_lock(path.with_suffix(".lock")):
+        if path.exists():
+            return LatencyModel.from_dict(read_json(path))
+        return _build_and_save(ctx, PROBES, say)
+
+
+def profile(
+    task: str | None, space: str | None, out: Path, threads: int, probes: int = PROBES
+) -> tuple[LatencyModel, Path]:
+    """`autoshuikou profile`: (re)build the latency model for a task on this machine."""
+    from autoshuikou.report.progress import Progress
+    from autoshuikou.study.search import prepare_context
+    from autoshuikou.tasks import load_task
+
+    loaded = load_task(task)
+    ctx, _ = prepare_context(
+        loaded, space, out / f"{loaded.name}-profile", 0, threads, 1.0, Progress()
+    )
+    with file_lock(cache_path(ctx).with_suffix(".lock")):
+        model = _build_and_save(ctx, probes, print)
+    return model, cache_path(ctx)

@@ -1,0 +1,75 @@
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from conftest import make_tiny_task
+
+from autoshuikou import search
+from autoshuikou.compress.prune import prune
+from autoshuikou.measure.latency_model import LatencyModel, features, fit_latency_model, layer_macs
+from autoshuikou.plan import Plan
+from autoshuikou.study import profile as profile_module
+from autoshuikou.study.storage import journal_storage
+from autoshuikou.tasks import Task
+from autoshuikou.util import read_json
+
+LAYERS = ["a", "b", "c"]
+
+
+def _plan(int8: set[str]) -> Plan:
+    return Plan(
+        prune={}, precision={layer: "int8" if layer in int8 else "fp32" for layer in LAYERS}
+    )
+
+
+def test_layer_macs_follow_pruning(tiny_task: Task) -> None:
+    macs = layer_macs(tiny_task.model, tiny_task.example_input)
+    assert macs["conv1"] == 16 * 32 * 9 * 64  # in * out * k*k * 8x8 outputs
+    pruned = prune(tiny_task.model, tiny_task.example_input, {"conv1": 0.5}, round_to=1)
+    assert layer_macs(pruned, tiny_task.example_input)["conv1"] == macs["conv1"] // 2
+
+
+def test_boundaries_count_precision_changes() -> None:
+    macs = dict.fromkeys(LAYERS, 1_000_000)
+    # fp32 input -> int8 a (1) -> fp32 b (2) -> int8 c (3) -> fp32 output (4)
+    assert features("global", LAYERS, macs, _plan({"a", "c"}))[4] == 4
+    assert features("global", LAYERS, macs, _plan(set()))[4] == 0
+
+
+def test_fit_recovers_a_known_cost_model() -> None:
+    rng = np.random.default_rng(0)
+    true = {"int8": 0.02, "fp32": 0.05, "boundary": 0.03, "constant": 0.1}
+    plans, macs, ratios = [], [], []
+    for _ in range(40):
+        plan = _plan({layer for layer in LAYERS if rng.random() < 0.5})
+        m = {layer: int(rng.integers(1, 10)) * 1_000_000 for layer in LAYERS}
+        x = features("global", LAYERS, m, plan)
+        ratios.append(
+            true["int8"] * x[0] + true["fp32"] * x[1] + true["boundary"] * x[4] + true["constant"]
+        )
+        plans.append(plan)
+        macs.append(m)
+    model = fit_latency_model(LAYERS, macs, plans, ratios)
+    assert model.holdout_mape < 0.01
+    assert model.predict_ratio(macs[0], plans[0]) == pytest.approx(ratios[0], rel=0.01)
+    assert LatencyModel.from_dict(model.to_dict()) == model
+
+
+def test_rejection_before_fine_tuning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At a tight budget, plans predicted too slow are recorded infeasible, never trained."""
+    monkeypatch.setattr(profile_module, "PROBES", 16)
+    wide = make_tiny_task(width=64)  # wide enough that pruning and int8 pay off
+    result = search(wide, budget="50%", trials=8, out=tmp_path, study_name="p", measure_seconds=0.2)
+    study = optuna.load_study(study_name="p", storage=journal_storage(result.run_dir))
+    rejected = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    trained = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert rejected, "a budget this tight should reject some plans"
+    for trial in rejected:
+        assert trial.constraints["latency"] > 0
+        assert trial.user_attrs["latency_predicted_ms"] > result.summary["budget_ms"]
+        record = read_json(result.run_dir / "trials" / f"{trial.number:04d}" / "metrics.json")
+        assert record["rejected"] and "metric" not in record
+    for trial in trained:  # prediction and measurement side by side, for every trained trial
+        assert "latency_predicted_ms" in trial.user_attrs and "prediction_error" in trial.user_attrs
+    assert result.summary["trials_rejected_by_prediction"] == len(rejected)
