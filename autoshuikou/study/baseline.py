@@ -26,6 +26,7 @@ from autoshuikou.util import read_json, write_json
 
 # A format may lose at most this much of the best candidate's metric (relative).
 FORMAT_METRIC_TOLERANCE = 0.005
+FORMAT_TIE = 0.05
 
 
 def model_digest(model: nn.Module) -> str:
@@ -73,7 +74,10 @@ def choose_int8_format(
     accurate = [
         r for r in rows if r["metric"] >= best_metric - FORMAT_METRIC_TOLERANCE * abs(best_metric)
     ]
-    chosen = min(accurate, key=lambda r: r["latency_ratio_to_fp32"])
+    fastest = min(r["latency_ratio_to_fp32"] for r in accurate)
+    # Formats within timing noise of the fastest are ties: take the first in the fixed
+    # candidate order, so reruns on the same machine choose the same format.
+    chosen = next(r for r in accurate if r["latency_ratio_to_fp32"] <= fastest * (1 + FORMAT_TIE))
     for row in rows:
         row["chosen"] = row is chosen
     return Int8Format.from_dict(chosen["format"]), rows
