@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ def _search(args: argparse.Namespace) -> int:
         min_accuracy=args.min_accuracy,
         measure_seconds=args.measure_seconds,
         predict=not args.no_predict,
+        storage=args.storage,
     )
     print(format_table(result.summary))
     return 0 if result.feasible else EXIT_NO_FEASIBLE
@@ -49,11 +51,24 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(args: argparse.Namespace) -> int:
-    from autoshuikou.report.summary import format_table, load_summary
+def _status(args: argparse.Namespace) -> int:
+    from autoshuikou.report.status import study_status
 
-    summary = load_summary(Path(args.run_dir))
+    print(study_status(args.run_dir, args.storage, args.study_name))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from autoshuikou.report.summary import artifact_problems, format_table, load_summary
+
+    run_dir = Path(args.run_dir)
+    summary = load_summary(run_dir)
     print(format_table(summary))
+    problems = artifact_problems(run_dir, summary)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if problems:
+        return 1
     return 0 if summary["pareto"] else EXIT_NO_FEASIBLE
 
 
@@ -139,7 +154,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not reject plans by predicted latency before fine-tuning",
     )
+    s.add_argument(
+        "--storage",
+        default=None,
+        help="postgresql://user:pw@host/db to share the study between machines, or a .journal "
+        "path (default: runs/<study>/study.journal)",
+    )
     s.set_defaults(run=_search)
+
+    st = commands.add_parser("status", help="trials done/running/failed, workers and best so far")
+    st.add_argument("run_dir", nargs="?", default=None, help="runs/<study> (journal storage)")
+    st.add_argument("--storage", default=None, help="the database URL the workers use")
+    st.add_argument("--study-name", default=None)
+    st.set_defaults(run=_status)
 
     pr = commands.add_parser(
         "profile", help="learn this machine's latency model for a task (cached)"
@@ -176,6 +203,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not args.verbose:
@@ -187,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         logging.getLogger().setLevel(logging.ERROR)
     run: Callable[[argparse.Namespace], int] = args.run
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return run(args)
     except UserError as exc:
@@ -195,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
+        # SIGTERM arrives here too (see _terminate): the running trial is marked failed.
         print(
             "\ninterrupted: finished trials are saved; run the same command again to resume",
             file=sys.stderr,

@@ -98,3 +98,58 @@ def tiny_task_file(tmp_path: Path) -> str:
     path = tmp_path / "tiny_task.py"
     path.write_text(TINY_TASK_FILE.format(tests=str(Path(__file__).parent)))
     return f"{path}:make_task"
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway PostgreSQL server on 127.0.0.1, from the machine's PostgreSQL binaries.
+
+    Debian's postgresql package provides them (it is part of this project's machine image).
+    The server runs as the `postgres` user when the tests run as root (initdb refuses root).
+    """
+    import os
+    import shutil
+    import socket
+    import subprocess
+
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL binaries not found (apt-get install postgresql)")
+    import tempfile
+
+    # Not under pytest's private (0700) temp folder: the server user must reach it.
+    data = Path(tempfile.mkdtemp(prefix="autoshuikou-pg-")) / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(data.parent, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True)  # noqa: E731
+    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust")
+    options = f"-p {port} -k {data.parent} -c listen_addresses=127.0.0.1 -c max_connections=100"
+    run(
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-o",
+        options,
+        "-w",
+        "-l",
+        str(data.parent / "log"),
+        "start",
+    )
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(data.parent, ignore_errors=True)

@@ -117,3 +117,20 @@ def test_verify_detects_a_tampered_record(tiny_task: Task, tmp_path: Path) -> No
     write_json(metrics_path, tampered)
     rows = verify_run(result.run_dir, None, seconds=0.3, task=tiny_task)
     assert not rows[0]["metric"]
+
+
+def test_show_reports_missing_and_damaged_models(tiny_task: Task, tmp_path: Path) -> None:
+    from autoshuikou.cli import main
+    from autoshuikou.report.summary import artifact_problems, load_summary
+
+    result = search(tiny_task, trials=3, out=tmp_path, study_name="s", **FAST)
+    assert artifact_problems(result.run_dir, load_summary(result.run_dir)) == []
+    first = result.run_dir / result.pareto[0]["path"]
+    first.write_bytes(first.read_bytes()[:-10] + b"0123456789")
+    problems = artifact_problems(result.run_dir, load_summary(result.run_dir))
+    assert problems == [
+        f"trial {result.pareto[0]['trial']}: {first} is damaged (checksum mismatch)"
+    ]
+    first.unlink()
+    assert "is missing" in artifact_problems(result.run_dir, load_summary(result.run_dir))[0]
+    assert main(["show", str(result.run_dir)]) == 1

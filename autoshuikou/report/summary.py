@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshuikou.errors import UserError
-from autoshuikou.util import read_json
+from autoshuikou.util import read_json, sha256_file
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -59,11 +59,22 @@ def load_summary(run_dir: Path) -> dict[str, Any]:
         raise UserError(
             f"{path} does not exist", "point at a run directory written by `autoshuikou search`"
         )
-    summary: dict[str, Any] = read_json(path)
-    missing = [p["trial"] for p in summary["pareto"] if not (run_dir / p["path"]).exists()]
-    if missing:
+    try:
+        summary: dict[str, Any] = read_json(path)
+    except ValueError as exc:
         raise UserError(
-            f"Pareto models of trials {missing} are missing under {run_dir}",
-            "rerun the same `autoshuikou search` command to rebuild the summary",
-        )
+            f"{path} is damaged: {exc}", "rerun the same `autoshuikou search` command"
+        ) from exc
     return summary
+
+
+def artifact_problems(run_dir: Path, summary: dict[str, Any]) -> list[str]:
+    """Pareto models that are missing or whose bytes no longer match their checksum."""
+    problems = []
+    for point in summary["pareto"]:
+        model = run_dir / point["path"]
+        if not model.exists():
+            problems.append(f"trial {point['trial']}: {model} is missing")
+        elif sha256_file(model) != point["model_sha256"]:
+            problems.append(f"trial {point['trial']}: {model} is damaged (checksum mismatch)")
+    return problems

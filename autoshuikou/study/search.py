@@ -6,12 +6,14 @@ import hashlib
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+from optuna.storages import fail_stale_trials
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from autoshuikou import __version__
@@ -31,10 +33,17 @@ from autoshuikou.study.context import RunContext
 from autoshuikou.study.final import NOISY_WINDOW_SPREAD, final_front, remeasure
 from autoshuikou.study.pareto import Point, pareto_indices
 from autoshuikou.study.profile import load_or_build_latency_model
-from autoshuikou.study.storage import open_study
+from autoshuikou.study.storage import (
+    WORKER,
+    fail_orphaned_trials,
+    make_storage,
+    open_study,
+    recover_dead_local_workers,
+    reservation_lock,
+)
 from autoshuikou.study.trial import run_trial
 from autoshuikou.tasks import Task, load_task
-from autoshuikou.util import write_json
+from autoshuikou.util import file_lock, write_json
 
 FLOOR_MARGIN = 0.9  # timing noise allowance when comparing a budget with the fastest plan
 MAX_CONSECUTIVE_FAILURES = 3
@@ -137,6 +146,7 @@ def _summary_point(record: dict[str, Any]) -> dict[str, Any]:
         "macs": record["macs"],
         "params": record["params"],
         "peak_memory_mb": record["peak_memory_mb"],
+        "model_sha256": record["model_sha256"],
     }
 
 
@@ -235,7 +245,8 @@ def prepare_context(
     progress.line(
         f"measuring the fp32 baseline and int8 formats on this machine -> {run_dir}/baseline"
     )
-    ctx.baseline = prepare_baseline(ctx, identity)
+    with file_lock(run_dir / ".baseline.lock"):  # workers starting together measure it once
+        ctx.baseline = prepare_baseline(ctx, identity)
     return ctx, identity
 
 
@@ -252,12 +263,14 @@ def search(
     min_accuracy: str | float | None = None,
     measure_seconds: float = 1.0,
     predict: bool = True,
+    storage: str | None = None,
     progress: Progress | None = None,
 ) -> SearchResult:
     """Find the Pareto-optimal compressed models of ``task`` under a latency ``budget``.
 
-    Running it again with the same arguments resumes the study under ``out/<study_name>``.
-    With ``predict``, a latency model learned on this machine (built on first use, cached)
+    Running it again with the same arguments resumes the study under ``out/<study_name>``;
+    workers started with the same ``storage`` and ``study_name`` share one study, and
+    ``trials`` is their common total. With ``predict``, a latency model learned on this machine (built on first use, cached)
     rejects plans predicted to miss the budget before they are fine-tuned.
     """
     started = time.monotonic()
@@ -290,11 +303,17 @@ def search(
     fingerprint = {
         **identity,
         "space_sha256": hashlib.sha256(bound.space.text.encode()).hexdigest()[:16],
-        "budget_ms": round(ctx.budget_ms, 6),
-        "min_metric": ctx.min_metric,
+        "budget": parsed_budget.text,
+        "min_accuracy": None if min_accuracy is None else str(min_accuracy),
     }
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
-    study = open_study(run_dir, name, fingerprint, sampler)
+    study_storage = make_storage(storage, run_dir)
+    # The creator's reference latency and budget hold for every worker, so all trials'
+    # latencies (ratio to the local baseline x the reference) share one scale.
+    shared = {"baseline_latency_ms": b.latency_ms, "budget_ms": ctx.budget_ms}
+    study = open_study(study_storage, run_dir, name, fingerprint, sampler, shared)
+    ctx.baseline = b = replace(b, latency_ms=study.user_attrs["baseline_latency_ms"])
+    ctx.budget_ms = study.user_attrs["budget_ms"]
 
     def objective(trial: optuna.Trial) -> tuple[float, float, float]:
         reference = trial.user_attrs.get("reference")
@@ -359,22 +378,48 @@ def search(
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         nonlocal failures
         failures = failures + 1 if trial.state == TrialState.FAIL else 0
-        attrs = _attrs(trial)
         prune_artifacts(study, run_dir)
-        progress.trial_done(trial.number, attrs, trial.state.name, _best_text(study))
-        if (
-            sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-            >= trials
-        ):
-            study.stop()
-        if failures >= MAX_CONSECUTIVE_FAILURES:
-            study.stop()
+        progress.trial_done(trial.number, _attrs(trial), trial.state.name, _best_text(study))
 
+    def run_one(trial: optuna.Trial) -> tuple[float, float, float]:
+        lock.release()  # the trial now exists as RUNNING: other workers count it
+        trial.set_user_attr("worker", WORKER)
+        return objective(trial)
+
+    lock = reservation_lock(study_storage, run_dir, name)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
-    if done < trials:
-        progress.begin(trials, done)
-        progress.line(f"study {name}: {done} of {trials} trials done; running the rest")
-        study.optimize(objective, timeout=timeout, catch=(Exception,), callbacks=[after_trial])
+    progress.begin(trials, done)
+    progress.line(
+        f"study {name}: {done} of {trials} trials done"
+        + ("" if done >= trials else "; running the rest")
+    )
+    waiting_since: float | None = None
+    while failures < MAX_CONSECUTIVE_FAILURES and (
+        timeout is None or time.monotonic() - started < timeout
+    ):
+        lock.acquire()
+        try:
+            # Trials of workers that died are failed and queued again before counting.
+            if is_heartbeat_enabled(study_storage):
+                fail_stale_trials(study)
+            else:
+                recover_dead_local_workers(study)
+            fail_orphaned_trials(study)
+            finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if finished >= trials:
+                break
+            if finished + running < trials:
+                waiting_since = None
+                study.optimize(run_one, n_trials=1, catch=(Exception,), callbacks=[after_trial])
+                continue
+        finally:
+            lock.release()
+        # The rest are running on other workers: wait, in case one dies and its trial returns.
+        if waiting_since is None:
+            waiting_since = time.monotonic()
+            progress.line(f"waiting for {running} trial(s) running on other workers")
+        time.sleep(1.0)
     if failures >= MAX_CONSECUTIVE_FAILURES:
         last = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1]
         raise UserError(

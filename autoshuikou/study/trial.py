@@ -19,7 +19,7 @@ from autoshuikou.measure.memory import peak_memory_mb
 from autoshuikou.measure.size import artifact_bytes, graph_counts
 from autoshuikou.plan import Plan
 from autoshuikou.study.context import RunContext
-from autoshuikou.util import write_json
+from autoshuikou.util import sha256_file, write_json
 
 Stage = Callable[[str], None]
 
@@ -121,6 +121,7 @@ def run_trial(
         **build,
         **(extra or {}),
     )
+    metrics["model_sha256"] = sha256_file(work / "model.onnx")
     write_json(work / "plan.json", plan.to_dict())
     write_json(work / "metrics.json", metrics)
     shutil.rmtree(final, ignore_errors=True)

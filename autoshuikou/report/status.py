@@ -1,0 +1,54 @@
+"""`autoshuikou status`: what a (possibly shared) study is doing right now."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from autoshuikou.errors import UserError
+from autoshuikou.study.storage import make_storage
+
+
+def study_status(run_dir: str | None, storage: str | None, study_name: str | None) -> str:
+    if run_dir is None and storage is None:
+        raise UserError(
+            "status needs a run directory or --storage", "e.g. autoshuikou status runs/digits-50pct"
+        )
+    folder = Path(run_dir) if run_dir else Path(".")
+    name = study_name or folder.name
+    if storage is None and not (folder / "study.journal").exists():
+        raise UserError(
+            f"{folder} holds no study.journal", "point at runs/<study>, or pass --storage"
+        )
+    try:
+        study = optuna.load_study(study_name=name, storage=make_storage(storage, folder))
+    except KeyError as exc:
+        raise UserError(f"no study named {name!r} in that storage", "check --study-name") from exc
+    trials = study.get_trials(deepcopy=False)
+    states = Counter(t.state.name for t in trials)
+    workers = sorted({str(t.user_attrs["worker"]) for t in trials if "worker" in t.user_attrs})
+    feasible = [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())
+    ]
+    best = max(feasible, key=lambda t: t.user_attrs["metric"], default=None)
+    lines = [
+        f"study {name}: {len(trials)} trials: "
+        + ", ".join(
+            f"{states.get(s, 0)} {s.lower()}"
+            for s in ("COMPLETE", "PRUNED", "RUNNING", "FAIL", "WAITING")
+        )
+        + " (pruned = rejected by predicted latency)",
+        f"workers seen: {len(workers)} ({', '.join(workers) or 'none'})",
+        "best feasible: "
+        + (
+            f"trial {best.number}, metric {best.user_attrs['metric']:.4f} at {best.user_attrs['latency_ms']:.3f} ms"
+            if best
+            else "none yet"
+        ),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,196 @@
+"""Several workers on one study: PostgreSQL and the journal file, exact totals, dead workers."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autoshuikou.errors import UserError
+from autoshuikou.study.storage import make_storage
+from autoshuikou.util import read_json
+
+pytestmark = pytest.mark.slow
+
+WORKER_ARGS = ["--no-predict", "--measure-seconds", "0.1", "--budget", "300%"]
+
+
+def start_worker(cwd: Path, task: str, trials: int, storage: str | None) -> subprocess.Popen[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "autoshuikou",
+        "search",
+        "--task",
+        task,
+        "--trials",
+        str(trials),
+        "--study-name",  # the test folder's name: the session's database holds every test's study
+        cwd.name,
+        *WORKER_ARGS,
+    ]
+    if storage:
+        cmd += ["--storage", storage]
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def load(cwd: Path, storage: str | None) -> optuna.Study:
+    return optuna.load_study(
+        study_name=cwd.name, storage=make_storage(storage, cwd / "runs" / cwd.name)
+    )
+
+
+def check_study(study: optuna.Study, total: int) -> None:
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) == total
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    references = [t.user_attrs.get("reference") for t in finished]
+    assert references.count("fp32") == 1 and references.count("int8") == 1
+
+
+@pytest.mark.parametrize("backend", ["journal", "postgres"])
+def test_two_workers_complete_an_exact_total(
+    backend: str, tmp_path: Path, tiny_task_file: str, request: pytest.FixtureRequest
+) -> None:
+    storage = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    workers = [start_worker(tmp_path, tiny_task_file, 20, storage) for _ in range(2)]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outputs]
+    study = load(tmp_path, storage)
+    check_study(study, 20)
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # both did work
+    assert read_json(tmp_path / "runs" / tmp_path.name / "summary.json")["pareto"]
+
+
+def _wait_for_running_trial(
+    tmp_path: Path, worker: subprocess.Popen[str], timeout: float = 120
+) -> None:
+    """Wait until the worker is inside a trial: its temporary trial folder exists."""
+    trials = tmp_path / "runs" / tmp_path.name / "trials"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if worker.poll() is not None:
+            raise AssertionError(f"the worker ended early: {worker.communicate()[1][-3000:]}")
+        if trials.exists() and list(trials.glob(".*.tmp")):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the worker never started a trial")
+
+
+@pytest.mark.parametrize("backend", ["journal", "postgres"])
+def test_a_killed_worker_loses_nothing(
+    backend: str, tmp_path: Path, tiny_task_file: str, request: pytest.FixtureRequest
+) -> None:
+    storage = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    victim = start_worker(tmp_path, tiny_task_file, 8, storage)
+    _wait_for_running_trial(tmp_path, victim)
+    survivor = start_worker(tmp_path, tiny_task_file, 8, storage)
+    time.sleep(1.0)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate()
+    try:
+        out, err = survivor.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        survivor.kill()
+        out, err = survivor.communicate()
+    assert survivor.returncode == 0, (out[-3000:], err[-3000:])
+    study = load(tmp_path, storage)
+    check_study(study, 8)
+    killed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert killed and all(str(t.user_attrs["worker"]).endswith(f":{victim.pid}") for t in killed)
+    retried = {
+        t.system_attrs.get("failed_trial") for t in study.trials if t.state == TrialState.COMPLETE
+    }
+    assert {t.number for t in killed} <= retried  # each killed trial's plan ran again
+    # Every completed trial's files are whole: no temporary folders became trials.
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        assert (
+            read_json(
+                tmp_path
+                / "runs"
+                / tmp_path.name
+                / "trials"
+                / f"{trial.number:04d}"
+                / "metrics.json"
+            )["trial"]
+            == trial.number
+        )
+
+
+def test_a_worker_on_other_hardware_settings_is_refused(
+    tmp_path: Path, tiny_task_file: str
+) -> None:
+    first = start_worker(tmp_path, tiny_task_file, 2, None)
+    assert first.wait(timeout=300) == 0
+    other = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autoshuikou",
+            "search",
+            "--task",
+            tiny_task_file,
+            "--trials",
+            "3",
+            "--threads",
+            "2",
+            "--study-name",
+            tmp_path.name,
+            *WORKER_ARGS,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert other.returncode == 2
+    assert "hardware.threads: study has 1, this worker has 2" in other.stderr
+
+
+def test_unreachable_database_and_damaged_journal(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot use the database"):
+        make_storage("postgresql://nobody:secret@127.0.0.1:1/none", tmp_path)
+    with pytest.raises(UserError, match="unsupported --storage"):
+        make_storage("mysql://x", tmp_path)
+    journal = tmp_path / "run" / "study.journal"
+    journal.parent.mkdir()
+    journal.write_text("this is not a journal\n{}\n")  # a bad line with more after it
+    with pytest.raises(UserError, match="cannot be"):
+        storage = make_storage(None, tmp_path / "run")
+        optuna.load_study(study_name="x", storage=storage)
+
+
+def test_trials_of_dead_workers_are_failed_and_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import autoshuikou.study.storage as storage_module
+
+    study = optuna.create_study(storage=make_storage(None, tmp_path), directions=["maximize"])
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    tagged = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    tagged.set_user_attr("worker", f"{storage_module.socket.gethostname()}:{dead.stdout.strip()}")
+    orphan = study.ask(
+        {"x": optuna.distributions.FloatDistribution(0, 1)}
+    )  # died before its objective
+    alive = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    alive.set_user_attr("worker", storage_module.WORKER)  # this very process
+
+    assert storage_module.recover_dead_local_workers(study) == [tagged.number]
+    assert storage_module.fail_orphaned_trials(study) == []  # too young to call an orphan
+    monkeypatch.setattr(storage_module, "GRACE_SECONDS", 0)
+    assert storage_module.fail_orphaned_trials(study) == [orphan.number]
+
+    states = {t.number: t.state for t in study.trials}
+    assert states[tagged.number] == states[orphan.number] == TrialState.FAIL
+    assert states[alive.number] == TrialState.RUNNING
+    retries = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert sorted(t.system_attrs["failed_trial"] for t in retries) == [tagged.number, orphan.number]
+    assert {t.params["x"] for t in retries} == {tagged.params["x"], orphan.params["x"]}
