@@ -36,11 +36,14 @@ def read_json(path: Path) -> Any:
 
 
 @contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock held while the block runs (released if the process dies)."""
+def file_lock(path: Path, shared: bool = False) -> Iterator[None]:
+    """An advisory lock held while the block runs (released if the process dies).
+
+    Exclusive by default; ``shared`` holders exclude exclusive ones but not each other.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:

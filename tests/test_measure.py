@@ -84,3 +84,46 @@ def test_two_processes_never_time_at_once(exported: Path, tmp_path: Path) -> Non
     assert ends[0] >= float(start_at)
     # Each timing lasts >= 0.5 s; run side by side they would end together.
     assert ends[1] - ends[0] >= 0.5
+
+
+TRAINING_PROBE = """
+import time
+from autoshuikou.measure.latency import LOCK_PATH
+from autoshuikou.util import file_lock
+with file_lock(LOCK_PATH, shared=True):  # what a worker holds while it trains
+    print("training", flush=True)
+    time.sleep(1.5)
+    print(time.time(), flush=True)
+"""
+
+TIMING_PROBE = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from autoshuikou.measure.latency import measure_interleaved
+from autoshuikou.measure.runtime import RuntimeSettings
+measure_interleaved([Path(sys.argv[1])], np.zeros((1, 1, 8, 8), np.float32), RuntimeSettings(), seconds=0.5)
+print(time.time())
+"""
+
+
+def test_timing_waits_for_training_to_end(exported: Path, tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "AUTOSHUIKOU_LATENCY_LOCK": str(tmp_path / "host.lock")}
+    (tmp_path / "train.py").write_text(TRAINING_PROBE)
+    (tmp_path / "timer.py").write_text(TIMING_PROBE)
+    trainer = subprocess.Popen(
+        [sys.executable, str(tmp_path / "train.py")], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert trainer.stdout is not None and trainer.stdout.readline().strip() == "training"
+    timer = subprocess.run(
+        [sys.executable, str(tmp_path / "timer.py"), str(exported)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    trained_until = float(trainer.communicate()[0].strip().splitlines()[-1])
+    assert timer.returncode == 0, timer.stderr
+    # Started while training held the lock; its >= 0.5 s of timing came after training ended.
+    assert float(timer.stdout.strip().splitlines()[-1]) - trained_until >= 0.5

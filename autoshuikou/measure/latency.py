@@ -18,7 +18,8 @@ import numpy as np
 from autoshuikou.measure.runtime import RuntimeSettings, open_session
 from autoshuikou.util import file_lock
 
-# One timing at a time on this host, so parallel workers never time each other's load.
+# One timing at a time on this host, and none while a worker trains (training holds it
+# shared), so parallel workers never time each other's load.
 LOCK_PATH = Path(
     os.environ.get(
         "AUTOSHUIKOU_LATENCY_LOCK", Path(tempfile.gettempdir()) / "autoshuikou-latency.lock"

@@ -14,12 +14,12 @@ from autoshuikou.compress.export import export_onnx
 from autoshuikou.compress.prune import count_macs_params, prune
 from autoshuikou.compress.quantize import quantize
 from autoshuikou.measure.accuracy import artifact_metric
-from autoshuikou.measure.latency import measure_interleaved
+from autoshuikou.measure.latency import LOCK_PATH, measure_interleaved
 from autoshuikou.measure.memory import peak_memory_mb
 from autoshuikou.measure.size import artifact_bytes, graph_counts
 from autoshuikou.plan import Plan
 from autoshuikou.study.context import RunContext
-from autoshuikou.util import sha256_file, write_json
+from autoshuikou.util import file_lock, sha256_file, write_json
 
 Stage = Callable[[str], None]
 
@@ -35,7 +35,10 @@ def build_artifact(
     stage(f"distilling {plan.distill.epochs} epochs" if plan.distill.epochs else "no fine-tuning")
     started = time.monotonic()
     history: list[dict[str, float]] = []
-    distill(student, ctx.teacher, ctx.task, plan.distill, seed=ctx.seed, history=history)
+    # Training holds the host's timing lock shared: no worker times a model while another
+    # trains (which would load the cores), while several workers may train at once.
+    with file_lock(LOCK_PATH, shared=True):
+        distill(student, ctx.teacher, ctx.task, plan.distill, seed=ctx.seed, history=history)
     distill_s = time.monotonic() - started
     stage("quantizing")
     with tempfile.TemporaryDirectory() as tmp:
