@@ -8,7 +8,7 @@ Groups are named by their first layer; the classifier's outputs are never pruned
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -27,12 +27,15 @@ class ChannelGroup:
     channels: int
 
 
-def execution_order(model: nn.Module, example_input: torch.Tensor) -> list[str]:
-    """Names of the Conv/Linear layers in the order a forward pass runs them."""
+def trace_layers(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    visit: Callable[[str, nn.Module, torch.Tensor], None],
+) -> None:
+    """Run one forward pass, calling ``visit(name, layer, output)`` for each Conv/Linear run."""
     names = {module: name for name, module in model.named_modules()}
-    order: list[str] = []
     hooks = [
-        m.register_forward_hook(lambda mod, _i, _o: order.append(names[mod]))
+        m.register_forward_hook(lambda mod, _i, out: visit(names[mod], mod, out))
         for m in model.modules()
         if isinstance(m, PRUNABLE_TYPES)
     ]
@@ -42,6 +45,12 @@ def execution_order(model: nn.Module, example_input: torch.Tensor) -> list[str]:
     finally:
         for hook in hooks:
             hook.remove()
+
+
+def execution_order(model: nn.Module, example_input: torch.Tensor) -> list[str]:
+    """Names of the Conv/Linear layers in the order a forward pass runs them."""
+    order: list[str] = []
+    trace_layers(model, example_input, lambda name, _m, _o: order.append(name))
     return order
 
 

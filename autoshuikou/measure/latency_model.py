@@ -18,6 +18,7 @@ import torch
 from scipy.optimize import nnls
 from torch import nn
 
+from autoshuikou.compress.prune import trace_layers
 from autoshuikou.plan import Plan
 
 KINDS = ("per_layer", "global")
@@ -25,27 +26,18 @@ KINDS = ("per_layer", "global")
 
 def layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
     """MACs of each Conv/Linear layer for one forward pass, keyed by layer name."""
-    names = {m: n for n, m in model.named_modules()}
     macs: dict[str, int] = {}
 
-    def record(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+    def record(name: str, module: nn.Module, output: torch.Tensor) -> None:
         if isinstance(module, nn.Conv2d | nn.Conv1d):
             per_output = module.in_channels // module.groups * int(np.prod(module.kernel_size))
+        elif isinstance(module, nn.Linear):
+            per_output = module.in_features
         else:
-            per_output = module.in_features  # type: ignore[assignment]
-        macs[names[module]] = macs.get(names[module], 0) + int(output.numel()) * int(per_output)
+            return
+        macs[name] = macs.get(name, 0) + int(output.numel()) * per_output
 
-    hooks = [
-        m.register_forward_hook(record)
-        for m in model.modules()
-        if isinstance(m, nn.Conv2d | nn.Conv1d | nn.Linear)
-    ]
-    try:
-        with torch.no_grad():
-            model.eval()(example_input)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    trace_layers(model, example_input, record)
     return macs
 
 
