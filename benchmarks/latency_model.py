@@ -25,6 +25,7 @@ from autoshuikou.measure.latency_model import absolute_percentage_errors, layer_
 from autoshuikou.report.progress import Progress
 from autoshuikou.study.profile import build_latency_model, measure_probes, probe_plans
 from autoshuikou.study.search import prepare_context
+from autoshuikou.tasks import load_task
 
 
 def main() -> int:
@@ -34,7 +35,8 @@ def main() -> int:
     parser.add_argument("--plans", type=int, default=30)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        ctx, _ = prepare_context(args.task, None, Path(tmp) / "run", 0, 1, 1.0, Progress())
+        task = load_task(args.task)
+        ctx, _ = prepare_context(task, None, Path(tmp) / "run", 0, 1, 1.0, Progress())
         started = time.monotonic()
         model = build_latency_model(ctx, args.probes, seed=0)
         profile_s = time.monotonic() - started

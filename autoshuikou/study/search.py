@@ -210,7 +210,7 @@ def build_summary(
 
 
 def prepare_context(
-    task: Task | str | None,
+    task: Task,
     space: str | Path | None,
     run_dir: Path,
     seed: int,
@@ -221,7 +221,6 @@ def prepare_context(
     """Load the task, bind the space and measure (or reload) the baseline under ``run_dir``."""
     if threads < 1:
         raise UserError(f"--threads must be at least 1, got {threads}", "e.g. --threads 1")
-    task = task if isinstance(task, Task) else load_task(task)
     settings = RuntimeSettings(threads=threads)
     hardware = hardware_fingerprint(settings)
     ctx = RunContext(
