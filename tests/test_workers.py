@@ -103,7 +103,10 @@ def test_a_killed_worker_loses_nothing(
     study = load(tmp_path, storage)
     check_study(study, 8)
     killed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert killed and all(str(t.user_attrs["worker"]).endswith(f":{victim.pid}") for t in killed)
+    # A killed trial is the victim's, or untagged: the victim died between creating it and
+    # tagging it (an orphan, failed after the grace period). None is the survivor's.
+    owners = {str(t.user_attrs.get("worker", "")).rpartition(":")[2] for t in killed}
+    assert killed and owners <= {str(victim.pid), ""}, owners
     retried = {
         t.system_attrs.get("failed_trial") for t in study.trials if t.state == TrialState.COMPLETE
     }
