@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from autoshuikou.compare.strategies import DEFAULT_STRATEGIES
 from autoshuikou.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -38,6 +39,23 @@ def _search(args: argparse.Namespace) -> int:
     )
     print(format_table(result.summary))
     return 0 if result.feasible else EXIT_NO_FEASIBLE
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from autoshuikou.compare.run import compare
+
+    compare(
+        task=args.task,
+        budget=args.budget,
+        trials=args.trials,
+        seeds=args.seeds,
+        out=args.out,
+        strategies=args.strategies,
+        space=args.space,
+        measure_seconds=args.measure_seconds,
+        predict=not args.no_predict,
+    )
+    return 0
 
 
 def _profile(args: argparse.Namespace) -> int:
@@ -161,6 +179,28 @@ def _parser() -> argparse.ArgumentParser:
         "path (default: runs/<study>/study.journal)",
     )
     s.set_defaults(run=_search)
+
+    c = commands.add_parser(
+        "compare", help="run search strategies and fixed baselines side by side, over seeds"
+    )
+    c.add_argument("--task", default=None, help="as for search (default: digits)")
+    c.add_argument("--budget", default="50%", help="as for search (default 50%%)")
+    c.add_argument("--trials", type=int, default=30, help="trials per study (default 30)")
+    c.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per strategy (default 3)")
+    c.add_argument(
+        "--strategies",
+        default=DEFAULT_STRATEGIES,
+        help=f"comma-separated NAME or NAME:TRIALS (default {DEFAULT_STRATEGIES}); names: "
+        "tpe, nsga2, random, gp, no-distill (tpe without fine-tuning), uniform (same prune "
+        "ratio everywhere, fp32 and int8)",
+    )
+    c.add_argument("--space", default=None, help="search-space YAML (default: the shipped one)")
+    c.add_argument(
+        "--out", default="runs/compare", help="report and studies (default runs/compare)"
+    )
+    c.add_argument("--measure-seconds", type=float, default=1.0)
+    c.add_argument("--no-predict", action="store_true", help="as for search")
+    c.set_defaults(run=_compare)
 
     st = commands.add_parser("status", help="trials done/running/failed, workers and best so far")
     st.add_argument("run_dir", nargs="?", default=None, help="runs/<study> (journal storage)")

@@ -37,6 +37,7 @@ def test_search_writes_deployable_pareto_models_and_resumes(
     assert (run / "baseline" / "model.onnx").exists() and base["metric"] > 0.5
     assert read_json(run / "summary.json")["trials_complete"] == 4
     assert result.feasible and result.pareto
+    assert (run / "front.png").read_bytes()[:4] == b"\x89PNG"
 
     for point in result.pareto:
         model = run / point["path"]

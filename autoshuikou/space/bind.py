@@ -56,6 +56,27 @@ class BoundSpace:
         }
         return Plan(prune={}, precision=precision, round_to=self.space.round_to)
 
+    def uniform_plan(self, ratio: float, int8: bool) -> Plan:
+        """Every group pruned by ``ratio`` (clipped to its range), fixed mid-range fine-tuning.
+
+        The classic baseline: the same ratio everywhere, no search.
+        """
+        s = self.space
+        return Plan(
+            prune={g: min(max(ratio, r.low), r.high) for g, r in self.prune.items()},
+            precision={
+                layer: "int8" if int8 and "int8" in c else "fp32"
+                for layer, c in self.precision.items()
+            },
+            distill=DistillSettings(
+                epochs=s.epochs.high,
+                lr=_clip(1e-3, s.lr),
+                temperature=_clip(4.0, s.temperature),
+                alpha=_clip(0.9, s.alpha),
+            ),
+            round_to=s.round_to,
+        )
+
     def fastest_plan(self) -> Plan:
         """The most compressed plan the space allows: a lower bound on reachable latency."""
         return Plan(
@@ -65,6 +86,10 @@ class BoundSpace:
             },
             round_to=self.space.round_to,
         )
+
+
+def _clip(value: float, r: FloatRange) -> float:
+    return min(max(value, r.low), r.high)
 
 
 def _float(trial: optuna.Trial, name: str, r: FloatRange) -> float:

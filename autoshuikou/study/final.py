@@ -37,6 +37,19 @@ def remeasure(ctx: RunContext, trials: list[int]) -> list[dict[str, Any]]:
     return records
 
 
+def search_time_record(ctx: RunContext, number: int) -> dict[str, Any]:
+    """A trial's record with its search-time timing as the final one, marked not re-measured."""
+    metrics: dict[str, Any] = read_json(ctx.trials_dir / f"{number:04d}" / "metrics.json")
+    metrics["final"] = {
+        "ratio": metrics["latency_ratio"],
+        "spread": metrics["latency_raw"]["spread"],
+        "latency_ms": metrics["latency_ms"],
+        "feasible": metrics["feasible"],
+        "remeasured": False,
+    }
+    return metrics
+
+
 def final_front(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(front, dropped): the Pareto set by re-measured latency, and models that left it."""
     feasible = [r for r in records if r["final"]["feasible"]]

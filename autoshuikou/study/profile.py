@@ -37,7 +37,14 @@ def model_key(ctx: RunContext) -> str:
         "hardware": fingerprint_key(ctx.hardware),
         "model": model_digest(ctx.teacher),
         "input": list(ctx.task.example_input.shape),
-        "space": hashlib.sha256(ctx.space.space.text.encode()).hexdigest()[:16],
+        # Latency depends on what is pruned and quantized, not on the fine-tuning settings.
+        "space": repr(
+            (
+                ctx.space.space.round_to,
+                sorted(ctx.space.prune.items()),
+                sorted(ctx.space.precision.items()),
+            )
+        ),
         "int8": ctx.baseline.int8_format.name,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]

@@ -24,15 +24,23 @@ from autoshuikou.errors import UserError
 from autoshuikou.measure.fingerprint import hardware_fingerprint
 from autoshuikou.measure.latency_model import layer_macs
 from autoshuikou.measure.runtime import RuntimeSettings
+from autoshuikou.plan import Plan
+from autoshuikou.report.plots import plot_search_front
 from autoshuikou.report.progress import Progress
 from autoshuikou.space.bind import BoundSpace, bind_space
 from autoshuikou.space.schema import load_space
 from autoshuikou.study.baseline import model_digest, prepare_baseline
 from autoshuikou.study.budget import parse_budget
 from autoshuikou.study.context import RunContext
-from autoshuikou.study.final import NOISY_WINDOW_SPREAD, final_front, remeasure
+from autoshuikou.study.final import (
+    NOISY_WINDOW_SPREAD,
+    final_front,
+    remeasure,
+    search_time_record,
+)
 from autoshuikou.study.pareto import Point, pareto_indices
 from autoshuikou.study.profile import load_or_build_latency_model
+from autoshuikou.study.samplers import DEFAULT_SAMPLER, make_sampler
 from autoshuikou.study.storage import (
     WORKER,
     fail_orphaned_trials,
@@ -209,6 +217,17 @@ def build_summary(
     }
 
 
+def _plot_front(study: optuna.Study, summary: dict[str, Any], path: Path) -> None:
+    measured = [
+        ((t.user_attrs["latency_ratio"], t.user_attrs["metric_retained"]), _feasible(t))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    ]
+    front_points = [(p["latency_ratio"], p["metric_retained"]) for p in summary["pareto"]]
+    budget_ratio = summary["budget_ms"] / summary["baseline"]["latency_ms"]
+    title = f"{summary['study_name']}: {len(measured)} trials measured"
+    plot_search_front(path, measured, front_points, budget_ratio, title)
+
+
 def prepare_context(
     task: Task,
     space: str | Path | None,
@@ -264,6 +283,9 @@ def search(
     predict: bool = True,
     storage: str | None = None,
     progress: Progress | None = None,
+    sampler: str = DEFAULT_SAMPLER,
+    fixed_plans: dict[str, Plan] | None = None,
+    final_remeasure: bool = True,
 ) -> SearchResult:
     """Find the Pareto-optimal compressed models of ``task`` under a latency ``budget``.
 
@@ -271,6 +293,10 @@ def search(
     workers started with the same ``storage`` and ``study_name`` share one study, and
     ``trials`` is their common total. With ``predict``, a latency model learned on this machine (built on first use, cached)
     rejects plans predicted to miss the budget before they are fine-tuned.
+
+    ``sampler`` names the strategy (see ``study.samplers``). ``fixed_plans`` (label -> Plan)
+    are run first, never rejected by prediction: baselines for comparisons. Without
+    ``final_remeasure`` the front keeps its search-time latencies (labelled so).
     """
     started = time.monotonic()
     progress = progress or Progress()
@@ -304,19 +330,28 @@ def search(
         "space_sha256": hashlib.sha256(bound.space.text.encode()).hexdigest()[:16],
         "budget": parsed_budget.text,
         "min_accuracy": None if min_accuracy is None else str(min_accuracy),
+        "sampler": sampler,
+        "fixed_plans": sorted(fixed_plans or {}),
     }
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    study_sampler = make_sampler(sampler, seed)
     study_storage = make_storage(storage, run_dir)
     # The creator's reference latency and budget hold for every worker, so all trials'
     # latencies (ratio to the local baseline x the reference) share one scale.
     shared = {"baseline_latency_ms": b.latency_ms, "budget_ms": ctx.budget_ms}
-    study = open_study(study_storage, run_dir, name, fingerprint, sampler, shared)
+    fixed = {label: p.to_dict() for label, p in (fixed_plans or {}).items()}
+    study = open_study(study_storage, run_dir, name, fingerprint, study_sampler, shared, fixed)
     ctx.baseline = b = replace(b, latency_ms=study.user_attrs["baseline_latency_ms"])
     ctx.budget_ms = study.user_attrs["budget_ms"]
 
     def objective(trial: optuna.Trial) -> tuple[float, float, float]:
         reference = trial.user_attrs.get("reference")
-        plan = bound.reference_plan(reference) if reference else bound.suggest(trial)
+        fixed_plan = trial.user_attrs.get("plan")
+        if reference:
+            plan = bound.reference_plan(reference)
+        elif fixed_plan:
+            plan = Plan.from_dict(fixed_plan)
+        else:
+            plan = bound.suggest(trial)
         predicted = None
         if latency_model is not None:
             student = prune(ctx.teacher, task.example_input, plan.prune, plan.round_to)
@@ -325,7 +360,8 @@ def search(
                 * b.latency_ms
             )
             trial.set_user_attr("latency_predicted_ms", predicted)
-            if not reference and predicted > ctx.budget_ms * (1 + REJECT_MARGIN):
+            exempt = reference or fixed_plan  # baselines are always measured
+            if not exempt and predicted > ctx.budget_ms * (1 + REJECT_MARGIN):
                 # Recorded as infeasible, so the sampler learns to avoid the region.
                 reason = f"predicted {predicted:.3f} ms > budget {ctx.budget_ms:.3f} ms"
                 trial.set_user_attr("rejected", reason)
@@ -426,11 +462,17 @@ def search(
             "run with --verbose to see the traceback; the study is saved and resumes on rerun",
         )
     candidates = [t.number for t in front(study)]
-    if candidates:
+    if candidates and final_remeasure:
         progress.line(
             f"re-measuring the {len(candidates)} Pareto models against the baseline (5 to 15 timing windows each)"
         )
-    records = remeasure(ctx, candidates)
+    records = (
+        remeasure(ctx, candidates)
+        if final_remeasure
+        else [search_time_record(ctx, number) for number in candidates]
+    )
     summary = build_summary(study, ctx, records, budget, time.monotonic() - started)
+    summary["front_remeasured"] = final_remeasure
     write_json(run_dir / "summary.json", summary)
+    _plot_front(study, summary, run_dir / "front.png")
     return SearchResult(run_dir=run_dir, summary=summary)

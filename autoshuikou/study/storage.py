@@ -204,11 +204,12 @@ def open_study(
     fingerprint: dict[str, Any],
     sampler: optuna.samplers.BaseSampler,
     shared: dict[str, Any],
+    fixed_plans: dict[str, dict[str, Any]] | None = None,
 ) -> optuna.Study:
     """Create or join the study; refuse to join one made for something else.
 
     Exactly one worker creates the study, stores ``shared`` (values every worker must
-    use) and enqueues the reference trials; the others wait for its fingerprint and compare.
+    use) and enqueues the reference trials and any ``fixed_plans`` (label -> Plan dict); the others wait for its fingerprint and compare.
     """
     try:
         study = optuna.create_study(
@@ -231,6 +232,8 @@ def open_study(
         study.set_user_attr("fingerprint", fingerprint)  # last: joiners wait for it
         for kind in REFERENCES:
             study.enqueue_trial({}, user_attrs={"reference": kind})
+        for label, plan in (fixed_plans or {}).items():
+            study.enqueue_trial({}, user_attrs={"fixed": label, "plan": plan})
         return study
     if study.directions != DIRECTIONS:
         raise UserError(

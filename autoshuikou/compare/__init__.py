@@ -1,0 +1,1 @@
+"""Side-by-side comparisons of search strategies and fixed baselines."""

@@ -1,0 +1,426 @@
+"""`autoshuikou compare`: several strategies on one task and budget, seeds x strategies studies,
+then one table, one CSV and the charts.
+
+Fairness: every study uses the same task, budget, trial count and seeds, and the same
+measured baseline (copied from the first study), so every latency is a ratio to the same
+model timed interleaved on this machine. Trials are counted the way `search` counts them
+(the two reference models included), and seeds run in the outer loop, so slow phases of a
+shared machine spread over all strategies. Reading the numbers uses search-time measurements
+only, so rerunning the same command reproduces the table from the saved studies.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import platform
+import shlex
+import shutil
+import statistics
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autoshuikou.compare.metrics import (
+    XY,
+    dominates_or_equals,
+    first_reaching,
+    greater_p_value,
+    hypervolume_curve,
+    pareto_front,
+)
+from autoshuikou.compare.strategies import (
+    DEFAULT_STRATEGIES,
+    Strategy,
+    parse_strategies,
+    uniform_plans,
+    write_no_distill_space,
+)
+from autoshuikou.errors import UserError
+from autoshuikou.report.plots import plot_fronts, plot_hypervolume
+from autoshuikou.report.progress import Progress
+from autoshuikou.study.budget import parse_budget
+from autoshuikou.study.search import FINISHED, bind_task_space, search
+from autoshuikou.study.storage import journal_storage
+from autoshuikou.tasks import Task, load_task
+from autoshuikou.util import atomic_write_bytes, read_json, write_json
+
+METRIC_FLOOR = 0.9  # hypervolume counts models keeping at least 90% of the baseline metric
+
+
+@dataclass
+class StudyOutcome:
+    """One strategy on one seed, read back from its study."""
+
+    strategy: str
+    seed: int
+    trials: int
+    feasible: int
+    hypervolume: float
+    best_metric: float | None
+    best_metric_retained: float | None
+    first_feasible_trial: int | None
+    first_feasible_seconds: float | None
+    total_seconds: float
+    curve: list[float] = field(repr=False)
+    points: list[XY] = field(repr=False)  # feasible (latency ratio, metric retained)
+    fixed_points: dict[str, XY] = field(repr=False)  # feasible baselines by label
+
+
+def _feasible(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.COMPLETE and all(v <= 0 for v in trial.constraints.values())
+
+
+def _xy(trial: FrozenTrial) -> XY:
+    return (trial.user_attrs["latency_ratio"], trial.user_attrs["metric_retained"])
+
+
+def read_outcome(
+    study: optuna.Study, strategy: str, seed: int, reference: XY, baselines: bool = False
+) -> StudyOutcome:
+    """``baselines``: collect the fixed plans and the int8 reference as baseline points."""
+    finished = sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number)
+    start = min(t.datetime_start for t in finished if t.datetime_start)
+    points: list[XY | None] = [_xy(t) if _feasible(t) else None for t in finished]
+    curve = hypervolume_curve(points, reference)
+    feasible = [t for t in finished if _feasible(t)]
+    first = next((i for i, t in enumerate(finished) if _feasible(t)), None)
+    best = max(feasible, key=lambda t: t.user_attrs["metric"], default=None)
+    last = max(t.datetime_complete for t in finished if t.datetime_complete)
+
+    def since_start(trial: FrozenTrial) -> float:
+        assert trial.datetime_complete is not None
+        return (trial.datetime_complete - start).total_seconds()
+
+    return StudyOutcome(
+        strategy=strategy,
+        seed=seed,
+        trials=len(finished),
+        feasible=len(feasible),
+        hypervolume=curve[-1] if curve else 0.0,
+        best_metric=None if best is None else best.user_attrs["metric"],
+        best_metric_retained=None if best is None else best.user_attrs["metric_retained"],
+        first_feasible_trial=None if first is None else first + 1,
+        first_feasible_seconds=None if first is None else since_start(finished[first]),
+        total_seconds=(last - start).total_seconds(),
+        curve=curve,
+        points=[p for p in points if p is not None],
+        fixed_points={
+            t.user_attrs.get("fixed", "int8-only"): _xy(t)
+            for t in finished
+            if baselines
+            and _feasible(t)
+            and ("fixed" in t.user_attrs or t.user_attrs.get("reference") == "int8")
+        },
+    )
+
+
+def _versions() -> dict[str, str]:
+    names = ("autoshuikou", "optuna", "torch", "onnxruntime", "numpy", "scipy", "torch-pruning")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return {"python": platform.python_version(), **found}
+
+
+def _check_setup(out: Path, setup: dict[str, Any]) -> None:
+    """A rerun must ask for the same comparison; anything else would mix two in one table."""
+    path = out / "compare.json"
+    if not path.exists():
+        return
+    saved = read_json(path).get("setup", {})
+    if saved != setup:
+        diffs = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in setup.items() if saved.get(k) != v]
+        raise UserError(
+            f"{out} holds a comparison with other settings ({'; '.join(diffs)})",
+            "rerun the original command to resume it, or pass another --out",
+        )
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def _mean(values: list[float | None], fmt: str) -> str:
+    known = [v for v in values if v is not None]
+    missing = len(values) - len(known)
+    if not known:
+        return "never"
+    text = format(statistics.mean(known), fmt)
+    return text + (f" ({missing} seed(s) never)" if missing else "")
+
+
+def summarize(
+    outcomes: list[StudyOutcome], strategies: list[Strategy], target_strategy: str | None
+) -> dict[str, Any]:
+    """Per-strategy aggregates, rank tests of the default against each, uniform dominance."""
+    by_name = {s.name: [o for o in outcomes if o.strategy == s.name] for s in strategies}
+    default = next((s.name for s in strategies if s.is_default), None)
+    target = None
+    if target_strategy and by_name.get(target_strategy):
+        target = statistics.mean(o.hypervolume for o in by_name[target_strategy])
+    rows = []
+    for s in strategies:
+        runs = by_name[s.name]
+        hvs = [o.hypervolume for o in runs]
+        reach = [first_reaching(o.curve, target) for o in runs] if target is not None else []
+        rows.append(
+            {
+                "strategy": s.name,
+                "trials": s.trials,
+                "seeds": len(runs),
+                "hypervolume": hvs,
+                "best_metric": [o.best_metric for o in runs],
+                "first_feasible_trial": [o.first_feasible_trial for o in runs],
+                "first_feasible_seconds": [o.first_feasible_seconds for o in runs],
+                "total_seconds": [o.total_seconds for o in runs],
+                "trials_to_target": reach,
+                "p_default_greater": None
+                if default is None or s.name == default
+                else greater_p_value([o.hypervolume for o in by_name[default]], hvs),
+            }
+        )
+    dominance = []
+    if default is not None:
+        for o in outcomes:
+            home = next((d for d in by_name[default] if d.seed == o.seed), None)
+            if home is None:
+                continue
+            front = pareto_front(home.points)
+            for label, point in o.fixed_points.items():
+                dominance.append(
+                    {
+                        "seed": o.seed,
+                        "baseline": label,
+                        "point": point,
+                        "dominated": any(dominates_or_equals(f, point) for f in front),
+                    }
+                )
+    return {
+        "default": default,
+        "target_strategy": target_strategy,
+        "target_hypervolume": target,
+        "rows": rows,
+        "uniform_dominance": dominance,
+    }
+
+
+def markdown_table(summary: dict[str, Any], reference: XY) -> str:
+    default = summary["default"]
+    lines = [
+        f"Hypervolume of the feasible (latency ratio, metric retained) front, reference point "
+        f"({reference[0]:.3f}, {reference[1]:.2f}): the budget and {reference[1]:.0%} of the "
+        "baseline metric. Mean ± standard deviation over seeds; times in seconds from the "
+        "study's first trial.",
+        "",
+        "| strategy | trials | seeds | hypervolume | best metric | first feasible (trial) "
+        f"| first feasible (s) | total (s) | p ({default} > this) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary["rows"]:
+        p = row["p_default_greater"]
+        lines.append(
+            f"| {row['strategy']} | {row['trials']} | {row['seeds']} | {_mean_sd(row['hypervolume'])} "
+            f"| {_mean(row['best_metric'], '.4f')} | {_mean(row['first_feasible_trial'], '.1f')} "
+            f"| {_mean(row['first_feasible_seconds'], '.0f')} | {_mean(row['total_seconds'], '.0f')} "
+            f"| {'-' if p is None else f'{p:.3f}'} |"
+        )
+    target = summary["target_hypervolume"]
+    if target is not None:
+        lines += [
+            "",
+            f"Trials until the hypervolume reaches {summary['target_strategy']}'s final mean "
+            f"({target:.4f}), per seed:",
+            "",
+        ]
+        for row in summary["rows"]:
+            reach = ", ".join("never" if r is None else str(r) for r in row["trials_to_target"])
+            lines.append(f"- {row['strategy']}: {reach}")
+    dominance = summary["uniform_dominance"]
+    if dominance:
+        beaten = sum(d["dominated"] for d in dominance)
+        lines += [
+            "",
+            f"Uniform baselines within the budget dominated by (or equal to) a point of "
+            f"{default}'s front on the same seed: {beaten} of {len(dominance)}.",
+        ]
+        lines += [
+            f"- seed {d['seed']} {d['baseline']} at ({d['point'][0]:.3f}, {d['point'][1]:.4f}): "
+            + ("dominated" if d["dominated"] else "NOT dominated")
+            for d in dominance
+            if not d["dominated"]
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(outcomes: list[StudyOutcome]) -> bytes:
+    columns = [
+        "strategy",
+        "seed",
+        "trials",
+        "feasible",
+        "hypervolume",
+        "best_metric",
+        "best_metric_retained",
+        "first_feasible_trial",
+        "first_feasible_seconds",
+        "total_seconds",
+    ]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for o in outcomes:
+        writer.writerow({k: v for k, v in asdict(o).items() if k in columns})
+    return buffer.getvalue().encode()
+
+
+def _copy_baseline(out: Path, study_names: list[str], target: Path) -> None:
+    """Give a new study the baseline already measured for this comparison."""
+    if (target / "baseline").exists():
+        return
+    for name in study_names:
+        source = out / name / "baseline"
+        if (source / "metrics.json").exists():
+            shutil.copytree(source, target / "baseline")
+            return
+
+
+def compare(
+    task: Task | str | None = None,
+    budget: str = "50%",
+    trials: int = 30,
+    seeds: int = 3,
+    out: str | Path = "runs/compare",
+    strategies: str = DEFAULT_STRATEGIES,
+    space: str | Path | None = None,
+    measure_seconds: float = 1.0,
+    predict: bool = True,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run every strategy on every seed (resuming finished studies), then write the report."""
+    progress = progress or Progress()
+    parsed = parse_budget(budget)
+    if trials < 1 or seeds < 1:
+        raise UserError("--trials and --seeds must be at least 1", "e.g. --trials 30 --seeds 3")
+    chosen = parse_strategies(strategies, trials)
+    if not isinstance(task, Task):
+        task = load_task(task)
+    out = Path(out)
+    setup = {
+        "task": task.name,
+        "budget": parsed.text,
+        "trials": trials,
+        "seeds": seeds,
+        "strategies": [f"{s.name}:{s.trials}" for s in chosen],
+        "space": None if space is None else str(space),
+        "measure_seconds": measure_seconds,
+        "predict": predict,
+    }
+    _check_setup(out, setup)
+    out.mkdir(parents=True, exist_ok=True)
+    no_distill_space = (
+        write_no_distill_space(space, out / "spaces" / "no-distill.yaml")
+        if any(s.no_distill for s in chosen)
+        else None
+    )
+    fixed = uniform_plans(bind_task_space(task, space)) if any(s.uniform for s in chosen) else {}
+    names = [f"{s.name}-seed{seed}" for seed in range(seeds) for s in chosen]
+    started = datetime.now().isoformat(timespec="seconds")
+    for seed in range(seeds):
+        for s in chosen:
+            name = f"{s.name}-seed{seed}"
+            progress.line(f"== {s.name}, seed {seed}: {s.trials} trials -> {out / name}")
+            _copy_baseline(out, names, out / name)
+            search(
+                task,
+                budget=budget,
+                trials=s.trials,
+                space=no_distill_space if s.no_distill else space,
+                out=out,
+                study_name=name,
+                seed=seed,
+                measure_seconds=measure_seconds,
+                predict=predict,
+                sampler=s.sampler,
+                fixed_plans=fixed if s.uniform else None,
+                final_remeasure=False,
+                progress=progress,
+            )
+
+    first_summary = read_json(out / names[0] / "summary.json")
+    budget_ratio = first_summary["budget_ms"] / first_summary["baseline"]["latency_ms"]
+    reference = (budget_ratio, METRIC_FLOOR)
+    outcomes = []
+    for seed in range(seeds):
+        for s in chosen:
+            name = f"{s.name}-seed{seed}"
+            study = optuna.load_study(study_name=name, storage=journal_storage(out / name))
+            outcomes.append(read_outcome(study, s.name, seed, reference, s.uniform))
+    target = next((s.name for s in chosen if s.sampler == "random" and not s.uniform), None)
+    summary = summarize(outcomes, chosen, target)
+    table = markdown_table(summary, reference)
+    atomic_write_bytes(out / "results.csv", _csv(outcomes))
+    atomic_write_bytes(out / "table.md", table.encode())
+    _plots(out, outcomes, chosen, reference, task.name, parsed.text)
+    write_json(
+        out / "compare.json",
+        {
+            "setup": setup,
+            "command": shlex.join(["autoshuikou", *sys.argv[1:]])
+            if Path(sys.argv[0]).name in ("autoshuikou", "__main__.py")
+            else None,
+            "started": started,
+            "versions": _versions(),
+            "hardware": first_summary["hardware"],
+            "runtime": first_summary["runtime"],
+            "baseline": first_summary["baseline"],
+            "hypervolume_reference": {
+                "latency_ratio": reference[0],
+                "metric_retained": reference[1],
+            },
+            "summary": summary,
+            "studies": [asdict(o) for o in outcomes],
+        },
+    )
+    progress.line(table)
+    progress.line(f"wrote {out}/table.md, results.csv, fronts.png, hypervolume.png, compare.json")
+    return summary
+
+
+def _plots(
+    out: Path,
+    outcomes: list[StudyOutcome],
+    strategies: list[Strategy],
+    reference: XY,
+    task: str,
+    budget: str,
+) -> None:
+    fronts: dict[str, list[XY]] = {}
+    curves: dict[str, list[list[float]]] = {}
+    for s in strategies:
+        runs = [o for o in outcomes if o.strategy == s.name]
+        if s.uniform:
+            continue
+        fronts[f"{s.name} (all seeds)"] = pareto_front([p for o in runs for p in o.points])
+        curves[s.name] = [o.curve for o in runs]
+    fixed: dict[str, list[XY]] = {}
+    for o in outcomes:
+        for label, point in o.fixed_points.items():
+            kind = "uniform fp32" if label.endswith("fp32") else "uniform int8, int8-only"
+            fixed.setdefault(kind, []).append(point)
+    title = f"{task}, budget {budget}"
+    plot_fronts(out / "fronts.png", fronts, fixed, reference[0], reference[1], title)
+    plot_hypervolume(out / "hypervolume.png", curves, title)

@@ -1,0 +1,90 @@
+"""What `autoshuikou compare` can run side by side, and how a command line names them.
+
+A strategy is a sampler, a search space and optionally fixed plans. Every strategy's study
+gets the same task, budget, seeds and baseline; search strategies also the same trial count
+unless a name says otherwise (``random:60``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from autoshuikou.errors import UserError
+from autoshuikou.plan import Plan
+from autoshuikou.space.bind import BoundSpace
+from autoshuikou.space.schema import load_space
+from autoshuikou.study.samplers import DEFAULT_SAMPLER, SAMPLERS
+
+UNIFORM_RATIOS = (0.25, 0.5, 0.75)
+DEFAULT_STRATEGIES = "tpe,nsga2,random,no-distill,uniform"
+NO_DISTILL = "no-distill"
+UNIFORM = "uniform"
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str  # as written on the command line, without the trial count
+    sampler: str
+    trials: int  # uniform: the number of fixed plans plus the two references
+    no_distill: bool = False
+    uniform: bool = False
+
+    @property
+    def is_default(self) -> bool:
+        return self.sampler == DEFAULT_SAMPLER and not (self.no_distill or self.uniform)
+
+
+def parse_strategies(text: str, trials: int) -> list[Strategy]:
+    """'tpe,random:60,uniform' -> strategies; unknown names or counts are user errors."""
+    known = [*SAMPLERS, NO_DISTILL, UNIFORM]
+    hint = f"give a comma-separated list of {', '.join(known)}, each optionally NAME:TRIALS"
+    strategies: list[Strategy] = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        name, _, count = item.partition(":")
+        if name not in known:
+            raise UserError(f"unknown strategy {name!r} in --strategies", hint)
+        if count and not (count.isdigit() and int(count) >= 1):
+            raise UserError(f"cannot read the trial count in {item!r}", hint)
+        n = int(count) if count else trials
+        if name == UNIFORM:
+            if count:
+                raise UserError("uniform runs a fixed set of plans; give it no trial count", hint)
+            strategies.append(Strategy(name, "random", 2 + 2 * len(UNIFORM_RATIOS), uniform=True))
+        elif name == NO_DISTILL:
+            strategies.append(Strategy(name, DEFAULT_SAMPLER, n, no_distill=True))
+        else:
+            strategies.append(Strategy(name, name, n))
+    names = [s.name for s in strategies]
+    if not names or len(set(names)) != len(names):
+        raise UserError(f"--strategies must name each strategy once, got {text!r}", hint)
+    return strategies
+
+
+def uniform_plans(space: BoundSpace) -> dict[str, Plan]:
+    """Same ratio in every group x {fp32, all-int8}; int8-only is the int8 reference trial."""
+    return {
+        f"uniform-{ratio:.2f}-{'int8' if int8 else 'fp32'}": space.uniform_plan(ratio, int8)
+        for ratio in UNIFORM_RATIOS
+        for int8 in (False, True)
+    }
+
+
+def write_no_distill_space(space: str | Path | None, path: Path) -> Path:
+    """The given space with fine-tuning switched off: the distillation ablation."""
+    source = load_space(space)
+    data = yaml.safe_load(source.text)
+    data["distill"] = {
+        "epochs": {"min": 0, "max": 0},
+        "lr": {"min": 0.001, "max": 0.001},
+        "temperature": {"min": 4.0, "max": 4.0},
+        "alpha": {"min": 0.9, "max": 0.9},
+        "features": [],
+    }
+    text = "# Written by `autoshuikou compare`: the search space with no fine-tuning.\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + yaml.safe_dump(data, sort_keys=False))
+    load_space(path)  # fail here, not in the middle of a comparison
+    return path

@@ -1,0 +1,125 @@
+"""`autoshuikou compare`: front metrics against hand-computed cases, and a tiny end-to-end run."""
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna._hypervolume import compute_hypervolume
+
+from autoshuikou.cli import main
+from autoshuikou.compare.metrics import (
+    dominates_or_equals,
+    first_reaching,
+    greater_p_value,
+    hypervolume,
+    hypervolume_curve,
+    pareto_front,
+)
+from autoshuikou.compare.run import compare
+from autoshuikou.compare.strategies import UNIFORM_RATIOS, parse_strategies
+from autoshuikou.errors import UserError
+from autoshuikou.plan import Plan
+from autoshuikou.study.storage import journal_storage
+from autoshuikou.tasks import Task
+from autoshuikou.util import read_json
+
+REF = (0.5, 0.9)  # (latency ratio, metric retained)
+
+
+def test_hypervolume_of_hand_computed_fronts() -> None:
+    front = [(0.2, 0.95), (0.4, 0.99)]
+    # (0.4 - 0.2) * (0.95 - 0.9) + (0.5 - 0.4) * (0.99 - 0.9)
+    assert hypervolume(front, REF) == pytest.approx(0.019)
+    # Dominated points, points past the budget or under the floor, and duplicates add nothing.
+    noise = [(0.45, 0.93), (0.6, 0.999), (0.1, 0.85), (0.2, 0.95), (0.5, 0.99)]
+    assert hypervolume(front + noise, REF) == pytest.approx(0.019)
+    assert hypervolume([], REF) == 0.0
+    assert hypervolume([(0.0, 1.0)], REF) == pytest.approx(0.05)
+
+
+def test_hypervolume_matches_optunas_on_random_fronts() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        pts = [(float(x), float(y)) for x, y in rng.uniform([0, 0.85], [0.55, 1.0], (12, 2))]
+        inside = np.array([(x, -y) for x, y in pts if x < REF[0] and y > REF[1]])
+        expected = compute_hypervolume(inside, np.array([REF[0], -REF[1]])) if len(inside) else 0
+        assert hypervolume(pts, REF) == pytest.approx(expected)
+
+
+def test_dominance_and_front() -> None:
+    front = pareto_front([(0.2, 0.95), (0.4, 0.99), (0.3, 0.94), (0.4, 0.98)])
+    assert front == [(0.2, 0.95), (0.4, 0.99)]
+    assert dominates_or_equals((0.2, 0.95), (0.2, 0.95))  # equal counts
+    assert dominates_or_equals((0.2, 0.95), (0.3, 0.94))
+    assert not any(dominates_or_equals(f, (0.3, 0.96)) for f in front)
+    assert not dominates_or_equals((0.2, 0.95), (0.1, 0.90))
+
+
+def test_curve_reaching_and_rank_test() -> None:
+    curve = hypervolume_curve([None, (0.3, 0.95), None, (0.1, 0.99)], REF)
+    assert curve[0] == 0.0 and curve[1] == pytest.approx(0.01)
+    assert curve[2] == curve[1] and curve[3] == pytest.approx(0.036)
+    assert first_reaching(curve, 0.01) == 2 and first_reaching(curve, 0.02) == 4
+    assert first_reaching(curve, 1.0) is None
+    # 3 seeds each, completely separated: the exact one-sided p is 1/20.
+    assert greater_p_value([3, 4, 5], [0, 1, 2]) == pytest.approx(0.05)
+    assert greater_p_value([0, 1, 2], [3, 4, 5]) == pytest.approx(1.0)
+    assert greater_p_value([1, 1], [1, 1]) == 1.0
+
+
+def test_strategy_names_are_checked() -> None:
+    parsed = parse_strategies("tpe,random:60,uniform", 30)
+    assert [(s.name, s.trials) for s in parsed] == [("tpe", 30), ("random", 60), ("uniform", 8)]
+    assert parsed[0].is_default and not parsed[1].is_default
+    for bad in ("annealing", "tpe:0", "tpe,tpe", "uniform:5", ""):
+        with pytest.raises(UserError):
+            parse_strategies(bad, 30)
+    assert main(["compare", "--strategies", "tpe,bogus"]) == 2
+
+
+@pytest.mark.slow
+def test_compare_runs_end_to_end_and_reproduces(tiny_task: Task, tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    args = {
+        "budget": "300%",
+        "trials": 3,
+        "seeds": 2,
+        "out": out,
+        "strategies": "tpe,no-distill,uniform",
+        "measure_seconds": 0.1,
+        "predict": False,
+    }
+    summary = compare(tiny_task, **args)  # type: ignore[arg-type]
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 * 2
+    assert [r["strategy"] for r in summary["rows"]] == ["tpe", "no-distill", "uniform"]
+    for name in ("fronts.png", "hypervolume.png", "tpe-seed0/front.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = read_json(out / "compare.json")
+    assert record["setup"]["seeds"] == 2 and record["versions"]["optuna"] == optuna.__version__
+    assert record["hardware"]["cpu"] and record["hypervolume_reference"]["metric_retained"] == 0.9
+
+    def plans(name: str) -> list[Plan]:
+        study = optuna.load_study(study_name=name, storage=journal_storage(out / name))
+        assert len(study.trials) == (8 if name.startswith("uniform") else 3)
+        folders = [out / name / "trials" / f"{t.number:04d}" for t in study.trials]
+        return [Plan.from_dict(read_json(f / "plan.json")) for f in folders]
+
+    uniform = [p for p in plans("uniform-seed1") if p.prune]
+    assert sorted({r for p in uniform for r in set(p.prune.values())}) == list(UNIFORM_RATIOS)
+    assert all(len(set(p.prune.values())) == 1 for p in uniform)  # one ratio everywhere
+    assert all(p.distill.epochs == 0 for p in plans("no-distill-seed0"))
+    assert any(p.distill.epochs > 0 for p in plans("tpe-seed0") if p.prune)
+    # Every study timed against the same baseline measurement.
+    baselines = {
+        read_json(out / n / "baseline" / "metrics.json")["latency_ms"]
+        for n in ("tpe-seed0", "no-distill-seed1", "uniform-seed0")
+    }
+    assert len(baselines) == 1
+
+    before = (out / "results.csv").read_bytes()
+    compare(tiny_task, **args)  # type: ignore[arg-type]
+    assert (out / "results.csv").read_bytes() == before  # the rerun reproduces the table
+    with pytest.raises(UserError, match="other settings"):
+        compare(tiny_task, **{**args, "seeds": 3})  # type: ignore[arg-type]
