@@ -12,6 +12,7 @@ from pathlib import Path
 
 from autoshuikou.compare.strategies import DEFAULT_STRATEGIES
 from autoshuikou.errors import UserError
+from autoshuikou.runtimes import RUNTIMES
 
 EXIT_USER_ERROR = 2
 EXIT_NO_FEASIBLE = 3
@@ -36,6 +37,7 @@ def _search(args: argparse.Namespace) -> int:
         measure_seconds=args.measure_seconds,
         predict=not args.no_predict,
         storage=args.storage,
+        runtime=args.runtime,
     )
     print(format_table(result.summary))
     return 0 if result.feasible else EXIT_NO_FEASIBLE
@@ -54,6 +56,7 @@ def _compare(args: argparse.Namespace) -> int:
         space=args.space,
         measure_seconds=args.measure_seconds,
         predict=not args.no_predict,
+        runtime=args.runtime,
     )
     return 0
 
@@ -61,7 +64,9 @@ def _compare(args: argparse.Namespace) -> int:
 def _profile(args: argparse.Namespace) -> int:
     from autoshuikou.study.profile import profile
 
-    model, path = profile(args.task, args.space, Path(args.out), args.threads, args.probes)
+    model, path = profile(
+        args.task, args.space, Path(args.out), args.threads, args.probes, args.runtime
+    )
     print(
         f"latency model ({model.kind}, {model.probes} probes): held-out median error "
         f"{model.holdout_mape:.1%}, 90th percentile {model.holdout_p90:.1%}\ncached at {path}"
@@ -112,6 +117,12 @@ def _verify(args: argparse.Namespace) -> int:
     rows = verify_run(Path(args.run_dir), args.task, seconds=args.seconds)
     checks = ("metric", "ratio", "counts")
     return 0 if rows and all(row[c] for row in rows for c in checks) else 1
+
+
+RUNTIME_HELP = (
+    "what runs and times the models: onnxruntime (default; ONNX, int8 via ORT) or torch "
+    "(TorchScript, int8 via PyTorch's x86 kernels); the budget refers to it"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -178,6 +189,7 @@ def _parser() -> argparse.ArgumentParser:
         help="postgresql://user:pw@host/db to share the study between machines, or a .journal "
         "path (default: runs/<study>/study.journal)",
     )
+    s.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help=RUNTIME_HELP)
     s.set_defaults(run=_search)
 
     c = commands.add_parser(
@@ -200,6 +212,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--measure-seconds", type=float, default=1.0)
     c.add_argument("--no-predict", action="store_true", help="as for search")
+    c.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help=RUNTIME_HELP)
     c.set_defaults(run=_compare)
 
     st = commands.add_parser("status", help="trials done/running/failed, workers and best so far")
@@ -216,6 +229,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", type=int, default=1)
     pr.add_argument("--out", default="runs", help="the baseline is kept under OUT/<task>-profile/")
     pr.add_argument("--probes", type=int, default=60, help="random plans to time (default 60)")
+    pr.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help=RUNTIME_HELP)
     pr.set_defaults(run=_profile)
 
     sh = commands.add_parser("show", help="print the summary of a finished run")

@@ -51,6 +51,9 @@ def test_fingerprint_changes_with_threads_and_runtime() -> None:
     assert fingerprint_key(one) != fingerprint_key(two)
     other_runtime = {**one, "runtime_version": "0.0.0"}
     assert fingerprint_key(one) != fingerprint_key(other_runtime)
+    torch_runtime = hardware_fingerprint(RuntimeSettings(threads=1, runtime="torch"))
+    assert torch_runtime["runtime"] == "torch"
+    assert fingerprint_key(one) != fingerprint_key(torch_runtime)
     assert fingerprint_key(one) == fingerprint_key(hardware_fingerprint(RuntimeSettings(threads=1)))
 
 

@@ -45,6 +45,7 @@ from autoshuikou.compare.strategies import (
 from autoshuikou.errors import UserError
 from autoshuikou.report.plots import plot_fronts, plot_hypervolume
 from autoshuikou.report.progress import Progress
+from autoshuikou.runtimes import DEFAULT_RUNTIME
 from autoshuikou.study.budget import parse_budget
 from autoshuikou.study.search import FINISHED, bind_task_space, search
 from autoshuikou.study.storage import journal_storage
@@ -309,6 +310,7 @@ def compare(
     measure_seconds: float = 1.0,
     predict: bool = True,
     progress: Progress | None = None,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> dict[str, Any]:
     """Run every strategy on every seed (resuming finished studies), then write the report."""
     progress = progress or Progress()
@@ -328,6 +330,7 @@ def compare(
         "space": None if space is None else str(space),
         "measure_seconds": measure_seconds,
         "predict": predict,
+        "runtime": runtime,
     }
     _check_setup(out, setup)
     out.mkdir(parents=True, exist_ok=True)
@@ -358,6 +361,7 @@ def compare(
                 fixed_plans=fixed if s.uniform else None,
                 final_remeasure=False,
                 progress=progress,
+                runtime=runtime,
             )
 
     first_summary = read_json(out / names[0] / "summary.json")

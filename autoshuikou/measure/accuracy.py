@@ -7,19 +7,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autoshuikou.measure.runtime import RuntimeSettings, open_session
+from autoshuikou.measure.runtime import RuntimeSettings, open_runner
 from autoshuikou.tasks import Task, iterate_batches
 
 
 def artifact_metric(path: Path, task: Task, settings: RuntimeSettings) -> float:
-    """Run every validation batch through ONNX Runtime and score the logits."""
-    session = open_session(path, settings)
-    name = session.get_inputs()[0].name
+    """Run every validation batch through the deployed artifact and score the logits."""
     logits, targets = [], []
-    for inputs, target in iterate_batches(task.val_data, "val_data"):
-        out = session.run(None, {name: inputs.float().numpy()})[0]
-        logits.append(torch.from_numpy(np.asarray(out)))
-        targets.append(target)
+    with open_runner(path, settings) as run:
+        for inputs, target in iterate_batches(task.val_data, "val_data"):
+            logits.append(torch.from_numpy(np.asarray(run(inputs.float().numpy()))))
+            targets.append(target)
     return task.score(torch.cat(logits), torch.cat(targets))
 
 

@@ -8,9 +8,7 @@ import os
 import platform
 from pathlib import Path
 
-import onnxruntime as ort
-
-from autoshuikou.measure.runtime import PROVIDER, RuntimeSettings
+from autoshuikou.measure.runtime import RuntimeSettings
 
 _SPEED_FLAGS = (
     "avx2",
@@ -48,9 +46,9 @@ def hardware_fingerprint(settings: RuntimeSettings, batch: int = 1) -> dict[str,
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
         "machine": platform.machine(),
-        "runtime": "onnxruntime",
-        "runtime_version": ort.__version__,
-        "provider": PROVIDER,
+        "runtime": settings.runtime,
+        "runtime_version": settings.backend.describe()["runtime_version"],
+        "provider": settings.backend.describe()["provider"],
         "threads": settings.threads,
         "batch": batch,
     }

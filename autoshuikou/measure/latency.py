@@ -10,12 +10,13 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from autoshuikou.measure.runtime import RuntimeSettings, open_session
+from autoshuikou.measure.runtime import RuntimeSettings, open_runner
 from autoshuikou.util import file_lock
 
 # One timing at a time on this host, and none while a worker trains (training holds it
@@ -61,22 +62,21 @@ def measure_interleaved(
     Each block's first run is discarded, so every model is timed with warm caches, as a
     deployed model serving a stream of requests is.
     """
-    with file_lock(LOCK_PATH):
-        sessions = [open_session(path, settings) for path in models]
-        feed = {sessions[0].get_inputs()[0].name: example_input}
+    with file_lock(LOCK_PATH), ExitStack() as stack:
+        runners = [stack.enter_context(open_runner(path, settings)) for path in models]
         warm_until = time.perf_counter() + min(0.3, seconds / 3)
         while time.perf_counter() < warm_until:
-            for session in sessions:
-                session.run(None, feed)
-        samples: list[list[float]] = [[] for _ in sessions]
+            for run in runners:
+                run(example_input)
+        samples: list[list[float]] = [[] for _ in runners]
         deadline = time.perf_counter() + seconds
         rounds = 0
         while rounds < 3 or time.perf_counter() < deadline:
-            for session, times in zip(sessions, samples, strict=True):
-                session.run(None, feed)
+            for run, times in zip(runners, samples, strict=True):
+                run(example_input)
                 for _ in range(block - 1):
                     start = time.perf_counter()
-                    session.run(None, feed)
+                    run(example_input)
                     times.append(time.perf_counter() - start)
             rounds += 1
     return [_stats(times) for times in samples]

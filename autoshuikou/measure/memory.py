@@ -1,7 +1,7 @@
 """Peak memory of an inference session, measured in a fresh process.
 
 The number is the extra peak resident memory (RSS) of a Python process that loads the
-model into ONNX Runtime and runs one batch-1 inference, over the same process before
+model into its runtime and runs one batch-1 inference, over the same process before
 loading: weights, arenas and kernel buffers, without the interpreter and libraries.
 """
 
@@ -25,19 +25,24 @@ def _peak_rss_kb() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def _measure_here(model: Path, shape: list[int], threads: int) -> int:
-    # Only numpy and onnxruntime are loaded before the "before" reading: no PyTorch.
+def _measure_here(model: Path, shape: list[int], threads: int, runtime: str) -> int:
+    # The runtime's library is imported before the "before" reading: only the model's
+    # own memory (weights, arenas, kernel buffers) is counted.
     import numpy as np
 
-    from autoshuikou.measure.runtime import RuntimeSettings, open_session
+    from autoshuikou.measure.runtime import RuntimeSettings, open_runner
 
+    settings = RuntimeSettings(threads=threads, runtime=runtime)
+    settings.backend  # noqa: B018  (imports the runtime's library)
     before = _peak_rss_kb()
-    session = open_session(model, RuntimeSettings(threads=threads))
-    session.run(None, {session.get_inputs()[0].name: np.zeros(shape, dtype=np.float32)})
+    with open_runner(model, settings) as run:
+        run(np.zeros(shape, dtype=np.float32))
     return max(0, _peak_rss_kb() - before)
 
 
-def peak_memory_mb(model: Path, shape: list[int], threads: int) -> float:
+def peak_memory_mb(
+    model: Path, shape: list[int], threads: int, runtime: str = "onnxruntime"
+) -> float:
     """Run :func:`_measure_here` in a child process; returns MiB."""
     result = subprocess.run(
         [
@@ -47,6 +52,7 @@ def peak_memory_mb(model: Path, shape: list[int], threads: int) -> float:
             str(model),
             json.dumps(shape),
             str(threads),
+            runtime,
         ],
         capture_output=True,
         text=True,
@@ -56,4 +62,4 @@ def peak_memory_mb(model: Path, shape: list[int], threads: int) -> float:
 
 
 if __name__ == "__main__":
-    print(_measure_here(Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])))
+    print(_measure_here(Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))

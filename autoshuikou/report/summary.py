@@ -32,7 +32,11 @@ def format_table(summary: dict[str, Any]) -> str:
         *rows,
     ]
     if summary["pareto"]:
-        lines.append(f"Pareto-optimal models: {summary['run_dir']}/trials/<trial>/model.onnx")
+        name = summary["pareto"][0]["path"].rsplit("/", 1)[-1]
+        runtime = summary.get("runtime", {}).get("runtime", "onnxruntime")
+        lines.append(
+            f"Pareto-optimal models ({runtime}): {summary['run_dir']}/trials/<trial>/{name}"
+        )
     else:
         lines.append("No trial met the budget. Closest trials:")
         for c in summary["closest"]:

@@ -13,14 +13,15 @@ import numpy as np
 from torch import nn
 
 from autoshuikou.compress.export import export_onnx
-from autoshuikou.compress.quantize import CANDIDATE_FORMATS, Int8Format, quantize
+from autoshuikou.compress.prune import count_macs_params
+from autoshuikou.compress.quantize import Int8Format
 from autoshuikou.measure.accuracy import artifact_metric
 from autoshuikou.measure.latency import measure_interleaved
 from autoshuikou.measure.memory import peak_memory_mb
 from autoshuikou.measure.runtime import RuntimeSettings
-from autoshuikou.measure.size import artifact_bytes, graph_counts
+from autoshuikou.measure.size import artifact_bytes
 from autoshuikou.study.context import BaselineInfo, RunContext
-from autoshuikou.study.trial import build_artifact
+from autoshuikou.study.trial import artifact_counts, build_artifact
 from autoshuikou.tasks import Task
 from autoshuikou.util import read_json, write_json
 
@@ -40,6 +41,7 @@ def model_digest(model: nn.Module) -> str:
 
 def choose_int8_format(
     fp32: Path,
+    teacher: nn.Module,
     layers: list[str],
     task: Task,
     calibration: list[np.ndarray],
@@ -53,9 +55,10 @@ def choose_int8_format(
     """
     paths = []
     rows: list[dict[str, Any]] = []
-    for fmt in CANDIDATE_FORMATS:
-        path = workdir / f"{fmt.name}.onnx"
-        quantize(fp32, path, layers, layers, calibration, fmt)
+    runtime = settings.backend
+    for fmt in runtime.int8_formats:
+        path = workdir / f"{fmt.name}{runtime.suffix}"
+        runtime.build(teacher, task.example_input, layers, calibration, fmt, path)
         paths.append(path)
         rows.append(
             {
@@ -87,11 +90,12 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
     """Load ``baseline/`` if it was measured for this task and machine, else measure it."""
     directory = ctx.run_dir / "baseline"
     metrics_path = directory / "metrics.json"
+    model_path = directory / ctx.artifact_name
     if metrics_path.exists():
         saved = read_json(metrics_path)
-        if saved.get("identity") == identity and (directory / "model.onnx").exists():
+        if saved.get("identity") == identity and model_path.exists():
             return BaselineInfo(
-                model_path=directory / "model.onnx",
+                model_path=model_path,
                 metric=saved["metric"],
                 latency_ms=saved["latency_ms"],
                 latency_spread=saved["latency"]["spread"],
@@ -102,14 +106,18 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
                 fastest_latency_ms=saved["fastest_plan_latency_ms"],
             )
     directory.mkdir(parents=True, exist_ok=True)
-    model_path = directory / "model.onnx"
-    layers = export_onnx(ctx.teacher, ctx.task.example_input, model_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        layers = export_onnx(ctx.teacher, ctx.task.example_input, Path(tmp) / "layers.onnx")
+    runtime = ctx.settings.backend
+    # fp32 build: no layer in int8, so the format is unused.
+    runtime.build(ctx.teacher, ctx.task.example_input, [], [], runtime.int8_formats[0], model_path)
     metric = artifact_metric(model_path, ctx.task, ctx.settings)
     (latency,) = measure_interleaved([model_path], ctx.example_input, ctx.settings, seconds=3.0)
-    counts = graph_counts(model_path, ctx.example_input.shape)
+    teacher_macs, teacher_params = count_macs_params(ctx.teacher, ctx.task.example_input)
+    params, macs = artifact_counts(ctx, model_path, (teacher_params, teacher_macs))
     with tempfile.TemporaryDirectory() as tmp:
         fmt, formats = choose_int8_format(
-            model_path, layers, ctx.task, ctx.calibration, ctx.settings, Path(tmp)
+            model_path, ctx.teacher, layers, ctx.task, ctx.calibration, ctx.settings, Path(tmp)
         )
         info = BaselineInfo(
             model_path=model_path,
@@ -117,14 +125,14 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
             latency_ms=latency.median_ms,
             latency_spread=latency.spread,
             size_bytes=artifact_bytes(model_path),
-            macs=counts.macs,
-            params=counts.params,
+            macs=macs,
+            params=params,
             int8_format=fmt,
             fastest_latency_ms=float("nan"),
         )
         # The fastest plan needs the chosen format; no fine-tuning, latency only.
         ctx.baseline = info
-        fastest = Path(tmp) / "fastest.onnx"
+        fastest = Path(tmp) / f"fastest{runtime.suffix}"
         build_artifact(ctx, ctx.space.fastest_plan(), fastest)
         fast, ref = measure_interleaved(
             [fastest, model_path], ctx.example_input, ctx.settings, seconds=2.0
@@ -143,7 +151,10 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
             "macs": info.macs,
             "params": info.params,
             "peak_memory_mb": peak_memory_mb(
-                model_path, list(ctx.example_input.shape), ctx.settings.threads
+                model_path,
+                list(ctx.example_input.shape),
+                ctx.settings.threads,
+                ctx.settings.runtime,
             ),
             "int8_format": fmt.to_dict(),
             "fastest_plan_latency_ms": info.fastest_latency_ms,

@@ -59,5 +59,10 @@ class RunContext:
         return self.task.example_input.float().numpy()
 
     @property
+    def artifact_name(self) -> str:
+        """The deployed file's name in the chosen runtime: model.onnx, model.pt, ..."""
+        return f"model{self.settings.backend.suffix}"
+
+    @property
     def trials_dir(self) -> Path:
         return self.run_dir / "trials"

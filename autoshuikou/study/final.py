@@ -25,7 +25,7 @@ def remeasure(ctx: RunContext, trials: list[int]) -> list[dict[str, Any]]:
         folder = ctx.trials_dir / f"{number:04d}"
         metrics = read_json(folder / "metrics.json")
         stats = measure_ratio(
-            folder / "model.onnx", ctx.baseline.model_path, ctx.example_input, ctx.settings
+            folder / ctx.artifact_name, ctx.baseline.model_path, ctx.example_input, ctx.settings
         )
         metrics["final"] = {
             **stats.to_dict(),

@@ -22,6 +22,7 @@ from autoshuikou.measure.fingerprint import fingerprint_key
 from autoshuikou.measure.latency import measure_interleaved
 from autoshuikou.measure.latency_model import LatencyModel, fit_latency_model, layer_macs
 from autoshuikou.plan import Plan
+from autoshuikou.runtimes import DEFAULT_RUNTIME
 from autoshuikou.study.baseline import model_digest
 from autoshuikou.study.context import RunContext
 from autoshuikou.study.trial import build_artifact
@@ -65,7 +66,7 @@ def measure_probes(
     """Build each plan without fine-tuning and time it against the baseline."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "probe.onnx"
+        path = Path(tmp) / f"probe{ctx.settings.backend.suffix}"
         for plan in plans:
             no_training = Plan(prune=plan.prune, precision=plan.precision, round_to=plan.round_to)
             build_artifact(ctx, no_training, path)
@@ -121,7 +122,12 @@ def load_or_build_latency_model(ctx: RunContext, say: Any = print) -> LatencyMod
 
 
 def profile(
-    task: str | None, space: str | None, out: Path, threads: int, probes: int = PROBES
+    task: str | None,
+    space: str | None,
+    out: Path,
+    threads: int,
+    probes: int = PROBES,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> tuple[LatencyModel, Path]:
     """`autoshuikou profile`: (re)build the latency model for a task on this machine."""
     from autoshuikou.report.progress import Progress
@@ -130,7 +136,14 @@ def profile(
 
     loaded = load_task(task)
     ctx, _ = prepare_context(
-        loaded, space, out / f"{loaded.name}-profile", 0, threads, 1.0, Progress()
+        loaded,
+        space,
+        out / f"{loaded.name}-{runtime}-profile",
+        0,
+        threads,
+        1.0,
+        Progress(),
+        runtime,
     )
     with file_lock(cache_path(ctx).with_suffix(".lock")):
         model = _build_and_save(ctx, probes, print)

@@ -27,6 +27,7 @@ from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.plan import Plan
 from autoshuikou.report.plots import plot_search_front
 from autoshuikou.report.progress import Progress
+from autoshuikou.runtimes import DEFAULT_RUNTIME, get_runtime
 from autoshuikou.space.bind import BoundSpace, bind_space
 from autoshuikou.space.schema import load_space
 from autoshuikou.study.baseline import model_digest, prepare_baseline
@@ -127,7 +128,7 @@ def _best_text(study: optuna.Study) -> str:
     return f"metric {best.user_attrs['metric']:.4f} @ {best.user_attrs['latency_ms']:.3f} ms (trial {best.number})"
 
 
-def prune_artifacts(study: optuna.Study, run_dir: Path) -> None:
+def prune_artifacts(study: optuna.Study, run_dir: Path, artifact_name: str) -> None:
     """Delete model files of trials that can never be on the front: infeasible or dominated.
 
     Dominance is permanent, so nothing deleted is needed later; plans and metrics stay.
@@ -135,14 +136,14 @@ def prune_artifacts(study: optuna.Study, run_dir: Path) -> None:
     keep = {t.number for t in front(study)}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if trial.number not in keep:
-            (run_dir / "trials" / f"{trial.number:04d}" / "model.onnx").unlink(missing_ok=True)
+            (run_dir / "trials" / f"{trial.number:04d}" / artifact_name).unlink(missing_ok=True)
 
 
-def _summary_point(record: dict[str, Any]) -> dict[str, Any]:
+def _summary_point(record: dict[str, Any], artifact_name: str) -> dict[str, Any]:
     final = record["final"]
     return {
         "trial": record["trial"],
-        "path": f"trials/{record['trial']:04d}/model.onnx",
+        "path": f"trials/{record['trial']:04d}/{artifact_name}",
         "metric": record["metric"],
         "metric_retained": record["metric_retained"],
         "latency_ms": final["latency_ms"],
@@ -189,7 +190,7 @@ def build_summary(
         "trials_feasible": sum(1 for t in complete if _feasible(t)),
         "wall_seconds_this_run": round(wall_s, 1),
         "baseline": {
-            "path": "baseline/model.onnx",
+            "path": f"baseline/{ctx.artifact_name}",
             "metric": b.metric,
             "latency_ms": b.latency_ms,
             "latency_spread": b.latency_spread,
@@ -201,7 +202,10 @@ def build_summary(
         "ratio_spread_median": float(np.median(spreads)) if spreads else None,
         "int8_format": b.int8_format.name,
         "fastest_plan_latency_ms": b.fastest_latency_ms,
-        "pareto": sorted((_summary_point(r) for r in front_records), key=lambda p: p["latency_ms"]),
+        "pareto": sorted(
+            (_summary_point(r, ctx.artifact_name) for r in front_records),
+            key=lambda p: p["latency_ms"],
+        ),
         "dropped_on_remeasure": [
             {
                 "trial": r["trial"],
@@ -236,11 +240,13 @@ def prepare_context(
     threads: int,
     measure_seconds: float,
     progress: Progress,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> tuple[RunContext, dict[str, Any]]:
     """Load the task, bind the space and measure (or reload) the baseline under ``run_dir``."""
     if threads < 1:
         raise UserError(f"--threads must be at least 1, got {threads}", "e.g. --threads 1")
-    settings = RuntimeSettings(threads=threads)
+    get_runtime(runtime)  # an unknown name is a user error before any work
+    settings = RuntimeSettings(threads=threads, runtime=runtime)
     hardware = hardware_fingerprint(settings)
     ctx = RunContext(
         task=task,
@@ -261,7 +267,7 @@ def prepare_context(
         "version": __version__,
     }
     progress.line(
-        f"measuring the fp32 baseline and int8 formats on this machine -> {run_dir}/baseline"
+        f"measuring the fp32 baseline and int8 formats in {runtime} on this machine -> {run_dir}/baseline"
     )
     with file_lock(run_dir / ".baseline.lock"):  # workers starting together measure it once
         ctx.baseline = prepare_baseline(ctx, identity)
@@ -286,6 +292,7 @@ def search(
     sampler: str = DEFAULT_SAMPLER,
     fixed_plans: dict[str, Plan] | None = None,
     final_remeasure: bool = True,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> SearchResult:
     """Find the Pareto-optimal compressed models of ``task`` under a latency ``budget``.
 
@@ -296,7 +303,8 @@ def search(
 
     ``sampler`` names the strategy (see ``study.samplers``). ``fixed_plans`` (label -> Plan)
     are run first, never rejected by prediction: baselines for comparisons. Without
-    ``final_remeasure`` the front keeps its search-time latencies (labelled so).
+    ``final_remeasure`` the front keeps its search-time latencies (labelled so). ``runtime``
+    runs and times the artifacts (see ``autoshuikou.runtimes``); the budget refers to it.
     """
     started = time.monotonic()
     progress = progress or Progress()
@@ -307,7 +315,9 @@ def search(
         task = load_task(task)
     name = study_name or f"{task.name}-{parsed_budget.slug}"
     run_dir = Path(out) / name
-    ctx, identity = prepare_context(task, space, run_dir, seed, threads, measure_seconds, progress)
+    ctx, identity = prepare_context(
+        task, space, run_dir, seed, threads, measure_seconds, progress, runtime
+    )
     b = ctx.baseline
     bound = ctx.space
     ctx.budget_ms = parsed_budget.resolve_ms(b.latency_ms)
@@ -413,7 +423,7 @@ def search(
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         nonlocal failures
         failures = failures + 1 if trial.state == TrialState.FAIL else 0
-        prune_artifacts(study, run_dir)
+        prune_artifacts(study, run_dir, ctx.artifact_name)
         progress.trial_done(trial.number, _attrs(trial), trial.state.name, _best_text(study))
 
     def run_one(trial: optuna.Trial) -> tuple[float, float, float]:

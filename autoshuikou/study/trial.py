@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from autoshuikou.compress.distill import distill
-from autoshuikou.compress.export import export_onnx
 from autoshuikou.compress.prune import count_macs_params, prune
-from autoshuikou.compress.quantize import quantize
 from autoshuikou.measure.accuracy import artifact_metric
 from autoshuikou.measure.latency import LOCK_PATH, measure_interleaved
 from autoshuikou.measure.memory import peak_memory_mb
@@ -27,7 +24,7 @@ Stage = Callable[[str], None]
 def build_artifact(
     ctx: RunContext, plan: Plan, out: Path, stage: Stage = lambda _s: None
 ) -> dict[str, Any]:
-    """Compress the teacher by ``plan`` into ``out`` (an ONNX file); returns build facts."""
+    """Compress the teacher by ``plan`` into ``out`` (the runtime's artifact); returns build facts."""
     example = ctx.task.example_input
     stage("pruning")
     student = prune(ctx.teacher, example, plan.prune, plan.round_to)
@@ -41,11 +38,9 @@ def build_artifact(
         distill(student, ctx.teacher, ctx.task, plan.distill, seed=ctx.seed, history=history)
     distill_s = time.monotonic() - started
     stage("quantizing")
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        layers = export_onnx(student, example, fp32)
-        int8 = [layer for layer in plan.int8_layers if layer in layers]
-        quantize(fp32, out, int8, layers, ctx.calibration, ctx.baseline.int8_format)
+    ctx.settings.backend.build(
+        student, example, plan.int8_layers, ctx.calibration, ctx.baseline.int8_format, out
+    )
     return {
         "distill_seconds": round(distill_s, 2),
         "torch_macs": torch_macs,
@@ -54,8 +49,19 @@ def build_artifact(
     }
 
 
+def artifact_counts(
+    ctx: RunContext, model: Path, module_counts: tuple[int, int]
+) -> tuple[int, int]:
+    """(params, MACs): from the ONNX graph itself where the artifact is ONNX, else from the
+    PyTorch module the artifact was traced from."""
+    if ctx.settings.backend.suffix == ".onnx":
+        counts = graph_counts(model, ctx.example_input.shape)
+        return counts.params, counts.macs
+    return module_counts
+
+
 def measure_artifact(
-    ctx: RunContext, model: Path, stage: Stage = lambda _s: None
+    ctx: RunContext, model: Path, module_counts: tuple[int, int], stage: Stage = lambda _s: None
 ) -> dict[str, Any]:
     """Metric, latency (interleaved with the baseline), size, counts and memory of ``model``."""
     stage("scoring")
@@ -68,7 +74,7 @@ def measure_artifact(
         seconds=ctx.measure_seconds,
     )
     ratio = candidate.median_ms / reference.median_ms
-    counts = graph_counts(model, ctx.example_input.shape)
+    params, macs = artifact_counts(ctx, model, module_counts)
     return {
         "metric": metric,
         # Drift-corrected: the ratio to the baseline timed alongside, times the baseline's
@@ -78,10 +84,10 @@ def measure_artifact(
         "latency_raw": candidate.to_dict(),
         "baseline_latency_raw": reference.to_dict(),
         "size_bytes": artifact_bytes(model),
-        "macs": counts.macs,
-        "params": counts.params,
+        "macs": macs,
+        "params": params,
         "peak_memory_mb": peak_memory_mb(
-            model, list(ctx.example_input.shape), ctx.settings.threads
+            model, list(ctx.example_input.shape), ctx.settings.threads, ctx.settings.runtime
         ),
     }
 
@@ -99,8 +105,10 @@ def run_trial(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     started = time.monotonic()
-    build = build_artifact(ctx, plan, work / "model.onnx", stage)
-    metrics = measure_artifact(ctx, work / "model.onnx", stage)
+    artifact = work / ctx.artifact_name
+    build = build_artifact(ctx, plan, artifact, stage)
+    module_counts = (build["torch_params"], build["torch_macs"])
+    metrics = measure_artifact(ctx, artifact, module_counts, stage)
     b = ctx.baseline
     metrics.update(
         trial=number,
@@ -124,7 +132,7 @@ def run_trial(
         **build,
         **(extra or {}),
     )
-    metrics["model_sha256"] = sha256_file(work / "model.onnx")
+    metrics["model_sha256"] = sha256_file(artifact)
     write_json(work / "plan.json", plan.to_dict())
     write_json(work / "metrics.json", metrics)
     shutil.rmtree(final, ignore_errors=True)
