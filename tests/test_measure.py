@@ -3,9 +3,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from autoshuikou.compress.export import export_onnx
+from autoshuikou.measure.energy import energy_per_inference_mj, find_energy_counter
 from autoshuikou.measure.fingerprint import fingerprint_key, hardware_fingerprint
 from autoshuikou.measure.latency import measure_interleaved
 from autoshuikou.measure.memory import peak_memory_mb
@@ -130,3 +132,42 @@ def test_timing_waits_for_training_to_end(exported: Path, tmp_path: Path) -> Non
     assert timer.returncode == 0, timer.stderr
     # Started while training held the lock; its >= 0.5 s of timing came after training ended.
     assert float(timer.stdout.strip().splitlines()[-1]) - trained_until >= 0.5
+
+
+def _fake_zone(root: Path, name: str, energy: int, max_range: int = 10**9) -> Path:
+    zone = root / name
+    zone.mkdir(parents=True)
+    (zone / "energy_uj").write_text(str(energy))
+    (zone / "max_energy_range_uj").write_text(str(max_range))
+    return zone
+
+
+def test_energy_is_unavailable_without_powercap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTOSHUIKOU_POWERCAP", str(tmp_path / "missing"))
+    counter, why = find_energy_counter()
+    assert counter is None and "does not exist" in why
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("AUTOSHUIKOU_POWERCAP", str(tmp_path / "empty"))
+    assert find_energy_counter()[0] is None
+
+
+def test_energy_per_inference_from_rapl_counters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = _fake_zone(tmp_path, "intel-rapl:0", 5_000)
+    _fake_zone(tmp_path, "intel-rapl:0:0", 0)  # a sub-zone: already inside the package
+    monkeypatch.setenv("AUTOSHUIKOU_POWERCAP", str(tmp_path))
+    counter, _ = find_energy_counter()
+    assert counter is not None and counter.zones == (package,)
+
+    def run(_x: np.ndarray) -> np.ndarray:  # each inference costs 2 mJ on the fake counter
+        value = int((package / "energy_uj").read_text())
+        (package / "energy_uj").write_text(str(value + 2_000))
+        return _x
+
+    mj = energy_per_inference_mj(run, np.zeros(1, np.float32), counter, seconds=0.05)
+    assert mj == pytest.approx(2.0)
+    # A counter that wrapped around between the readings.
+    assert counter.joules_between([10**9 - 1_000], [3_000]) == pytest.approx(0.004)

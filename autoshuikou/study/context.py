@@ -9,6 +9,7 @@ import numpy as np
 from torch import nn
 
 from autoshuikou.compress.quantize import Int8Format
+from autoshuikou.measure.energy import EnergyCounter
 from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.space.bind import BoundSpace
 from autoshuikou.tasks import Task
@@ -42,6 +43,7 @@ class RunContext:
     budget_ms: float = float("inf")  # resolved once the baseline is known
     min_metric: float | None = None
     measure_seconds: float = 1.0
+    energy: EnergyCounter | None = None  # None where the machine has no readable counter
     _baseline: BaselineInfo | None = None
 
     @property

@@ -21,6 +21,7 @@ from autoshuikou.compress.export import export_onnx
 from autoshuikou.compress.prune import channel_groups, prune
 from autoshuikou.compress.quantize import calibration_batches
 from autoshuikou.errors import UserError
+from autoshuikou.measure.energy import find_energy_counter
 from autoshuikou.measure.fingerprint import hardware_fingerprint
 from autoshuikou.measure.latency_model import layer_macs
 from autoshuikou.measure.runtime import RuntimeSettings
@@ -218,6 +219,7 @@ def build_summary(
         "closest": [{"trial": t.number, **_attrs(t)} for t in closest],
         "hardware": ctx.hardware,
         "runtime": ctx.settings.to_dict(),
+        "energy": {"available": ctx.energy is not None, "source": find_energy_counter()[1]},
     }
 
 
@@ -248,6 +250,12 @@ def prepare_context(
     get_runtime(runtime)  # an unknown name is a user error before any work
     settings = RuntimeSettings(threads=threads, runtime=runtime)
     hardware = hardware_fingerprint(settings)
+    energy, energy_note = find_energy_counter()
+    progress.line(
+        f"energy per inference: {energy_note}"
+        if energy
+        else f"energy per inference: unavailable on this machine, left out ({energy_note})"
+    )
     ctx = RunContext(
         task=task,
         teacher=task.model.eval(),
@@ -258,6 +266,7 @@ def prepare_context(
         seed=seed,
         hardware=hardware,
         measure_seconds=measure_seconds,
+        energy=energy,
     )
     identity = {
         "task": task.name,
@@ -411,6 +420,8 @@ def search(
         ):
             trial.set_user_attr(key, metrics[key])
         trial.set_user_attr("latency_spread", metrics["latency_raw"]["spread"])
+        if "energy_mj" in metrics:
+            trial.set_user_attr("energy_mj", metrics["energy_mj"])
         if predicted is not None:
             trial.set_user_attr("prediction_error", predicted / metrics["latency_ms"] - 1)
         trial.set_constraint("latency", metrics["latency_ms"] - ctx.budget_ms)

@@ -11,8 +11,10 @@ from typing import Any
 from autoshuikou.compress.distill import distill
 from autoshuikou.compress.prune import count_macs_params, prune
 from autoshuikou.measure.accuracy import artifact_metric
+from autoshuikou.measure.energy import energy_per_inference_mj
 from autoshuikou.measure.latency import LOCK_PATH, measure_interleaved
 from autoshuikou.measure.memory import peak_memory_mb
+from autoshuikou.measure.runtime import open_runner
 from autoshuikou.measure.size import artifact_bytes, graph_counts
 from autoshuikou.plan import Plan
 from autoshuikou.study.context import RunContext
@@ -75,7 +77,12 @@ def measure_artifact(
     )
     ratio = candidate.median_ms / reference.median_ms
     params, macs = artifact_counts(ctx, model, module_counts)
+    energy = {}
+    if ctx.energy is not None:
+        with file_lock(LOCK_PATH), open_runner(model, ctx.settings) as run:
+            energy["energy_mj"] = energy_per_inference_mj(run, ctx.example_input, ctx.energy)
     return {
+        **energy,
         "metric": metric,
         # Drift-corrected: the ratio to the baseline timed alongside, times the baseline's
         # reference latency. The ratio is what holds when the machine's speed drifts.
