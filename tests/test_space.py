@@ -7,6 +7,7 @@ from autoshuikou.compress.prune import channel_groups
 from autoshuikou.errors import UserError
 from autoshuikou.space.bind import bind_space
 from autoshuikou.space.schema import load_space, parse_space
+from autoshuikou.study.baseline import pick_round_to
 from autoshuikou.study.search import bind_task_space
 from autoshuikou.tasks import Task
 
@@ -33,7 +34,7 @@ distill:
 
 def test_shipped_default_space_loads() -> None:
     space = load_space()
-    assert space.round_to >= 1
+    assert space.round_to is None  # "auto": measured with the baseline
     assert "int8" in space.precision_default and "fp32" in space.precision_default
     # The top-level search_spaces/default.yaml is the same file users read.
     top = Path(__file__).parents[1] / "search_spaces" / "default.yaml"
@@ -112,3 +113,19 @@ def test_pattern_matching_nothing_is_rejected(
 def test_missing_space_file(tiny_task: Task, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
         bind_task_space(tiny_task, tmp_path / "nope.yaml")
+
+
+def test_round_to_picks_the_finest_rounding_within_noise_of_the_best() -> None:
+    # Latency ratio = 0.1 + 0.8 * MAC ratio on the line; round_to 1 runs 0.15 above it,
+    # 16 runs 0.01 below it (a tie with 4 and 8, which sit on it).
+    builds = []
+    for round_to, excess in ((1, 0.15), (4, 0.0), (8, 0.0), (16, -0.01)):
+        for macs in (0.3, 0.5, 0.7):
+            builds.append((round_to, macs, 0.1 + 0.8 * macs + excess))
+    chosen, rows = pick_round_to(builds)
+    assert chosen == 4
+    by_rounding = {r["round_to"]: r for r in rows}
+    assert by_rounding[1]["excess_latency"] > 0.1 > by_rounding[16]["excess_latency"]
+    # A clear winner beyond the tie margin is taken even if coarse.
+    clear = [(r, m, lat - (0.05 if r == 16 else 0)) for r, m, lat in builds]
+    assert pick_round_to(clear)[0] == 16

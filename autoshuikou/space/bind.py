@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import optuna
 
@@ -22,6 +22,23 @@ class BoundSpace:
     prune: dict[str, FloatRange]  # channel group -> ratio range
     precision: dict[str, tuple[str, ...]]  # layer -> allowed precisions
     features: dict[str, FloatRange]  # module -> feature-distillation weight range
+    round_to: int | None = None  # the space's, or the one measured on this machine
+
+    def with_round_to(self, round_to: int) -> BoundSpace:
+        return replace(self, round_to=round_to)
+
+    def _rounding(self) -> int:
+        if self.round_to is None:
+            raise RuntimeError("round_to: auto is resolved with the baseline; measure it first")
+        return self.round_to
+
+    def random_plans(self, count: int, seed: int) -> list[Plan]:
+        """Random plans drawn through the same suggest() the search uses."""
+        study = optuna.create_study(
+            directions=["maximize", "minimize", "minimize"],
+            sampler=optuna.samplers.RandomSampler(seed=seed),
+        )
+        return [self.suggest(study.ask()) for _ in range(count)]
 
     def suggest(self, trial: optuna.Trial) -> Plan:
         s = self.space
@@ -44,7 +61,7 @@ class BoundSpace:
             alpha=_float(trial, "distill:alpha", s.alpha),
             features={m: _float(trial, f"feature:{m}", r) for m, r in self.features.items()},
         )
-        return Plan(prune=prune, precision=precision, distill=distill, round_to=s.round_to)
+        return Plan(prune=prune, precision=precision, distill=distill, round_to=self._rounding())
 
     def reference_plan(self, kind: str) -> Plan:
         """'fp32': the original model as exported; 'int8': unpruned, every allowed layer int8."""
@@ -54,7 +71,7 @@ class BoundSpace:
             layer: "int8" if kind == "int8" and "int8" in choices else "fp32"
             for layer, choices in self.precision.items()
         }
-        return Plan(prune={}, precision=precision, round_to=self.space.round_to)
+        return Plan(prune={}, precision=precision, round_to=self._rounding())
 
     def uniform_plan(self, ratio: float, int8: bool) -> Plan:
         """Every group pruned by ``ratio`` (clipped to its range), fixed mid-range fine-tuning.
@@ -74,7 +91,7 @@ class BoundSpace:
                 temperature=_clip(4.0, s.temperature),
                 alpha=_clip(0.9, s.alpha),
             ),
-            round_to=s.round_to,
+            round_to=self._rounding(),
         )
 
     def fastest_plan(self) -> Plan:
@@ -84,7 +101,7 @@ class BoundSpace:
             precision={
                 layer: "int8" if "int8" in c else "fp32" for layer, c in self.precision.items()
             },
-            round_to=self.space.round_to,
+            round_to=self._rounding(),
         )
 
 
@@ -149,4 +166,6 @@ def bind_space(
             )
         for module in matched:
             features.setdefault(module, frule.weight)
-    return BoundSpace(space=space, prune=prune, precision=precision, features=features)
+    return BoundSpace(
+        space=space, prune=prune, precision=precision, features=features, round_to=space.round_to
+    )

@@ -57,7 +57,7 @@ class FeatureRule:
 @dataclass(frozen=True)
 class SearchSpace:
     source: str
-    round_to: int
+    round_to: int | None  # None: "auto", measured per machine
     prune_default: FloatRange
     prune_rules: tuple[PruneRule, ...]
     precision_default: tuple[str, ...]
@@ -185,10 +185,14 @@ def parse_space(text: str, source: str) -> SearchSpace:
     top = r.mapping(raw, "", {"prune", "precision", "distill"}, {"prune", "precision", "distill"})
 
     prune = r.mapping(top["prune"], "prune", {"round_to", "default", "rules"}, {"default"})
-    round_to = prune.get("round_to", 1)
-    if not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1:
+    round_to = prune.get("round_to", "auto")
+    if round_to == "auto":
+        round_to = None  # chosen by measurement on the machine, with the baseline
+    elif not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1:
         raise r.fail(
-            "prune.round_to", f"expected a positive integer, got {round_to!r}", "e.g. round_to: 8"
+            "prune.round_to",
+            f"expected a positive integer or auto, got {round_to!r}",
+            "e.g. round_to: 8, or round_to: auto to measure it",
         )
     prune_rules = []
     for i, rule in enumerate(prune.get("rules") or []):

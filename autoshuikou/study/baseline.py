@@ -20,6 +20,7 @@ from autoshuikou.measure.latency import measure_interleaved
 from autoshuikou.measure.memory import peak_memory_mb
 from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.measure.size import artifact_bytes
+from autoshuikou.plan import Plan
 from autoshuikou.study.context import BaselineInfo, RunContext
 from autoshuikou.study.trial import artifact_counts, build_artifact
 from autoshuikou.tasks import Task
@@ -28,6 +29,9 @@ from autoshuikou.util import read_json, write_json
 # A format may lose at most this much of the best candidate's metric (relative).
 FORMAT_METRIC_TOLERANCE = 0.005
 FORMAT_TIE = 0.05
+ROUND_TO_CANDIDATES = (1, 4, 8, 16)
+ROUND_TO_PLANS = 3
+ROUND_TO_TIE = 0.02  # of the baseline's latency: below timing noise, so a tie
 
 
 def model_digest(model: nn.Module) -> str:
@@ -86,14 +90,79 @@ def choose_int8_format(
     return Int8Format.from_dict(chosen["format"]), rows
 
 
+def choose_round_to(ctx: RunContext, workdir: Path) -> tuple[int, list[dict[str, Any]]]:
+    """The channel multiple this machine's kernels run best, measured.
+
+    The same random plans are built with each candidate rounding (no fine-tuning) and timed
+    against the baseline. Latency grows with MACs plus a fixed cost, so a line
+    latency = a + b * MACs is fitted to all builds, and each rounding is scored by how far
+    its builds run above or below that line (median). Roundings within ROUND_TO_TIE of the
+    best are ties, and the finest of them wins: it leaves the search more widths.
+    """
+    plans = ctx.space.with_round_to(1).random_plans(ROUND_TO_PLANS, seed=1)  # ratios only
+    example = ctx.task.example_input
+    teacher_macs, _ = count_macs_params(ctx.teacher, example)
+    seconds = min(0.5, ctx.measure_seconds)
+    builds: list[tuple[int, float, float]] = []  # (round_to, MAC ratio, latency ratio)
+    for round_to in ROUND_TO_CANDIDATES:
+        for i, plan in enumerate(plans):
+            path = workdir / f"round{round_to}-{i}{ctx.settings.backend.suffix}"
+            probe = Plan(prune=plan.prune, precision=plan.precision, round_to=round_to)
+            facts = build_artifact(ctx, probe, path)
+            candidate, reference = measure_interleaved(
+                [path, ctx.baseline.model_path], ctx.example_input, ctx.settings, seconds
+            )
+            builds.append(
+                (
+                    round_to,
+                    facts["torch_macs"] / teacher_macs,
+                    candidate.median_ms / reference.median_ms,
+                )
+            )
+    return pick_round_to(builds)
+
+
+def pick_round_to(builds: list[tuple[int, float, float]]) -> tuple[int, list[dict[str, Any]]]:
+    """(round_to, rows) from (round_to, MAC ratio, latency ratio) builds; see choose_round_to."""
+    macs = np.array([b[1] for b in builds])
+    latency = np.array([b[2] for b in builds])
+    slope, intercept = np.polyfit(macs, latency, 1)
+    residual = latency - (intercept + slope * macs)
+    rows: list[dict[str, Any]] = []
+    for round_to in sorted({b[0] for b in builds}):
+        mine = [i for i, b in enumerate(builds) if b[0] == round_to]
+        rows.append(
+            {
+                "round_to": round_to,
+                "excess_latency": float(np.median(residual[mine])),
+                "mac_ratios": [round(float(macs[i]), 4) for i in mine],
+                "latency_ratios": [round(float(latency[i]), 4) for i in mine],
+            }
+        )
+    best = min(r["excess_latency"] for r in rows)
+    chosen = next(r for r in rows if r["excess_latency"] <= best + ROUND_TO_TIE)
+    for row in rows:
+        row["chosen"] = row is chosen
+    return int(chosen["round_to"]), rows
+
+
 def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
-    """Load ``baseline/`` if it was measured for this task and machine, else measure it."""
+    """Load ``baseline/`` if it was measured for this task and machine, else measure it.
+
+    A space with ``round_to: auto`` gets its rounding here (``ctx.space`` is updated).
+    """
     directory = ctx.run_dir / "baseline"
     metrics_path = directory / "metrics.json"
     model_path = directory / ctx.artifact_name
     if metrics_path.exists():
         saved = read_json(metrics_path)
-        if saved.get("identity") == identity and model_path.exists():
+        fixed_rounding = ctx.space.space.round_to
+        if (
+            saved.get("identity") == identity
+            and model_path.exists()
+            and fixed_rounding in (None, saved.get("round_to"))
+        ):
+            ctx.space = ctx.space.with_round_to(saved["round_to"])
             return BaselineInfo(
                 model_path=model_path,
                 metric=saved["metric"],
@@ -130,8 +199,12 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
             int8_format=fmt,
             fastest_latency_ms=float("nan"),
         )
-        # The fastest plan needs the chosen format; no fine-tuning, latency only.
         ctx.baseline = info
+        rounding: list[dict[str, Any]] = []
+        if ctx.space.round_to is None:
+            round_to, rounding = choose_round_to(ctx, Path(tmp))
+            ctx.space = ctx.space.with_round_to(round_to)
+        # The fastest plan needs the format and rounding; no fine-tuning, latency only.
         fastest = Path(tmp) / f"fastest{runtime.suffix}"
         build_artifact(ctx, ctx.space.fastest_plan(), fastest)
         fast, ref = measure_interleaved(
@@ -139,6 +212,8 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
         )
         info = replace(info, fastest_latency_ms=fast.median_ms / ref.median_ms * latency.median_ms)
     write_json(directory / "int8_formats.json", formats)
+    if rounding:
+        write_json(directory / "round_to.json", rounding)
     write_json(
         metrics_path,
         {
@@ -158,6 +233,8 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
             ),
             "int8_format": fmt.to_dict(),
             "fastest_plan_latency_ms": info.fastest_latency_ms,
+            "round_to": ctx.space.round_to,
+            "round_to_measured": bool(rounding),
             "runtime": ctx.settings.to_dict(),
             "hardware": ctx.hardware,
         },

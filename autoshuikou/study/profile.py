@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import optuna
-
 from autoshuikou.compress.prune import prune
 from autoshuikou.measure.fingerprint import fingerprint_key
 from autoshuikou.measure.latency import measure_interleaved
@@ -41,7 +39,7 @@ def model_key(ctx: RunContext) -> str:
         # Latency depends on what is pruned and quantized, not on the fine-tuning settings.
         "space": repr(
             (
-                ctx.space.space.round_to,
+                ctx.space.round_to,
                 sorted(ctx.space.prune.items()),
                 sorted(ctx.space.precision.items()),
             )
@@ -53,11 +51,7 @@ def model_key(ctx: RunContext) -> str:
 
 def probe_plans(ctx: RunContext, count: int, seed: int) -> list[Plan]:
     """Random plans from the space, drawn through the same suggest() the search uses."""
-    study = optuna.create_study(
-        directions=["maximize", "minimize", "minimize"],
-        sampler=optuna.samplers.RandomSampler(seed=seed),
-    )
-    return [ctx.space.suggest(study.ask()) for _ in range(count)]
+    return ctx.space.random_plans(count, seed)
 
 
 def measure_probes(
