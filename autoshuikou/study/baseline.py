@@ -13,7 +13,7 @@ import numpy as np
 from torch import nn
 
 from autoshuikou.compress.export import export_onnx
-from autoshuikou.compress.prune import count_macs_params
+from autoshuikou.compress.prune import count_macs_params, prune
 from autoshuikou.compress.quantize import Int8Format
 from autoshuikou.measure.accuracy import artifact_metric
 from autoshuikou.measure.latency import measure_interleaved
@@ -104,21 +104,25 @@ def choose_round_to(ctx: RunContext, workdir: Path) -> tuple[int, list[dict[str,
     teacher_macs, _ = count_macs_params(ctx.teacher, example)
     seconds = min(0.5, ctx.measure_seconds)
     builds: list[tuple[int, float, float]] = []  # (round_to, MAC ratio, latency ratio)
+    # A rounding that leaves a plan's widths unchanged gives the same model: reuse its
+    # timing, so noise cannot split identical models (they tie; the finer wins).
+    timed: dict[tuple[int, tuple[tuple[int, ...], ...]], tuple[float, float]] = {}
     for round_to in ROUND_TO_CANDIDATES:
         for i, plan in enumerate(plans):
-            path = workdir / f"round{round_to}-{i}{ctx.settings.backend.suffix}"
-            probe = Plan(prune=plan.prune, precision=plan.precision, round_to=round_to)
-            facts = build_artifact(ctx, probe, path)
-            candidate, reference = measure_interleaved(
-                [path, ctx.baseline.model_path], ctx.example_input, ctx.settings, seconds
-            )
-            builds.append(
-                (
-                    round_to,
+            student = prune(ctx.teacher, example, plan.prune, round_to)
+            key = (i, tuple(tuple(p.shape) for p in student.parameters()))
+            if key not in timed:
+                path = workdir / f"round{round_to}-{i}{ctx.settings.backend.suffix}"
+                probe = Plan(prune=plan.prune, precision=plan.precision, round_to=round_to)
+                facts = build_artifact(ctx, probe, path)
+                candidate, reference = measure_interleaved(
+                    [path, ctx.baseline.model_path], ctx.example_input, ctx.settings, seconds
+                )
+                timed[key] = (
                     facts["torch_macs"] / teacher_macs,
                     candidate.median_ms / reference.median_ms,
                 )
-            )
+            builds.append((round_to, *timed[key]))
     return pick_round_to(builds)
 
 
