@@ -47,7 +47,7 @@ from autoshuikou.report.plots import plot_fronts, plot_hypervolume
 from autoshuikou.report.progress import Progress
 from autoshuikou.runtimes import DEFAULT_RUNTIME
 from autoshuikou.study.budget import parse_budget
-from autoshuikou.study.search import FINISHED, bind_task_space, search
+from autoshuikou.study.search import FINISHED, search
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.tasks import Task, load_task
 from autoshuikou.util import atomic_write_bytes, read_json, write_json
@@ -339,7 +339,6 @@ def compare(
         if any(s.no_distill for s in chosen)
         else None
     )
-    fixed = uniform_plans(bind_task_space(task, space)) if any(s.uniform for s in chosen) else {}
     names = [f"{s.name}-seed{seed}" for seed in range(seeds) for s in chosen]
     started = datetime.now().isoformat(timespec="seconds")
     for seed in range(seeds):
@@ -358,7 +357,7 @@ def compare(
                 measure_seconds=measure_seconds,
                 predict=predict,
                 sampler=s.sampler,
-                fixed_plans=fixed if s.uniform else None,
+                fixed_plans=uniform_plans if s.uniform else None,
                 final_remeasure=False,
                 progress=progress,
                 runtime=runtime,

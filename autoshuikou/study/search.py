@@ -6,6 +6,7 @@ import hashlib
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -299,7 +300,7 @@ def search(
     storage: str | None = None,
     progress: Progress | None = None,
     sampler: str = DEFAULT_SAMPLER,
-    fixed_plans: dict[str, Plan] | None = None,
+    fixed_plans: Callable[[BoundSpace], dict[str, Plan]] | None = None,
     final_remeasure: bool = True,
     runtime: str = DEFAULT_RUNTIME,
 ) -> SearchResult:
@@ -310,8 +311,9 @@ def search(
     ``trials`` is their common total. With ``predict``, a latency model learned on this machine (built on first use, cached)
     rejects plans predicted to miss the budget before they are fine-tuned.
 
-    ``sampler`` names the strategy (see ``study.samplers``). ``fixed_plans`` (label -> Plan)
-    are run first, never rejected by prediction: baselines for comparisons. Without
+    ``sampler`` names the strategy (see ``study.samplers``). ``fixed_plans`` makes plans
+    (label -> Plan) from the bound space, once its rounding is measured; they run first and
+    are never rejected by prediction: baselines for comparisons. Without
     ``final_remeasure`` the front keeps its search-time latencies (labelled so). ``runtime``
     runs and times the artifacts (see ``autoshuikou.runtimes``); the budget refers to it.
     """
@@ -329,6 +331,7 @@ def search(
     )
     b = ctx.baseline
     bound = ctx.space
+    fixed = {label: p.to_dict() for label, p in (fixed_plans(bound) if fixed_plans else {}).items()}
     ctx.budget_ms = parsed_budget.resolve_ms(b.latency_ms)
     ctx.min_metric = parse_min_metric(min_accuracy, b.metric)
     progress.line(
@@ -350,14 +353,13 @@ def search(
         "budget": parsed_budget.text,
         "min_accuracy": None if min_accuracy is None else str(min_accuracy),
         "sampler": sampler,
-        "fixed_plans": sorted(fixed_plans or {}),
+        "fixed_plans": sorted(fixed),
     }
     study_sampler = make_sampler(sampler, seed)
     study_storage = make_storage(storage, run_dir)
     # The creator's reference latency and budget hold for every worker, so all trials'
     # latencies (ratio to the local baseline x the reference) share one scale.
     shared = {"baseline_latency_ms": b.latency_ms, "budget_ms": ctx.budget_ms}
-    fixed = {label: p.to_dict() for label, p in (fixed_plans or {}).items()}
     study = open_study(study_storage, run_dir, name, fingerprint, study_sampler, shared, fixed)
     ctx.baseline = b = replace(b, latency_ms=study.user_attrs["baseline_latency_ms"])
     ctx.budget_ms = study.user_attrs["budget_ms"]
