@@ -1,6 +1,6 @@
 """Benchmark: a tight-budget search with and without latency prediction, same seed and trials.
 
-    python benchmarks/prediction.py [--budget 35%] [--trials 30] [--seed 0]
+    python benchmarks/prediction.py [--budget 35%] [--trials 30] [--seed 0] [--space FILE]
 
 Runs the default task twice in fresh study folders (the teacher cache is shared, and the
 latency model is built beforehand by `autoshuikou profile`, whose time is reported apart:
@@ -29,10 +29,12 @@ def main() -> int:
     parser.add_argument("--budget", default="35%")
     parser.add_argument("--trials", default="30")
     parser.add_argument("--seed", default="0")
+    parser.add_argument("--space", default=None, help="search-space YAML (default: the shipped one)")
     args = parser.parse_args()
     cli = [sys.executable, "-m", "autoshuikou"]
+    space = ["--space", args.space] if args.space else []
     with tempfile.TemporaryDirectory() as tmp:
-        profile_s = run([*cli, "profile", "--out", tmp])
+        profile_s = run([*cli, "profile", "--out", tmp, *space])
         results = {}
         for mode in ("predict", "no-predict"):
             extra = ["--no-predict"] if mode == "no-predict" else []
@@ -49,6 +51,7 @@ def main() -> int:
                     args.seed,
                     "--out",
                     str(out),
+                    *space,
                     *extra,
                 ]
             )
