@@ -129,3 +129,12 @@ def test_round_to_picks_the_finest_rounding_within_noise_of_the_best() -> None:
     # A clear winner beyond the tie margin is taken even if coarse.
     clear = [(r, m, lat - (0.05 if r == 16 else 0)) for r, m, lat in builds]
     assert pick_round_to(clear)[0] == 16
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "search_spaces").glob("*.yaml")), ids=str
+)
+def test_every_shipped_space_loads(path: Path, tiny_task: Task) -> None:
+    from autoshuikou.study.search import bind_task_space
+
+    assert bind_task_space(tiny_task, path).prune
