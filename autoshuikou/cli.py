@@ -228,7 +228,12 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--space", default=None)
     pr.add_argument("--threads", type=int, default=1)
     pr.add_argument("--out", default="runs", help="the baseline is kept under OUT/<task>-profile/")
-    pr.add_argument("--probes", type=int, default=60, help="random plans to time (default 60)")
+    pr.add_argument(
+        "--probes",
+        type=int,
+        default=None,
+        help="random plans to time (default: 60, or 5 per layer for deeper models)",
+    )
     pr.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help=RUNTIME_HELP)
     pr.set_defaults(run=_profile)
 

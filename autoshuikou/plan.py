@@ -30,6 +30,10 @@ class Plan:
     distill: DistillSettings = field(default_factory=DistillSettings)
     round_to: int = 1  # kept channel counts are multiples of this
 
+    def without_training(self) -> Plan:
+        """The same architecture and precisions, no fine-tuning: enough for latency."""
+        return Plan(prune=self.prune, precision=self.precision, round_to=self.round_to)
+
     @property
     def int8_layers(self) -> list[str]:
         return [layer for layer, p in self.precision.items() if p == "int8"]

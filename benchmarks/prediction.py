@@ -29,7 +29,9 @@ def main() -> int:
     parser.add_argument("--budget", default="35%")
     parser.add_argument("--trials", default="30")
     parser.add_argument("--seed", default="0")
-    parser.add_argument("--space", default=None, help="search-space YAML (default: the shipped one)")
+    parser.add_argument(
+        "--space", default=None, help="search-space YAML (default: the shipped one)"
+    )
     args = parser.parse_args()
     cli = [sys.executable, "-m", "autoshuikou"]
     space = ["--space", args.space] if args.space else []
