@@ -38,6 +38,7 @@ def _search(args: argparse.Namespace) -> int:
         predict=not args.no_predict,
         storage=args.storage,
         runtime=args.runtime,
+        warm_start=not args.no_warm_start,
     )
     print(format_table(result.summary))
     return 0 if result.feasible else EXIT_NO_FEASIBLE
@@ -190,6 +191,11 @@ def _parser() -> argparse.ArgumentParser:
         "path (default: runs/<study>/study.journal)",
     )
     s.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help=RUNTIME_HELP)
+    s.add_argument(
+        "--no-warm-start",
+        action="store_true",
+        help="do not begin with the uniform plans (25/50/75%% pruned everywhere, fp32 and int8)",
+    )
     s.set_defaults(run=_search)
 
     c = commands.add_parser(
@@ -203,8 +209,9 @@ def _parser() -> argparse.ArgumentParser:
         "--strategies",
         default=DEFAULT_STRATEGIES,
         help=f"comma-separated NAME or NAME:TRIALS (default {DEFAULT_STRATEGIES}); names: "
-        "tpe, nsga2, random, gp, no-distill (tpe without fine-tuning), uniform (same prune "
-        "ratio everywhere, fp32 and int8)",
+        "tpe-warm (what search runs: TPE started from the uniform plans), tpe, nsga2, random, "
+        "gp (samplers from scratch), no-distill (tpe-warm without fine-tuning), uniform (same "
+        "prune ratio everywhere, fp32 and int8, no search)",
     )
     c.add_argument("--space", default=None, help="search-space YAML (default: the shipped one)")
     c.add_argument(

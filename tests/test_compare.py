@@ -6,6 +6,7 @@ import numpy as np
 import optuna
 import pytest
 from optuna._hypervolume import compute_hypervolume
+from optuna.trial import TrialState
 
 from autoshuikou.cli import main
 from autoshuikou.compare.metrics import (
@@ -69,9 +70,14 @@ def test_curve_reaching_and_rank_test() -> None:
 
 
 def test_strategy_names_are_checked() -> None:
-    parsed = parse_strategies("tpe,random:60,uniform", 30)
-    assert [(s.name, s.trials) for s in parsed] == [("tpe", 30), ("random", 60), ("uniform", 8)]
-    assert parsed[0].is_default and not parsed[1].is_default
+    parsed = parse_strategies("tpe-warm,tpe,random:60,uniform", 30)
+    assert [(s.name, s.trials) for s in parsed] == [
+        ("tpe-warm", 30),
+        ("tpe", 30),
+        ("random", 60),
+        ("uniform", 8),
+    ]
+    assert [s.is_default for s in parsed] == [True, False, False, False]
     for bad in ("annealing", "tpe:0", "tpe,tpe", "uniform:5", ""):
         with pytest.raises(UserError):
             parse_strategies(bad, 30)
@@ -81,20 +87,29 @@ def test_strategy_names_are_checked() -> None:
 @pytest.mark.slow
 def test_compare_runs_end_to_end_and_reproduces(tiny_task: Task, tmp_path: Path) -> None:
     out = tmp_path / "cmp"
+    space = tmp_path / "space.yaml"  # one epoch, fixed rounding: seconds per study
+    space.write_text(
+        "prune: {round_to: 8, default: {min: 0.0, max: 0.75, step: 0.25}}\n"
+        "precision: {default: [int8, fp32]}\n"
+        "distill: {epochs: {min: 1, max: 1}, lr: {min: 0.001, max: 0.01, log: true},\n"
+        "  temperature: {min: 1.0, max: 4.0}, alpha: {min: 0.0, max: 1.0}}\n"
+    )
     args = {
+        "space": space,
         "budget": "300%",
         "trials": 3,
         "seeds": 2,
         "out": out,
-        "strategies": "tpe,no-distill,uniform",
+        "strategies": "tpe-warm,no-distill,uniform",
         "measure_seconds": 0.1,
         "predict": False,
     }
     summary = compare(tiny_task, **args)  # type: ignore[arg-type]
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * 2
-    assert [r["strategy"] for r in summary["rows"]] == ["tpe", "no-distill", "uniform"]
-    for name in ("fronts.png", "hypervolume.png", "tpe-seed0/front.png"):
+    assert [r["strategy"] for r in summary["rows"]] == ["tpe-warm", "no-distill", "uniform"]
+    assert summary["default"] == "tpe-warm"
+    for name in ("fronts.png", "hypervolume.png", "tpe-warm-seed0/front.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     record = read_json(out / "compare.json")
     assert record["setup"]["seeds"] == 2 and record["versions"]["optuna"] == optuna.__version__
@@ -102,19 +117,22 @@ def test_compare_runs_end_to_end_and_reproduces(tiny_task: Task, tmp_path: Path)
 
     def plans(name: str) -> list[Plan]:
         study = optuna.load_study(study_name=name, storage=journal_storage(out / name))
-        assert len(study.trials) == (8 if name.startswith("uniform") else 3)
-        folders = [out / name / "trials" / f"{t.number:04d}" for t in study.trials]
+        done = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+        assert len(done) == (8 if name.startswith("uniform") else 3)
+        folders = [out / name / "trials" / f"{t.number:04d}" for t in done]
         return [Plan.from_dict(read_json(f / "plan.json")) for f in folders]
 
     uniform = [p for p in plans("uniform-seed1") if p.prune]
     assert sorted({r for p in uniform for r in set(p.prune.values())}) == list(UNIFORM_RATIOS)
     assert all(len(set(p.prune.values())) == 1 for p in uniform)  # one ratio everywhere
     assert all(p.distill.epochs == 0 for p in plans("no-distill-seed0"))
-    assert any(p.distill.epochs > 0 for p in plans("tpe-seed0") if p.prune)
+    # The default strategy starts from the uniform plans (after the two references).
+    warm = plans("tpe-warm-seed0")[2]
+    assert set(warm.prune.values()) == {0.25} and warm.distill.epochs > 0
     # Every study timed against the same baseline measurement.
     baselines = {
         read_json(out / n / "baseline" / "metrics.json")["latency_ms"]
-        for n in ("tpe-seed0", "no-distill-seed1", "uniform-seed0")
+        for n in ("tpe-warm-seed0", "no-distill-seed1", "uniform-seed0")
     }
     assert len(baselines) == 1
 
@@ -122,4 +140,4 @@ def test_compare_runs_end_to_end_and_reproduces(tiny_task: Task, tmp_path: Path)
     compare(tiny_task, **args)  # type: ignore[arg-type]
     assert (out / "results.csv").read_bytes() == before  # the rerun reproduces the table
     with pytest.raises(UserError, match="other settings"):
-        compare(tiny_task, **{**args, "seeds": 3})  # type: ignore[arg-type]
+        compare(tiny_task, **{**args, "budget": "200%"})  # type: ignore[arg-type]

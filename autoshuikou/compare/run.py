@@ -39,13 +39,13 @@ from autoshuikou.compare.strategies import (
     DEFAULT_STRATEGIES,
     Strategy,
     parse_strategies,
-    uniform_plans,
     write_no_distill_space,
 )
 from autoshuikou.errors import UserError
 from autoshuikou.report.plots import plot_fronts, plot_hypervolume
 from autoshuikou.report.progress import Progress
 from autoshuikou.runtimes import DEFAULT_RUNTIME
+from autoshuikou.space.bind import uniform_plans
 from autoshuikou.study.budget import parse_budget
 from autoshuikou.study.search import FINISHED, search
 from autoshuikou.study.storage import journal_storage
@@ -133,14 +133,20 @@ def _versions() -> dict[str, str]:
     return {"python": platform.python_version(), **found}
 
 
+# A rerun may add strategies, seeds or trials (each study resumes or starts); these must
+# not change, or one table would mix measurements made under different conditions.
+FIXED_SETUP = ("task", "budget", "space", "measure_seconds", "predict", "runtime")
+
+
 def _check_setup(out: Path, setup: dict[str, Any]) -> None:
-    """A rerun must ask for the same comparison; anything else would mix two in one table."""
     path = out / "compare.json"
     if not path.exists():
         return
     saved = read_json(path).get("setup", {})
-    if saved != setup:
-        diffs = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in setup.items() if saved.get(k) != v]
+    diffs = [
+        f"{k}: {saved.get(k)!r} -> {setup[k]!r}" for k in FIXED_SETUP if saved.get(k) != setup[k]
+    ]
+    if diffs:
         raise UserError(
             f"{out} holds a comparison with other settings ({'; '.join(diffs)})",
             "rerun the original command to resume it, or pass another --out",
@@ -288,6 +294,14 @@ def _csv(outcomes: list[StudyOutcome]) -> bytes:
     return buffer.getvalue().encode()
 
 
+def _finished(out: Path, name: str) -> int:
+    """Finished trials of a study of this comparison; 0 if it was never started."""
+    if not (out / name / "summary.json").exists():
+        return 0
+    study = optuna.load_study(study_name=name, storage=journal_storage(out / name))
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
 def _copy_baseline(out: Path, study_names: list[str], target: Path) -> None:
     """Give a new study the baseline already measured for this comparison."""
     if (target / "baseline").exists():
@@ -344,6 +358,9 @@ def compare(
     for seed in range(seeds):
         for s in chosen:
             name = f"{s.name}-seed{seed}"
+            if _finished(out, name) >= s.trials:
+                progress.line(f"== {s.name}, seed {seed}: done ({out / name})")
+                continue
             progress.line(f"== {s.name}, seed {seed}: {s.trials} trials -> {out / name}")
             _copy_baseline(out, names, out / name)
             search(
@@ -361,9 +378,12 @@ def compare(
                 final_remeasure=False,
                 progress=progress,
                 runtime=runtime,
+                warm_start=s.warm_start,
             )
 
-    first_summary = read_json(out / names[0] / "summary.json")
+    first_summary = read_json(
+        next(out / n / "summary.json" for n in names if (out / n / "summary.json").exists())
+    )
     budget_ratio = first_summary["budget_ms"] / first_summary["baseline"]["latency_ms"]
     reference = (budget_ratio, METRIC_FLOOR)
     outcomes = []

@@ -13,13 +13,12 @@ from pathlib import Path
 import yaml
 
 from autoshuikou.errors import UserError
-from autoshuikou.plan import Plan
-from autoshuikou.space.bind import BoundSpace
+from autoshuikou.space.bind import UNIFORM_RATIOS
 from autoshuikou.space.schema import load_space
 from autoshuikou.study.samplers import DEFAULT_SAMPLER, SAMPLERS
 
-UNIFORM_RATIOS = (0.25, 0.5, 0.75)
-DEFAULT_STRATEGIES = "tpe,nsga2,random,no-distill,uniform"
+DEFAULT_STRATEGIES = "tpe-warm,tpe,nsga2,random,no-distill,uniform"
+WARM = "tpe-warm"  # what `autoshuikou search` runs: TPE started from the uniform plans
 NO_DISTILL = "no-distill"
 UNIFORM = "uniform"
 
@@ -31,15 +30,17 @@ class Strategy:
     trials: int  # uniform: the number of fixed plans plus the two references
     no_distill: bool = False
     uniform: bool = False
+    warm_start: bool = False
 
     @property
     def is_default(self) -> bool:
-        return self.sampler == DEFAULT_SAMPLER and not (self.no_distill or self.uniform)
+        """The strategy `autoshuikou search` uses."""
+        return self.sampler == DEFAULT_SAMPLER and self.warm_start and not self.no_distill
 
 
 def parse_strategies(text: str, trials: int) -> list[Strategy]:
     """'tpe,random:60,uniform' -> strategies; unknown names or counts are user errors."""
-    known = [*SAMPLERS, NO_DISTILL, UNIFORM]
+    known = [WARM, *SAMPLERS, NO_DISTILL, UNIFORM]
     hint = f"give a comma-separated list of {', '.join(known)}, each optionally NAME:TRIALS"
     strategies: list[Strategy] = []
     for item in (part.strip() for part in text.split(",") if part.strip()):
@@ -53,23 +54,16 @@ def parse_strategies(text: str, trials: int) -> list[Strategy]:
             if count:
                 raise UserError("uniform runs a fixed set of plans; give it no trial count", hint)
             strategies.append(Strategy(name, "random", 2 + 2 * len(UNIFORM_RATIOS), uniform=True))
-        elif name == NO_DISTILL:
-            strategies.append(Strategy(name, DEFAULT_SAMPLER, n, no_distill=True))
+        elif name == NO_DISTILL:  # the default strategy minus fine-tuning
+            strategies.append(Strategy(name, DEFAULT_SAMPLER, n, no_distill=True, warm_start=True))
+        elif name == WARM:
+            strategies.append(Strategy(name, DEFAULT_SAMPLER, n, warm_start=True))
         else:
             strategies.append(Strategy(name, name, n))
     names = [s.name for s in strategies]
     if not names or len(set(names)) != len(names):
         raise UserError(f"--strategies must name each strategy once, got {text!r}", hint)
     return strategies
-
-
-def uniform_plans(space: BoundSpace) -> dict[str, Plan]:
-    """Same ratio in every group x {fp32, all-int8}; int8-only is the int8 reference trial."""
-    return {
-        f"uniform-{ratio:.2f}-{'int8' if int8 else 'fp32'}": space.uniform_plan(ratio, int8)
-        for ratio in UNIFORM_RATIOS
-        for int8 in (False, True)
-    }
 
 
 def write_no_distill_space(space: str | Path | None, path: Path) -> Path:

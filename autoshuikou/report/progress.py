@@ -64,7 +64,9 @@ class Progress:
                 f"[{self.done}/{self.total} {elapsed}] trial {number} {state.lower()}: {attrs.get('error', '')}"
             )
             return
+        label = attrs.get("warm_start") or attrs.get("fixed")
         tag = f" ({attrs['reference']} reference)" if attrs.get("reference") else ""
+        tag = f" ({label})" if label else tag
         self.line(
             f"[{self.done}/{self.total} {elapsed}] trial {number}{tag}: "
             f"metric {attrs['metric']:.4f}  latency {attrs['latency_ms']:.3f} ms "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import optuna
 
@@ -40,7 +41,7 @@ class BoundSpace:
         )
         return [self.suggest(study.ask()) for _ in range(count)]
 
-    def suggest(self, trial: optuna.Trial) -> Plan:
+    def suggest(self, trial: optuna.trial.BaseTrial) -> Plan:
         s = self.space
         prune = {g: _float(trial, f"prune:{g}", r) for g, r in self.prune.items()}
         precision = {
@@ -73,26 +74,35 @@ class BoundSpace:
         }
         return Plan(prune={}, precision=precision, round_to=self._rounding())
 
-    def uniform_plan(self, ratio: float, int8: bool) -> Plan:
-        """Every group pruned by ``ratio`` (clipped to its range), fixed mid-range fine-tuning.
-
-        The classic baseline: the same ratio everywhere, no search.
-        """
+    def uniform_params(self, ratio: float, int8: bool) -> dict[str, Any]:
+        """The trial parameters of a uniform plan (see :meth:`uniform_plan`), as ``suggest``
+        names them: enqueued, they start a search from the classic baselines."""
         s = self.space
-        return Plan(
-            prune={g: min(max(ratio, r.low), r.high) for g, r in self.prune.items()},
-            precision={
-                layer: "int8" if int8 and "int8" in c else "fp32"
-                for layer, c in self.precision.items()
-            },
-            distill=DistillSettings(
-                epochs=s.epochs.high,
-                lr=_clip(1e-3, s.lr),
-                temperature=_clip(4.0, s.temperature),
-                alpha=_clip(0.9, s.alpha),
-            ),
-            round_to=self._rounding(),
-        )
+        params: dict[str, Any] = {
+            f"prune:{g}": _snap(ratio, r) for g, r in self.prune.items() if not r.fixed
+        }
+        params |= {
+            f"precision:{layer}": "int8" if int8 and "int8" in c else "fp32"
+            for layer, c in self.precision.items()
+            if len(c) > 1
+        }
+        if s.epochs.low != s.epochs.high:
+            params["distill:epochs"] = s.epochs.high
+        for name, value, r in (
+            ("lr", 1e-3, s.lr),
+            ("temperature", 4.0, s.temperature),
+            ("alpha", 0.9, s.alpha),
+        ):
+            if not r.fixed:
+                params[f"distill:{name}"] = _snap(value, r)
+        params |= {f"feature:{m}": r.low for m, r in self.features.items() if not r.fixed}
+        return params
+
+    def uniform_plan(self, ratio: float, int8: bool) -> Plan:
+        """Every group pruned by ``ratio`` (clipped to its range), every layer int8 (where
+        allowed) or fp32, the longest fine-tuning at fixed settings (lr 1e-3, T 4, alpha
+        0.9, clipped to the space). The classic baseline: the same ratio everywhere."""
+        return self.suggest(optuna.trial.FixedTrial(self.uniform_params(ratio, int8)))
 
     def fastest_plan(self) -> Plan:
         """The most compressed plan the space allows: a lower bound on reachable latency."""
@@ -105,11 +115,40 @@ class BoundSpace:
         )
 
 
-def _clip(value: float, r: FloatRange) -> float:
-    return min(max(value, r.low), r.high)
+UNIFORM_RATIOS = (0.25, 0.5, 0.75)
 
 
-def _float(trial: optuna.Trial, name: str, r: FloatRange) -> float:
+def uniform_plans(space: BoundSpace) -> dict[str, Plan]:
+    """Same ratio in every group x {fp32, all-int8}: the classic no-search baselines."""
+    return {
+        _uniform_label(ratio, int8): space.uniform_plan(ratio, int8)
+        for ratio in UNIFORM_RATIOS
+        for int8 in (False, True)
+    }
+
+
+def warm_start_params(space: BoundSpace) -> dict[str, dict[str, Any]]:
+    """The uniform plans as trial parameters, for the sampler to learn from."""
+    return {
+        _uniform_label(ratio, int8): space.uniform_params(ratio, int8)
+        for ratio in UNIFORM_RATIOS
+        for int8 in (False, True)
+    }
+
+
+def _uniform_label(ratio: float, int8: bool) -> str:
+    return f"uniform-{ratio:.2f}-{'int8' if int8 else 'fp32'}"
+
+
+def _snap(value: float, r: FloatRange) -> float:
+    """``value`` clipped to the range and, for a stepped range, moved onto its grid."""
+    value = min(max(value, r.low), r.high)
+    if r.step:
+        value = min(r.low + round((value - r.low) / r.step) * r.step, r.high)
+    return value
+
+
+def _float(trial: optuna.trial.BaseTrial, name: str, r: FloatRange) -> float:
     if r.fixed:
         return r.low
     return float(trial.suggest_float(name, r.low, r.high, step=r.step, log=r.log))

@@ -30,7 +30,7 @@ from autoshuikou.plan import Plan
 from autoshuikou.report.plots import plot_search_front
 from autoshuikou.report.progress import Progress
 from autoshuikou.runtimes import DEFAULT_RUNTIME, get_runtime
-from autoshuikou.space.bind import BoundSpace, bind_space
+from autoshuikou.space.bind import BoundSpace, bind_space, warm_start_params
 from autoshuikou.space.schema import load_space
 from autoshuikou.study.baseline import model_digest, prepare_baseline
 from autoshuikou.study.budget import parse_budget
@@ -303,6 +303,7 @@ def search(
     fixed_plans: Callable[[BoundSpace], dict[str, Plan]] | None = None,
     final_remeasure: bool = True,
     runtime: str = DEFAULT_RUNTIME,
+    warm_start: bool = True,
 ) -> SearchResult:
     """Find the Pareto-optimal compressed models of ``task`` under a latency ``budget``.
 
@@ -316,6 +317,9 @@ def search(
     are never rejected by prediction: baselines for comparisons. Without
     ``final_remeasure`` the front keeps its search-time latencies (labelled so). ``runtime``
     runs and times the artifacts (see ``autoshuikou.runtimes``); the budget refers to it.
+    ``warm_start`` begins the study with the uniform plans (same prune ratio everywhere,
+    fp32 and int8), so the sampler starts from the classic baselines instead of from
+    nothing; plans predicted over budget among them are rejected as any other.
     """
     started = time.monotonic()
     progress = progress or Progress()
@@ -354,13 +358,17 @@ def search(
         "min_accuracy": None if min_accuracy is None else str(min_accuracy),
         "sampler": sampler,
         "fixed_plans": sorted(fixed),
+        "warm_start": warm_start,
     }
     study_sampler = make_sampler(sampler, seed)
     study_storage = make_storage(storage, run_dir)
     # The creator's reference latency and budget hold for every worker, so all trials'
     # latencies (ratio to the local baseline x the reference) share one scale.
     shared = {"baseline_latency_ms": b.latency_ms, "budget_ms": ctx.budget_ms}
-    study = open_study(study_storage, run_dir, name, fingerprint, study_sampler, shared, fixed)
+    warm = warm_start_params(bound) if warm_start else {}
+    study = open_study(
+        study_storage, run_dir, name, fingerprint, study_sampler, shared, fixed, warm
+    )
     ctx.baseline = b = replace(b, latency_ms=study.user_attrs["baseline_latency_ms"])
     ctx.budget_ms = study.user_attrs["budget_ms"]
 

@@ -205,11 +205,12 @@ def open_study(
     sampler: optuna.samplers.BaseSampler,
     shared: dict[str, Any],
     fixed_plans: dict[str, dict[str, Any]] | None = None,
+    warm_start: dict[str, dict[str, Any]] | None = None,
 ) -> optuna.Study:
     """Create or join the study; refuse to join one made for something else.
 
     Exactly one worker creates the study, stores ``shared`` (values every worker must
-    use) and enqueues the reference trials and any ``fixed_plans`` (label -> Plan dict); the others wait for its fingerprint and compare.
+    use) and enqueues the reference trials any ``fixed_plans`` (label -> Plan dict) and ``warm_start`` trials (label -> parameters); the others wait for its fingerprint and compare.
     """
     try:
         study = optuna.create_study(
@@ -234,6 +235,8 @@ def open_study(
             study.enqueue_trial({}, user_attrs={"reference": kind})
         for label, plan in (fixed_plans or {}).items():
             study.enqueue_trial({}, user_attrs={"fixed": label, "plan": plan})
+        for label, params in (warm_start or {}).items():
+            study.enqueue_trial(params, user_attrs={"warm_start": label})
         return study
     if study.directions != DIRECTIONS:
         raise UserError(
