@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from autoshuikou.compare.metrics import (
     XY,
@@ -47,6 +47,7 @@ from autoshuikou.report.progress import Progress
 from autoshuikou.runtimes import DEFAULT_RUNTIME
 from autoshuikou.space.bind import uniform_plans
 from autoshuikou.study.budget import parse_budget
+from autoshuikou.study.pareto import is_feasible
 from autoshuikou.study.search import FINISHED, search
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.tasks import Task, load_task
@@ -74,10 +75,6 @@ class StudyOutcome:
     fixed_points: dict[str, XY] = field(repr=False)  # feasible baselines by label
 
 
-def _feasible(trial: FrozenTrial) -> bool:
-    return trial.state == TrialState.COMPLETE and all(v <= 0 for v in trial.constraints.values())
-
-
 def _xy(trial: FrozenTrial) -> XY:
     return (trial.user_attrs["latency_ratio"], trial.user_attrs["metric_retained"])
 
@@ -88,10 +85,10 @@ def read_outcome(
     """``baselines``: collect the fixed plans and the int8 reference as baseline points."""
     finished = sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number)
     start = min(t.datetime_start for t in finished if t.datetime_start)
-    points: list[XY | None] = [_xy(t) if _feasible(t) else None for t in finished]
+    points: list[XY | None] = [_xy(t) if is_feasible(t) else None for t in finished]
     curve = hypervolume_curve(points, reference)
-    feasible = [t for t in finished if _feasible(t)]
-    first = next((i for i, t in enumerate(finished) if _feasible(t)), None)
+    feasible = [t for t in finished if is_feasible(t)]
+    first = next((i for i, t in enumerate(finished) if is_feasible(t)), None)
     best = max(feasible, key=lambda t: t.user_attrs["metric"], default=None)
     last = max(t.datetime_complete for t in finished if t.datetime_complete)
 
@@ -116,7 +113,7 @@ def read_outcome(
             t.user_attrs.get("fixed", "int8-only"): _xy(t)
             for t in finished
             if baselines
-            and _feasible(t)
+            and is_feasible(t)
             and ("fixed" in t.user_attrs or t.user_attrs.get("reference") == "int8")
         },
     )

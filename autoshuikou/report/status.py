@@ -6,9 +6,9 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 
 from autoshuikou.errors import UserError
+from autoshuikou.study.pareto import is_feasible
 from autoshuikou.study.storage import make_storage
 
 
@@ -30,11 +30,7 @@ def study_status(run_dir: str | None, storage: str | None, study_name: str | Non
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state.name for t in trials)
     workers = sorted({str(t.user_attrs["worker"]) for t in trials if "worker" in t.user_attrs})
-    feasible = [
-        t
-        for t in trials
-        if t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())
-    ]
+    feasible = [t for t in trials if is_feasible(t)]
     best = max(feasible, key=lambda t: t.user_attrs["metric"], default=None)
     lines = [
         f"study {name}: {len(trials)} trials: "

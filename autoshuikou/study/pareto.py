@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from optuna.trial import FrozenTrial, TrialState
+
 Point = tuple[float, float, float]  # (metric, latency_ms, size_bytes)
 
 
@@ -24,3 +26,8 @@ def pareto_indices(points: Sequence[Point]) -> list[int]:
             continue
         front.append(i)
     return front
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    """Trained, measured, and within every constraint (budget, metric floor)."""
+    return trial.state == TrialState.COMPLETE and all(v <= 0 for v in trial.constraints.values())

@@ -41,7 +41,7 @@ from autoshuikou.study.final import (
     remeasure,
     search_time_record,
 )
-from autoshuikou.study.pareto import Point, pareto_indices
+from autoshuikou.study.pareto import Point, is_feasible, pareto_indices
 from autoshuikou.study.profile import load_or_build_latency_model
 from autoshuikou.study.samplers import DEFAULT_SAMPLER, make_sampler
 from autoshuikou.study.storage import (
@@ -109,17 +109,13 @@ def _attrs(trial: FrozenTrial) -> dict[str, Any]:
     return dict(trial.user_attrs)
 
 
-def _feasible(trial: FrozenTrial) -> bool:
-    return trial.state == TrialState.COMPLETE and all(v <= 0 for v in trial.constraints.values())
-
-
 def _point(trial: FrozenTrial) -> Point:
     a = trial.user_attrs
     return (a["metric"], a["latency_ms"], a["size_bytes"])
 
 
 def front(study: optuna.Study) -> list[FrozenTrial]:
-    feasible = [t for t in study.get_trials(deepcopy=False) if _feasible(t)]
+    feasible = [t for t in study.get_trials(deepcopy=False) if is_feasible(t)]
     return [feasible[i] for i in pareto_indices([_point(t) for t in feasible])]
 
 
@@ -174,7 +170,7 @@ def build_summary(
     front_records, dropped = final_front(records)
     spreads = [r["final"]["spread"] for r in records]
     closest = sorted(
-        (t for t in complete if not _feasible(t)), key=lambda t: t.user_attrs["latency_ms"]
+        (t for t in complete if not is_feasible(t)), key=lambda t: t.user_attrs["latency_ms"]
     )[:3]
     return {
         "study_name": study.study_name,
@@ -189,7 +185,7 @@ def build_summary(
         "trials_rejected_by_prediction": len(
             study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
         ),
-        "trials_feasible": sum(1 for t in complete if _feasible(t)),
+        "trials_feasible": sum(1 for t in complete if is_feasible(t)),
         "wall_seconds_this_run": round(wall_s, 1),
         "baseline": {
             "path": f"baseline/{ctx.artifact_name}",
@@ -226,7 +222,7 @@ def build_summary(
 
 def _plot_front(study: optuna.Study, summary: dict[str, Any], path: Path) -> None:
     measured = [
-        ((t.user_attrs["latency_ratio"], t.user_attrs["metric_retained"]), _feasible(t))
+        ((t.user_attrs["latency_ratio"], t.user_attrs["metric_retained"]), is_feasible(t))
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     ]
     front_points = [(p["latency_ratio"], p["metric_retained"]) for p in summary["pareto"]]
