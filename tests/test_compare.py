@@ -136,6 +136,15 @@ def test_compare_runs_end_to_end_and_reproduces(tiny_task: Task, tmp_path: Path)
     }
     assert len(baselines) == 1
 
+    # The default starts from the uniform plans: with training deterministic per plan and
+    # seed, it holds the very same model as the uniform baseline.
+    first = [d for d in summary["uniform_dominance"] if d["baseline"] == "uniform-0.25-fp32"]
+    assert len(first) == 2 and all(d["dominated"] for d in first)
+    by_study = {(s["strategy"], s["seed"]): s for s in record["studies"]}
+    for seed in (0, 1):
+        sha = by_study["uniform", seed]["fixed_models"]["uniform-0.25-fp32"]
+        assert sha in by_study["tpe-warm", seed]["feasible_models"]
+
     before = (out / "results.csv").read_bytes()
     compare(tiny_task, **args)  # type: ignore[arg-type]
     assert (out / "results.csv").read_bytes() == before  # the rerun reproduces the table

@@ -46,3 +46,24 @@ def test_feature_distillation_pulls_features_toward_the_teacher(tiny_task: Task)
         history=history_off,
     )
     assert history_off[0]["feature"] == 0.0  # weight 0 means off
+
+
+def test_the_same_plan_and_seed_train_the_same_whatever_ran_before(tiny_task: Task) -> None:
+    # A shuffling loader with its own generator, as the digits task has.
+    dataset = tiny_task.train_data.dataset
+    generator = torch.Generator().manual_seed(0)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=32, shuffle=True, generator=generator)
+    task = copy.copy(tiny_task)
+    task.train_data = loader
+    settings = DistillSettings(epochs=1, lr=1e-2)
+
+    def train() -> list[torch.Tensor]:
+        student = prune(tiny_task.model, tiny_task.example_input, {"conv1": 0.5}, round_to=1)
+        distill(student, tiny_task.model, task, settings, seed=3)
+        return [p.detach().clone() for p in student.parameters()]
+
+    first = train()
+    for _ in loader:  # another trial, calibration, ... moved the loader's generator on
+        pass
+    second = train()
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))

@@ -58,6 +58,11 @@ def distill(
     if settings.epochs <= 0:
         return student.eval()
     torch.manual_seed(seed)
+    # A loader built with its own generator would otherwise shuffle differently on every
+    # trial (its state moves with each pass): the same plan and seed must train the same.
+    generator = getattr(task.train_data, "generator", None)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(seed)
     teacher.eval()
     features = [name for name, weight in settings.features.items() if weight > 0]
     projections = nn.ModuleDict()

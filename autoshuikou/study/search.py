@@ -426,6 +426,7 @@ def search(
         ):
             trial.set_user_attr(key, metrics[key])
         trial.set_user_attr("latency_spread", metrics["latency_raw"]["spread"])
+        trial.set_user_attr("model_sha256", metrics["model_sha256"])
         if "energy_mj" in metrics:
             trial.set_user_attr("energy_mj", metrics["energy_mj"])
         if predicted is not None:
