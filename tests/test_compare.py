@@ -142,8 +142,9 @@ def test_compare_runs_end_to_end_and_reproduces(tiny_task: Task, tmp_path: Path)
     assert len(first) == 2 and all(d["dominated"] for d in first)
     by_study = {(s["strategy"], s["seed"]): s for s in record["studies"]}
     for seed in (0, 1):
-        sha = by_study["uniform", seed]["fixed_models"]["uniform-0.25-fp32"]
-        assert sha in by_study["tpe-warm", seed]["feasible_models"]
+        for label in ("uniform-0.25-fp32", "int8-only"):  # int8: calibration is fixed too
+            sha = by_study["uniform", seed]["fixed_models"][label]
+            assert sha in by_study["tpe-warm", seed]["feasible_models"]
 
     before = (out / "results.csv").read_bytes()
     compare(tiny_task, **args)  # type: ignore[arg-type]

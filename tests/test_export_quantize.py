@@ -102,3 +102,14 @@ def test_graph_counts_match_hand_computation(tiny_task: Task, tmp_path: Path) ->
         Int8Format("QOperator", "u8", True),
     )
     assert graph_counts(int8, (1, 1, 8, 8)).macs == macs
+
+
+def test_calibration_inputs_do_not_depend_on_what_ran_before(tiny_task: Task) -> None:
+    dataset = tiny_task.train_data.dataset
+    generator = torch.Generator().manual_seed(0)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=32, shuffle=True, generator=generator)
+    first = calibration_batches(loader, samples=64)
+    for _ in loader:  # training or another worker moved the shuffle on
+        pass
+    second = calibration_batches(loader, samples=64)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))

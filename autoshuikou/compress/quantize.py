@@ -67,7 +67,16 @@ CANDIDATE_FORMATS: tuple[Int8Format, ...] = tuple(
 def calibration_batches(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]], samples: int = CALIBRATION_SAMPLES
 ) -> list[np.ndarray]:
-    """The first ``samples`` training inputs, as float32 arrays."""
+    """The first ``samples`` training inputs, as float32 arrays.
+
+    A shuffling loader is reseeded first (its own generator, or the global one), so every
+    run and worker calibrates on the same inputs and builds the same int8 model.
+    """
+    generator = getattr(batches, "generator", None)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(0)
+    else:
+        torch.manual_seed(0)
     out: list[np.ndarray] = []
     seen = 0
     for inputs, _ in batches:
