@@ -39,6 +39,7 @@ def _cpu() -> tuple[str, list[str]]:
 
 def hardware_fingerprint(settings: RuntimeSettings, batch: int = 1) -> dict[str, object]:
     model, flags = _cpu()
+    runtime = settings.backend.describe()
     return {
         "cpu": model,
         "cpu_flags": flags,
@@ -47,8 +48,8 @@ def hardware_fingerprint(settings: RuntimeSettings, batch: int = 1) -> dict[str,
         else os.cpu_count(),
         "machine": platform.machine(),
         "runtime": settings.runtime,
-        "runtime_version": settings.backend.describe()["runtime_version"],
-        "provider": settings.backend.describe()["provider"],
+        "runtime_version": runtime["runtime_version"],
+        "provider": runtime["provider"],
         "threads": settings.threads,
         "batch": batch,
     }
