@@ -171,3 +171,22 @@ def test_energy_per_inference_from_rapl_counters(
     assert mj == pytest.approx(2.0)
     # A counter that wrapped around between the readings.
     assert counter.joules_between([10**9 - 1_000], [3_000]) == pytest.approx(0.004)
+
+
+def test_ratios_of_several_models_are_timed_in_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autoshuikou.measure import latency
+
+    calls: list[str] = []
+    medians = {"a.onnx": 2.0, "b.onnx": 1.0, "ref.onnx": 4.0}
+
+    def fake(models, _x, _settings, _seconds):  # type: ignore[no-untyped-def]
+        calls.append(models[0].name)
+        return [latency.LatencyStats(medians[m.name], 0, 0, 10) for m in models]
+
+    monkeypatch.setattr(latency, "measure_interleaved", fake)
+    a, b = latency.measure_ratios(
+        [Path("a.onnx"), Path("b.onnx")], Path("ref.onnx"), np.zeros(1), RuntimeSettings()
+    )
+    assert (a.ratio, b.ratio) == (0.5, 0.25)
+    # One window each per round, so each model's windows spread over the whole measurement.
+    assert calls == ["a.onnx", "b.onnx"] * 5 and len(a.windows) == 5

@@ -110,25 +110,60 @@ def measure_ratio(
     max_windows: int = 15,
     target_error: float = 0.02,
 ) -> RatioStats:
-    """The candidate/reference latency ratio as the median over separate interleaved windows.
+    """One model's latency ratio to ``reference``: see :func:`measure_ratios`."""
+    (stats,) = measure_ratios(
+        [model], reference, example_input, settings, seconds, min_windows, max_windows, target_error
+    )
+    return stats
+
+
+def measure_ratios(
+    models: Sequence[Path],
+    reference: Path,
+    example_input: np.ndarray,
+    settings: RuntimeSettings,
+    seconds: float = 0.4,
+    min_windows: int = 5,
+    max_windows: int = 15,
+    target_error: float = 0.02,
+) -> list[RatioStats]:
+    """Each model's latency ratio to ``reference``: the median over separate interleaved windows.
 
     The machine's speed moves in phases lasting seconds, and small and large models do not
-    move together, so one long timing can sit in one phase. Windows are added until the
-    median's relative standard error (IQR / median / sqrt(n), roughly) is below
-    ``target_error``, or ``max_windows`` is reached.
+    move together, so one long timing can sit in one phase. The models take turns, one
+    window each per round, so each model's windows spread over the whole measurement
+    instead of falling into one phase. A model gets windows until the median's relative
+    standard error (IQR / median / sqrt(n), roughly) is below ``target_error``, or
+    ``max_windows`` is reached.
     """
-    pairs: list[tuple[LatencyStats, LatencyStats]] = []
-    while len(pairs) < max_windows:
-        candidate, base = measure_interleaved([model, reference], example_input, settings, seconds)
-        pairs.append((candidate, base))
-        ratios = np.array([c.median_ms / r.median_ms for c, r in pairs])
-        if len(pairs) >= min_windows:
-            q25, median, q75 = np.percentile(ratios, [25, 50, 75])
-            if (q75 - q25) / median / np.sqrt(len(pairs)) <= target_error:
-                break
-    return RatioStats(
-        ratio=float(np.median(ratios)),
-        windows=tuple(round(float(r), 4) for r in ratios),
-        candidate_ms=float(np.median([c.median_ms for c, _ in pairs])),
-        reference_ms=float(np.median([r.median_ms for _, r in pairs])),
-    )
+    pairs: list[list[tuple[LatencyStats, LatencyStats]]] = [[] for _ in models]
+
+    def settled(i: int) -> bool:
+        n = len(pairs[i])
+        if n >= max_windows:
+            return True
+        if n < min_windows:
+            return False
+        ratios = [c.median_ms / r.median_ms for c, r in pairs[i]]
+        q25, median, q75 = np.percentile(ratios, [25, 50, 75])
+        return bool((q75 - q25) / median / np.sqrt(n) <= target_error)
+
+    while not all(settled(i) for i in range(len(models))):
+        for i, model in enumerate(models):
+            if not settled(i):
+                candidate, base = measure_interleaved(
+                    [model, reference], example_input, settings, seconds
+                )
+                pairs[i].append((candidate, base))
+    results = []
+    for windows in pairs:
+        ratios = np.array([c.median_ms / r.median_ms for c, r in windows])
+        results.append(
+            RatioStats(
+                ratio=float(np.median(ratios)),
+                windows=tuple(round(float(r), 4) for r in ratios),
+                candidate_ms=float(np.median([c.median_ms for c, _ in windows])),
+                reference_ms=float(np.median([r.median_ms for _, r in windows])),
+            )
+        )
+    return results

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshuikou.measure.accuracy import artifact_metric
-from autoshuikou.measure.latency import measure_ratio
+from autoshuikou.measure.latency import measure_ratios
 from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.measure.size import graph_counts
 from autoshuikou.report.summary import load_summary
@@ -24,7 +24,7 @@ RATIO_TOLERANCE = 0.15
 def verify_run(
     run_dir: Path, task_spec: str | None = None, seconds: float = 0.4, task: Task | None = None
 ) -> list[dict[str, Any]]:
-    """Re-measure each Pareto model; one row of checks per model, printed as it goes."""
+    """Re-measure the Pareto models; one row of checks per model, printed."""
     summary = load_summary(run_dir)
     task = task or load_task(task_spec or summary["task"])
     settings = RuntimeSettings(
@@ -36,11 +36,12 @@ def verify_run(
     baseline = run_dir / summary["baseline"]["path"]
     example = task.example_input.float().numpy()
     rows: list[dict[str, Any]] = []
-    for point in summary["pareto"]:
-        model = run_dir / point["path"]
+    models = [run_dir / point["path"] for point in summary["pareto"]]
+    # Timed together, in turns, as the search's final re-measurement timed them.
+    ratios = [s.ratio for s in measure_ratios(models, baseline, example, settings, seconds)]
+    for point, model, ratio in zip(summary["pareto"], models, ratios, strict=True):
         recorded = read_json(model.parent / "metrics.json")
         metric = artifact_metric(model, task, settings)
-        ratio = measure_ratio(model, baseline, example, settings, seconds=seconds).ratio
         counts_ok = True
         if graph:
             counts = graph_counts(model, example.shape)

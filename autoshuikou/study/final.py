@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autoshuikou.measure.latency import measure_ratio
+from autoshuikou.measure.latency import measure_ratios
 from autoshuikou.study.context import RunContext
 from autoshuikou.study.pareto import pareto_indices
 from autoshuikou.util import read_json, write_json
@@ -19,14 +19,18 @@ NOISY_WINDOW_SPREAD = 0.15  # window ratios moving more than this mark the machi
 
 
 def remeasure(ctx: RunContext, trials: list[int]) -> list[dict[str, Any]]:
-    """Re-time each trial's model; update its metrics.json; return the updated records."""
+    """Re-time the trials' models together (in turns, against the baseline); update each
+    metrics.json; return the updated records."""
+    folders = [ctx.trials_dir / f"{number:04d}" for number in trials]
+    all_stats = measure_ratios(
+        [folder / ctx.artifact_name for folder in folders],
+        ctx.baseline.model_path,
+        ctx.example_input,
+        ctx.settings,
+    )
     records = []
-    for number in trials:
-        folder = ctx.trials_dir / f"{number:04d}"
+    for folder, stats in zip(folders, all_stats, strict=True):
         metrics = read_json(folder / "metrics.json")
-        stats = measure_ratio(
-            folder / ctx.artifact_name, ctx.baseline.model_path, ctx.example_input, ctx.settings
-        )
         metrics["final"] = {
             **stats.to_dict(),
             "latency_ms": stats.ratio * ctx.baseline.latency_ms,
