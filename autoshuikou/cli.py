@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -12,6 +11,7 @@ from pathlib import Path
 
 from autoshuikou.compare.strategies import DEFAULT_STRATEGIES
 from autoshuikou.errors import UserError
+from autoshuikou.interrupt import install_handlers
 from autoshuikou.runtimes import RUNTIMES
 
 EXIT_USER_ERROR = 2
@@ -39,6 +39,7 @@ def _search(args: argparse.Namespace) -> int:
         storage=args.storage,
         runtime=args.runtime,
         warm_start=not args.no_warm_start,
+        energy_objective=args.energy_objective,
     )
     print(format_table(result.summary))
     return 0 if result.feasible else EXIT_NO_FEASIBLE
@@ -196,6 +197,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not begin with the uniform plans (25/50/75%% pruned everywhere, fp32 and int8)",
     )
+    s.add_argument(
+        "--energy-objective",
+        action="store_true",
+        help="minimize energy per inference as a fourth objective (needs readable RAPL counters)",
+    )
     s.set_defaults(run=_search)
 
     c = commands.add_parser(
@@ -269,10 +275,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not args.verbose:
@@ -284,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         logging.getLogger().setLevel(logging.ERROR)
     run: Callable[[argparse.Namespace], int] = args.run
-    signal.signal(signal.SIGTERM, _terminate)
+    install_handlers()
     try:
         return run(args)
     except UserError as exc:
@@ -293,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        # SIGTERM arrives here too (see _terminate): the running trial is marked failed.
+        # SIGTERM arrives here too (see autoshuikou.interrupt): the running trial is marked failed.
         print(
             "\ninterrupted: finished trials are saved; run the same command again to resume",
             file=sys.stderr,

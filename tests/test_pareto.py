@@ -17,3 +17,10 @@ def test_front_by_hand() -> None:
         (0.95, 1.0, 100),  # 4: duplicate of 1
     ]
     assert pareto_indices(points) == [0, 1, 3]
+
+
+def test_energy_as_a_fourth_objective_keeps_the_frugal_model() -> None:
+    # (metric, latency, size, energy): the second is worse everywhere but energy.
+    points = [(0.9, 1.0, 100.0, 5.0), (0.9, 1.1, 120.0, 2.0), (0.8, 1.2, 130.0, 6.0)]
+    assert pareto_indices(points) == [0, 1]
+    assert pareto_indices([p[:3] for p in points]) == [0]

@@ -1,5 +1,6 @@
 """End-to-end searches on tiny tasks: files, resume, fingerprints, reproducibility."""
 
+import contextlib
 from pathlib import Path
 
 import onnx
@@ -138,3 +139,61 @@ def test_show_reports_missing_and_damaged_models(tiny_task: Task, tmp_path: Path
     first.unlink()
     assert "is missing" in artifact_problems(result.run_dir, load_summary(result.run_dir))[0]
     assert main(["show", str(result.run_dir)]) == 1
+
+
+def test_a_lost_ctrl_c_still_stops_the_search_after_the_running_trial(
+    tiny_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A signal handled inside a destructor raises nowhere ("Exception ignored"): simulate
+    # that during the first trial; the search must stop before starting another.
+    from autoshuikou import interrupt
+    from autoshuikou.study import search as search_module
+
+    real_run_trial = search_module.run_trial
+
+    def run_trial_and_lose_a_signal(*args: object, **kwargs: object) -> object:
+        metrics = real_run_trial(*args, **kwargs)  # type: ignore[arg-type]
+        with contextlib.suppress(KeyboardInterrupt):  # swallowed, as in a destructor
+            interrupt._on_signal(2, None)
+        return metrics
+
+    monkeypatch.setattr(search_module, "run_trial", run_trial_and_lose_a_signal)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            search(tiny_task, trials=5, out=tmp_path, study_name="s", **FAST)
+    finally:
+        interrupt.reset()
+    study = _study(tmp_path / "s")
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 1
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+
+
+def test_energy_objective_where_counters_exist_and_a_clear_refusal_where_not(
+    tiny_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTOSHUIKOU_POWERCAP", str(tmp_path / "missing"))
+    with pytest.raises(UserError) as err:
+        search(tiny_task, trials=2, out=tmp_path, study_name="e", energy_objective=True, **FAST)
+    assert "energy cannot be an objective" in err.value.message
+    assert "--energy-objective" in err.value.hint
+    assert not (tmp_path / "e").exists()  # refused before any work
+
+    # A RAPL tree whose counter does not move: every model reads 0 mJ, a real reading.
+    zone = tmp_path / "powercap" / "intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "energy_uj").write_text("1000")
+    (zone / "max_energy_range_uj").write_text(str(10**9))
+    monkeypatch.setenv("AUTOSHUIKOU_POWERCAP", str(zone.parent))
+    result = search(
+        tiny_task, trials=3, out=tmp_path, study_name="e", energy_objective=True, **FAST
+    )
+    study = _study(tmp_path / "e")
+    assert len(study.directions) == 4
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        assert trial.values[3] == trial.user_attrs["energy_mj"] == 0.0
+    summary = read_json(tmp_path / "e" / "summary.json")
+    assert summary["energy"] == {**summary["energy"], "available": True, "objective": True}
+    assert result.pareto and all("energy_mj" in p for p in result.pareto)
+    with pytest.raises(UserError) as err:  # resuming without it would change the objectives
+        search(tiny_task, trials=4, out=tmp_path, study_name="e", **FAST)
+    assert "other objectives" in err.value.message

@@ -13,14 +13,19 @@ def format_table(summary: dict[str, Any]) -> str:
     base = summary["baseline"]
     name = summary["metric_name"]
     header = f"{'model':<16}{name:>14}{'retained':>10}{'latency ms':>12}{'speedup':>9}{'size KiB':>10}{'MMACs':>9}"
+    energy = any("energy_mj" in p for p in summary["pareto"])
+    header += f"{'mJ/inf':>9}" if energy else ""
     rows = [header, "-" * len(header)]
 
     def row(label: str, m: dict[str, Any]) -> str:
-        return (
+        text = (
             f"{label:<16}{m['metric']:>14.4f}{m['metric'] / base['metric']:>10.2%}"
             f"{m['latency_ms']:>12.3f}{base['latency_ms'] / m['latency_ms']:>8.2f}x"
             f"{m['size_bytes'] / 1024:>10.0f}{m['macs'] / 1e6:>9.2f}"
         )
+        if energy:
+            text += f"{m['energy_mj']:>9.3f}" if "energy_mj" in m else f"{'-':>9}"
+        return text
 
     rows.append(row("baseline fp32", base))
     for point in summary["pareto"]:

@@ -54,10 +54,16 @@ def search_time_record(ctx: RunContext, number: int) -> dict[str, Any]:
     return metrics
 
 
-def final_front(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def final_front(
+    records: list[dict[str, Any]], with_energy: bool = False
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(front, dropped): the Pareto set by re-measured latency, and models that left it."""
     feasible = [r for r in records if r["final"]["feasible"]]
-    points = [(r["metric"], r["final"]["latency_ms"], float(r["size_bytes"])) for r in feasible]
+    points = [
+        (r["metric"], r["final"]["latency_ms"], float(r["size_bytes"]))
+        + ((r["energy_mj"],) if with_energy else ())
+        for r in feasible
+    ]
     front = [feasible[i] for i in pareto_indices(points)]
     kept = {r["trial"] for r in front}
     return front, [r for r in records if r["trial"] not in kept]

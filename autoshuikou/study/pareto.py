@@ -1,4 +1,4 @@
-"""Pareto dominance over (metric up, latency down, size down): pure functions."""
+"""Pareto dominance over (metric up, latency down, size down[, energy down]): pure functions."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ from collections.abc import Sequence
 
 from optuna.trial import FrozenTrial, TrialState
 
-Point = tuple[float, float, float]  # (metric, latency_ms, size_bytes)
+# (metric, latency_ms, size_bytes[, energy_mj]): the metric is maximized, the rest minimized.
+Point = tuple[float, ...]
 
 
 def dominates(a: Point, b: Point) -> bool:
     """``a`` is no worse than ``b`` in every objective and better in at least one."""
-    no_worse = a[0] >= b[0] and a[1] <= b[1] and a[2] <= b[2]
-    better = a[0] > b[0] or a[1] < b[1] or a[2] < b[2]
+    costs = list(zip(a[1:], b[1:], strict=True))
+    no_worse = a[0] >= b[0] and all(x <= y for x, y in costs)
+    better = a[0] > b[0] or any(x < y for x, y in costs)
     return no_worse and better
 
 

@@ -22,6 +22,7 @@ from autoshuikou.compress.export import export_onnx
 from autoshuikou.compress.prune import channel_groups, prune
 from autoshuikou.compress.quantize import calibration_batches
 from autoshuikou.errors import UserError
+from autoshuikou.interrupt import raise_if_interrupted
 from autoshuikou.measure.energy import find_energy_counter
 from autoshuikou.measure.fingerprint import hardware_fingerprint
 from autoshuikou.measure.latency_model import layer_macs
@@ -45,6 +46,8 @@ from autoshuikou.study.pareto import Point, is_feasible, pareto_indices
 from autoshuikou.study.profile import load_or_build_latency_model
 from autoshuikou.study.samplers import DEFAULT_SAMPLER, make_sampler
 from autoshuikou.study.storage import (
+    DIRECTIONS,
+    ENERGY_DIRECTIONS,
     WORKER,
     fail_orphaned_trials,
     make_storage,
@@ -109,14 +112,16 @@ def _attrs(trial: FrozenTrial) -> dict[str, Any]:
     return dict(trial.user_attrs)
 
 
-def _point(trial: FrozenTrial) -> Point:
+def _point(trial: FrozenTrial, with_energy: bool) -> Point:
     a = trial.user_attrs
-    return (a["metric"], a["latency_ms"], a["size_bytes"])
+    point = (a["metric"], a["latency_ms"], a["size_bytes"])
+    return (*point, a["energy_mj"]) if with_energy else point
 
 
 def front(study: optuna.Study) -> list[FrozenTrial]:
+    with_energy = len(study.directions) == len(ENERGY_DIRECTIONS)
     feasible = [t for t in study.get_trials(deepcopy=False) if is_feasible(t)]
-    return [feasible[i] for i in pareto_indices([_point(t) for t in feasible])]
+    return [feasible[i] for i in pareto_indices([_point(t, with_energy) for t in feasible])]
 
 
 def _best_text(study: optuna.Study) -> str:
@@ -154,6 +159,7 @@ def _summary_point(record: dict[str, Any], artifact_name: str) -> dict[str, Any]
         "params": record["params"],
         "peak_memory_mb": record["peak_memory_mb"],
         "model_sha256": record["model_sha256"],
+        **({"energy_mj": record["energy_mj"]} if "energy_mj" in record else {}),
     }
 
 
@@ -167,7 +173,8 @@ def build_summary(
     """The run's summary from the study and the re-measured front (no I/O)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     b = ctx.baseline
-    front_records, dropped = final_front(records)
+    energy_objective = len(study.directions) == len(ENERGY_DIRECTIONS)
+    front_records, dropped = final_front(records, energy_objective)
     spreads = [r["final"]["spread"] for r in records]
     closest = sorted(
         (t for t in complete if not is_feasible(t)), key=lambda t: t.user_attrs["latency_ms"]
@@ -216,7 +223,11 @@ def build_summary(
         "closest": [{"trial": t.number, **_attrs(t)} for t in closest],
         "hardware": ctx.hardware,
         "runtime": ctx.settings.to_dict(),
-        "energy": {"available": ctx.energy is not None, "source": find_energy_counter()[1]},
+        "energy": {
+            "available": ctx.energy is not None,
+            "source": find_energy_counter()[1],
+            "objective": energy_objective,
+        },
     }
 
 
@@ -300,6 +311,7 @@ def search(
     final_remeasure: bool = True,
     runtime: str = DEFAULT_RUNTIME,
     warm_start: bool = True,
+    energy_objective: bool = False,
 ) -> SearchResult:
     """Find the Pareto-optimal compressed models of ``task`` under a latency ``budget``.
 
@@ -316,12 +328,22 @@ def search(
     ``warm_start`` begins the study with the uniform plans (same prune ratio everywhere,
     fp32 and int8), so the sampler starts from the classic baselines instead of from
     nothing; plans predicted over budget among them are rejected as any other.
+    ``energy_objective`` adds energy per inference (minimized) as a fourth objective; only
+    where the machine has readable energy counters.
     """
     started = time.monotonic()
     progress = progress or Progress()
     parsed_budget = parse_budget(budget)
     if trials < 1:
         raise UserError(f"--trials must be at least 1, got {trials}", "e.g. --trials 30")
+    if energy_objective:
+        counter, why = find_energy_counter()
+        if counter is None:
+            raise UserError(
+                f"energy cannot be an objective on this machine: {why}",
+                "drop --energy-objective (energy needs readable Linux powercap/RAPL counters, "
+                "usually root on bare metal)",
+            )
     if not isinstance(task, Task):
         task = load_task(task)
     name = study_name or f"{task.name}-{parsed_budget.slug}"
@@ -362,13 +384,14 @@ def search(
     # latencies (ratio to the local baseline x the reference) share one scale.
     shared = {"baseline_latency_ms": b.latency_ms, "budget_ms": ctx.budget_ms}
     warm = warm_start_params(bound) if warm_start else {}
+    directions = ENERGY_DIRECTIONS if energy_objective else DIRECTIONS
     study = open_study(
-        study_storage, run_dir, name, fingerprint, study_sampler, shared, fixed, warm
+        study_storage, run_dir, name, fingerprint, study_sampler, shared, fixed, warm, directions
     )
     ctx.baseline = b = replace(b, latency_ms=study.user_attrs["baseline_latency_ms"])
     ctx.budget_ms = study.user_attrs["budget_ms"]
 
-    def objective(trial: optuna.Trial) -> tuple[float, float, float]:
+    def objective(trial: optuna.Trial) -> tuple[float, ...]:
         reference = trial.user_attrs.get("reference")
         fixed_plan = trial.user_attrs.get("plan")
         if reference:
@@ -434,7 +457,8 @@ def search(
         trial.set_constraint("latency", metrics["latency_ms"] - ctx.budget_ms)
         if ctx.min_metric is not None:
             trial.set_constraint("metric", ctx.min_metric - metrics["metric"])
-        return metrics["metric"], metrics["latency_ms"], float(metrics["size_bytes"])
+        values = (metrics["metric"], metrics["latency_ms"], float(metrics["size_bytes"]))
+        return (*values, metrics["energy_mj"]) if energy_objective else values
 
     failures = 0
 
@@ -444,7 +468,7 @@ def search(
         prune_artifacts(study, run_dir, ctx.artifact_name)
         progress.trial_done(trial.number, _attrs(trial), trial.state.name, _best_text(study))
 
-    def run_one(trial: optuna.Trial) -> tuple[float, float, float]:
+    def run_one(trial: optuna.Trial) -> tuple[float, ...]:
         lock.release()  # the trial now exists as RUNNING: other workers count it
         trial.set_user_attr("worker", WORKER)
         return objective(trial)
@@ -460,6 +484,7 @@ def search(
     while failures < MAX_CONSECUTIVE_FAILURES and (
         timeout is None or time.monotonic() - started < timeout
     ):
+        raise_if_interrupted()
         lock.acquire()
         try:
             # Trials of workers that died are failed and queued again before counting.
@@ -489,6 +514,7 @@ def search(
             f"{failures} trials in a row failed; the last: {last.user_attrs.get('error', 'unknown')}",
             "run with --verbose to see the traceback; the study is saved and resumes on rerun",
         )
+    raise_if_interrupted()
     candidates = [t.number for t in front(study)]
     if candidates and final_remeasure:
         progress.line(

@@ -35,6 +35,7 @@ DIRECTIONS: list[StudyDirection] = [
     StudyDirection.MINIMIZE,
     StudyDirection.MINIMIZE,
 ]  # metric, latency_ms, size_bytes
+ENERGY_DIRECTIONS = [*DIRECTIONS, StudyDirection.MINIMIZE]  # ... and energy_mj
 REFERENCES = ("fp32", "int8")
 HEARTBEAT_SECONDS = 5
 GRACE_SECONDS = 20  # a trial whose worker has not beaten for this long is failed
@@ -206,6 +207,7 @@ def open_study(
     shared: dict[str, Any],
     fixed_plans: dict[str, dict[str, Any]] | None = None,
     warm_start: dict[str, dict[str, Any]] | None = None,
+    directions: list[StudyDirection] = DIRECTIONS,
 ) -> optuna.Study:
     """Create or join the study; refuse to join one made for something else.
 
@@ -214,7 +216,7 @@ def open_study(
     """
     try:
         study = optuna.create_study(
-            study_name=name, storage=storage, directions=DIRECTIONS, sampler=sampler
+            study_name=name, storage=storage, directions=directions, sampler=sampler
         )
         created = True
     except DuplicatedStudyError:
@@ -238,10 +240,13 @@ def open_study(
         for label, params in (warm_start or {}).items():
             study.enqueue_trial(params, user_attrs={"warm_start": label})
         return study
-    if study.directions != DIRECTIONS:
+    if study.directions != directions:
+        names = (
+            "with energy" if len(study.directions) == len(ENERGY_DIRECTIONS) else "without energy"
+        )
         raise UserError(
-            f"study {name!r} exists with other objectives ({study.directions})",
-            "pass a new --study-name",
+            f"study {name!r} exists with other objectives ({names})",
+            "use the same --energy-objective setting as the study's first run, or pass a new --study-name",
         )
     deadline = time.monotonic() + 30
     saved = study.user_attrs.get("fingerprint")
