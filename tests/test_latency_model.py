@@ -73,3 +73,27 @@ def test_rejection_before_fine_tuning(tmp_path: Path, monkeypatch: pytest.Monkey
     for trial in trained:  # prediction and measurement side by side, for every trained trial
         assert "latency_predicted_ms" in trial.user_attrs and "prediction_error" in trial.user_attrs
     assert result.summary["trials_rejected_by_prediction"] == len(rejected)
+
+
+def test_a_fixed_cost_per_int8_layer_is_learned_and_chosen() -> None:
+    # Each layer costs its MACs at its own per-precision rate, and an int8 layer also a
+    # fixed amount (quantize/requantize work that does not shrink with pruning).
+    rng = np.random.default_rng(1)
+    rate = {"a": (0.01, 0.05), "b": (0.03, 0.04), "c": (0.02, 0.08)}  # (int8, fp32) per MMAC
+    fixed = {"a": 0.2, "b": 0.0, "c": 0.05}
+    plans, macs, ratios = [], [], []
+    for _ in range(60):
+        int8 = {layer for layer in LAYERS if rng.random() < 0.5}
+        m = {layer: int(rng.integers(1, 10)) * 1_000_000 for layer in LAYERS}
+        ratios.append(
+            0.1
+            + sum(
+                m[layer] / 1e6 * rate[layer][layer not in int8] + fixed[layer] * (layer in int8)
+                for layer in LAYERS
+            )
+        )
+        plans.append(_plan(int8))
+        macs.append(m)
+    model = fit_latency_model(LAYERS, macs, plans, ratios)
+    assert model.kind == "per_layer_int8"
+    assert model.holdout_mape < 0.01

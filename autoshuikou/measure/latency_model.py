@@ -2,9 +2,11 @@
 
 Features come from the pruned PyTorch model (cheap: no export, no training): each layer's
 multiply-accumulates, split by the precision the plan gives it, the number of fp32/int8
-boundaries (each costs a quantize or dequantize) and a constant. Two model shapes are
-fitted with non-negative least squares, one coefficient per layer and precision
-("per_layer") or one per precision ("global"); the one with the lower held-out error wins.
+boundaries (each costs a quantize or dequantize) and a constant. Three model shapes are
+fitted with non-negative least squares: one coefficient per layer and precision
+("per_layer"), the same plus a fixed cost per int8 layer ("per_layer_int8", for the
+quantize/requantize work that does not shrink with the MACs), or one per precision
+("global"); the one with the lowest held-out error wins.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import nn
 from autoshuikou.compress.prune import trace_layers
 from autoshuikou.plan import Plan
 
-KINDS = ("per_layer", "global")
+KINDS = ("per_layer", "per_layer_int8", "global")
 
 
 def layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
@@ -47,9 +49,11 @@ def features(kind: str, layers: Sequence[str], macs: dict[str, int], plan: Plan)
     boundaries = sum(1 for a, b in itertools.pairwise(layers) if (a in int8) != (b in int8))
     boundaries += layers[0] in int8  # the input is fp32: quantized first layer means one Q
     boundaries += layers[-1] in int8  # the output is fp32 too
-    if kind == "per_layer":
+    if kind in ("per_layer", "per_layer_int8"):
         per_layer = [macs.get(layer, 0) / 1e6 * (layer in int8) for layer in layers]
         per_layer += [macs.get(layer, 0) / 1e6 * (layer not in int8) for layer in layers]
+        if kind == "per_layer_int8":
+            per_layer += [float(layer in int8) for layer in layers]
         return np.array([*per_layer, boundaries, 1.0])
     int8_macs = sum(macs.get(layer, 0) for layer in layers if layer in int8) / 1e6
     fp32_macs = sum(macs.get(layer, 0) for layer in layers if layer not in int8) / 1e6
