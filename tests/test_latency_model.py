@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,23 @@ def test_a_fixed_cost_per_int8_layer_is_learned_and_chosen() -> None:
     model = fit_latency_model(LAYERS, macs, plans, ratios)
     assert model.kind == "per_layer_int8"
     assert model.holdout_mape < 0.01
+
+
+def test_interactions_a_linear_model_cannot_fit_choose_the_gp_and_survive_the_cache() -> None:
+    # Two neighbouring int8 layers fuse and save a large fixed cost: no sum of per-layer
+    # terms expresses that, a Gaussian process on the same features learns it.
+    rng = np.random.default_rng(2)
+    plans, macs, ratios = [], [], []
+    for _ in range(80):
+        int8 = {layer for layer in LAYERS if rng.random() < 0.5}
+        m = {layer: int(rng.integers(1, 10)) * 1_000_000 for layer in LAYERS}
+        fused = {"a", "b"} <= int8
+        ratios.append(0.5 + 0.02 * sum(m.values()) / 1e6 - 0.4 * fused)
+        plans.append(_plan(int8))
+        macs.append(m)
+    model = fit_latency_model(LAYERS, macs, plans, ratios)
+    assert model.kind == "gp"
+    assert model.holdout_mape < 0.02
+    reloaded = LatencyModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    for m, plan in zip(macs[:5], plans[:5], strict=True):
+        assert reloaded.predict_ratio(m, plan) == pytest.approx(model.predict_ratio(m, plan))

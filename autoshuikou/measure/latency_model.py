@@ -6,24 +6,34 @@ boundaries (each costs a quantize or dequantize) and a constant. Three model sha
 fitted with non-negative least squares: one coefficient per layer and precision
 ("per_layer"), the same plus a fixed cost per int8 layer ("per_layer_int8", for the
 quantize/requantize work that does not shrink with the MACs), or one per precision
-("global"); the one with the lowest held-out error wins.
+("global"), and a Gaussian process on the per_layer_int8 features ("gp": a linear kernel
+for the additive costs plus a smooth one for the interactions linear models miss, e.g.
+ONNX Runtime fusing neighbouring int8 layers); the one with the lowest held-out median
+error wins.
 """
 
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 import torch
 from scipy.optimize import nnls
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct, Kernel, WhiteKernel
 from torch import nn
 
 from autoshuikou.compress.prune import trace_layers
 from autoshuikou.plan import Plan
 
-KINDS = ("per_layer", "per_layer_int8", "global")
+KINDS = ("per_layer", "per_layer_int8", "global", "gp")
+LINEAR_FEATURES = {"gp": "per_layer_int8"}  # the feature vector each kind reads
 
 
 def layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
@@ -67,17 +77,58 @@ def _fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.asarray(coef)
 
 
+def _gp_kernel(dimensions: int) -> Kernel:
+    # Additive costs (dot product) + interactions (RBF, one length scale per feature) + noise.
+    return (
+        ConstantKernel() * DotProduct()
+        + ConstantKernel() * RBF(np.ones(dimensions))
+        + WhiteKernel()
+    )
+
+
+def _fit_gp(
+    x: np.ndarray, y: np.ndarray, theta: np.ndarray | None = None
+) -> GaussianProcessRegressor:
+    """Fit the GP's hyperparameters by marginal likelihood, or reuse fitted ones (``theta``)."""
+    kernel = _gp_kernel(x.shape[1])
+    if theta is not None:
+        kernel = kernel.clone_with_theta(theta)
+    gp = GaussianProcessRegressor(
+        kernel,
+        normalize_y=True,
+        random_state=0,
+        optimizer=None if theta is not None else "fmin_l_bfgs_b",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a bound reached is still a fit
+        return gp.fit(x, y)
+
+
+def _features(kind: str, layers: Sequence[str], macs: dict[str, int], plan: Plan) -> np.ndarray:
+    return features(LINEAR_FEATURES.get(kind, kind), layers, macs, plan)
+
+
 @dataclass(frozen=True)
 class LatencyModel:
     kind: str
     layers: tuple[str, ...]
-    coefficients: tuple[float, ...]
+    coefficients: tuple[float, ...]  # linear kinds; the GP's fitted kernel parameters for "gp"
     holdout_mape: float
     holdout_p90: float
     probes: int
+    # "gp" only: the probes it conditions on (feature rows, ratios).
+    train_x: tuple[tuple[float, ...], ...] = ()
+    train_y: tuple[float, ...] = ()
+
+    @cached_property
+    def _gp(self) -> GaussianProcessRegressor:
+        return _fit_gp(np.array(self.train_x), np.array(self.train_y), np.array(self.coefficients))
 
     def predict_ratio(self, macs: dict[str, int], plan: Plan) -> float:
-        return float(features(self.kind, self.layers, macs, plan) @ np.array(self.coefficients))
+        x = _features(self.kind, self.layers, macs, plan)
+        if self.kind == "gp":
+            return float(self._gp.predict(x[None, :])[0])
+        return float(x @ np.array(self.coefficients))
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -91,12 +142,22 @@ class LatencyModel:
             holdout_mape=float(data["holdout_mape"]),  # type: ignore[arg-type]
             holdout_p90=float(data["holdout_p90"]),  # type: ignore[arg-type]
             probes=int(data["probes"]),  # type: ignore[call-overload]
+            train_x=tuple(tuple(row) for row in data.get("train_x", ())),  # type: ignore[attr-defined]
+            train_y=tuple(float(v) for v in data.get("train_y", ())),  # type: ignore[attr-defined]
         )
 
 
 def absolute_percentage_errors(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
     errors: np.ndarray = np.abs(predicted - measured) / measured
     return errors
+
+
+def _fit_kind(kind: str, x: np.ndarray, y: np.ndarray) -> Any:
+    return _fit_gp(x, y) if kind == "gp" else _fit(x, y)
+
+
+def _predict(kind: str, fitted: Any, x: np.ndarray) -> np.ndarray:
+    return np.asarray(fitted.predict(x) if kind == "gp" else x @ fitted)
 
 
 def fit_latency_model(
@@ -106,25 +167,29 @@ def fit_latency_model(
     ratios: Sequence[float],
     holdout: float = 0.25,
 ) -> LatencyModel:
-    """Fit both model shapes on the first probes, score them on the rest, refit the winner on all."""
+    """Fit every model shape on the first probes, score them on the rest, refit the winner on all."""
     y = np.asarray(ratios)
     split = max(1, int(len(y) * (1 - holdout)))
     best: tuple[float, float, str] | None = None
     for kind in KINDS:
-        x = np.stack([features(kind, layers, m, p) for m, p in zip(macs, plans, strict=True)])
-        coef = _fit(x[:split], y[:split])
-        errors = absolute_percentage_errors(x[split:] @ coef, y[split:])
+        x = np.stack([_features(kind, layers, m, p) for m, p in zip(macs, plans, strict=True)])
+        fitted = _fit_kind(kind, x[:split], y[:split])
+        errors = absolute_percentage_errors(_predict(kind, fitted, x[split:]), y[split:])
         score = (float(np.median(errors)), float(np.percentile(errors, 90)), kind)
         if best is None or score[0] < best[0]:
             best = score
     assert best is not None
     kind = best[2]
-    x = np.stack([features(kind, layers, m, p) for m, p in zip(macs, plans, strict=True)])
+    x = np.stack([_features(kind, layers, m, p) for m, p in zip(macs, plans, strict=True)])
+    fitted = _fit_kind(kind, x, y)
+    gp = kind == "gp"
     return LatencyModel(
         kind=kind,
         layers=tuple(layers),
-        coefficients=tuple(float(c) for c in _fit(x, y)),
+        coefficients=tuple(float(c) for c in (fitted.kernel_.theta if gp else fitted)),
         holdout_mape=best[0],
         holdout_p90=best[1],
         probes=len(y),
+        train_x=tuple(tuple(float(v) for v in row) for row in x) if gp else (),
+        train_y=tuple(float(v) for v in y) if gp else (),
     )

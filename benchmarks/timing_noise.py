@@ -1,0 +1,94 @@
+"""Benchmark: how repeatable one latency-ratio measurement is on this machine.
+
+    python benchmarks/timing_noise.py [--task benchmarks/tasks.py:resnet18_64] [--plans 3] [--repeats 10]
+
+Builds a few random plans (not fine-tuned) and times each against the baseline
+``--repeats`` times in a row, as a search trial does (1 s, interleaved), printing the
+coefficient of variation of the median ratio and of the 10th-percentile ratio. Then, for
+the same plans, windows in one pair of runtime sessions vs a fresh pair per window: if
+fresh sessions varied more, the noise would come from memory layout, not the machine.
+No prediction can be scored more precisely than this noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))  # so "benchmarks/tasks.py:..." imports
+
+from autoshuikou.measure.latency import measure_interleaved
+from autoshuikou.measure.runtime import open_runner
+from autoshuikou.report.progress import Progress
+from autoshuikou.study.profile import probe_plans
+from autoshuikou.study.search import prepare_context
+from autoshuikou.study.trial import build_artifact
+from autoshuikou.tasks import load_task
+
+
+def window_ratio(runners: Sequence[Callable[[np.ndarray], object]], x: np.ndarray) -> float:
+    """One 1 s window in blocks of 10, first run of each block dropped (as measure_interleaved)."""
+    samples: list[list[float]] = [[] for _ in runners]
+    deadline = time.perf_counter() + 1.0
+    rounds = 0
+    while rounds < 3 or time.perf_counter() < deadline:
+        for run, times in zip(runners, samples, strict=True):
+            run(x)
+            for _ in range(9):
+                start = time.perf_counter()
+                run(x)
+                times.append(time.perf_counter() - start)
+        rounds += 1
+    return float(np.median(samples[0]) / np.median(samples[1]))
+
+
+def cv(values: Sequence[float]) -> str:
+    v = np.asarray(values)
+    return f"CV {v.std() / v.mean():.1%} (range {v.min():.3f}..{v.max():.3f})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--task", default="benchmarks/tasks.py:resnet18_64")
+    parser.add_argument("--plans", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        task = load_task(args.task)
+        ctx, _ = prepare_context(task, None, Path(tmp) / "run", 0, 1, 1.0, Progress())
+        base = ctx.baseline.model_path
+        for k, plan in enumerate(probe_plans(ctx, args.plans, seed=12345)):
+            path = Path(tmp) / f"plan{k}{ctx.settings.backend.suffix}"
+            build_artifact(ctx, plan.without_training(), path)
+            medians, p10s = [], []
+            for _ in range(args.repeats):
+                c, r = measure_interleaved([path, base], ctx.example_input, ctx.settings, 1.0)
+                medians.append(c.median_ms / r.median_ms)
+                p10s.append(c.p10_ms / r.p10_ms)
+            same, fresh = [], []
+            with ExitStack() as stack:
+                runners = [stack.enter_context(open_runner(p, ctx.settings)) for p in (path, base)]
+                same = [window_ratio(runners, ctx.example_input) for _ in range(args.repeats)]
+            for _ in range(args.repeats):
+                with ExitStack() as stack:
+                    runners = [
+                        stack.enter_context(open_runner(p, ctx.settings)) for p in (path, base)
+                    ]
+                    fresh.append(window_ratio(runners, ctx.example_input))
+            print(
+                f"plan {k}: median ratio {cv(medians)}; p10 ratio {cv(p10s)}; "
+                f"same sessions {cv(same)}; fresh sessions {cv(fresh)}",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
