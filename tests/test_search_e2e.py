@@ -197,3 +197,19 @@ def test_energy_objective_where_counters_exist_and_a_clear_refusal_where_not(
     with pytest.raises(UserError) as err:  # resuming without it would change the objectives
         search(tiny_task, trials=4, out=tmp_path, study_name="e", **FAST)
     assert "other objectives" in err.value.message
+
+
+def test_the_hardware_choices_are_made_once_per_machine(tiny_task: Task, tmp_path: Path) -> None:
+    # A second run on the same machine, model and space reuses the measured int8 format and
+    # rounding (so it also finds the same cached latency model) instead of re-deciding them.
+    from autoshuikou.report.progress import Progress
+    from autoshuikou.study.baseline import choices_path
+    from autoshuikou.study.search import prepare_context
+
+    first, _ = prepare_context(tiny_task, None, tmp_path / "a", 0, 1, 0.2, Progress())
+    cached = read_json(choices_path(first))
+    second, _ = prepare_context(tiny_task, None, tmp_path / "b", 0, 1, 0.2, Progress())
+    assert second.baseline.int8_format.to_dict() == cached["int8_format"]
+    assert second.space.round_to == cached["round_to"] == first.space.round_to
+    record = read_json(tmp_path / "b" / "baseline" / "metrics.json")
+    assert record["choices_from_cache"] == str(choices_path(first))

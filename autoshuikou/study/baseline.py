@@ -1,9 +1,15 @@
 """The reference: the uncompressed fp32 artifact, the int8 format this CPU runs fastest,
-and the fastest model the search space can reach. Measured once per run directory."""
+and the fastest model the search space can reach. Measured once per run directory.
+
+The two hardware choices (int8 format, channel rounding) are cached per machine
+fingerprint, model and space: every later run on this machine (`profile`, `search`,
+another worker) makes the same choices, so they also share one cached latency model.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +22,7 @@ from autoshuikou.compress.export import export_onnx
 from autoshuikou.compress.prune import count_macs_params, prune
 from autoshuikou.compress.quantize import Int8Format
 from autoshuikou.measure.accuracy import artifact_metric
+from autoshuikou.measure.fingerprint import fingerprint_key
 from autoshuikou.measure.latency import measure_interleaved
 from autoshuikou.measure.memory import peak_memory_mb
 from autoshuikou.measure.runtime import RuntimeSettings
@@ -24,7 +31,8 @@ from autoshuikou.plan import Plan
 from autoshuikou.study.context import BaselineInfo, RunContext
 from autoshuikou.study.trial import artifact_counts, build_artifact
 from autoshuikou.tasks import Task
-from autoshuikou.util import read_json, write_json
+from autoshuikou.tasks.digits import cache_dir
+from autoshuikou.util import file_lock, read_json, write_json
 
 # A format may lose at most this much of the best candidate's metric (relative).
 FORMAT_METRIC_TOLERANCE = 0.005
@@ -150,6 +158,24 @@ def pick_round_to(builds: list[tuple[int, float, float]]) -> tuple[int, list[dic
     return int(chosen["round_to"]), rows
 
 
+def choices_path(ctx: RunContext) -> Path:
+    """Where this machine's int8 format and rounding for this model and space are cached."""
+    parts = {
+        "hardware": fingerprint_key(ctx.hardware),
+        "model": model_digest(ctx.teacher),
+        "input": list(ctx.task.example_input.shape),
+        "space": repr(
+            (
+                ctx.space.space.round_to,  # as written: None for auto
+                sorted(ctx.space.prune.items()),
+                sorted(ctx.space.precision.items()),
+            )
+        ),
+    }
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_dir() / "choices" / f"{key}.json"
+
+
 def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
     """Load ``baseline/`` if it was measured for this task and machine, else measure it.
 
@@ -188,10 +214,15 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
     (latency,) = measure_interleaved([model_path], ctx.example_input, ctx.settings, seconds=3.0)
     teacher_macs, teacher_params = count_macs_params(ctx.teacher, ctx.task.example_input)
     params, macs = artifact_counts(ctx, model_path, (teacher_params, teacher_macs))
-    with tempfile.TemporaryDirectory() as tmp:
-        fmt, formats = choose_int8_format(
-            model_path, ctx.teacher, layers, ctx.task, ctx.calibration, ctx.settings, Path(tmp)
-        )
+    cached_choices = choices_path(ctx)
+    with tempfile.TemporaryDirectory() as tmp, file_lock(cached_choices.with_suffix(".lock")):
+        choices = read_json(cached_choices) if cached_choices.exists() else None
+        if choices is not None:
+            fmt, formats = Int8Format.from_dict(choices["int8_format"]), choices["formats"]
+        else:
+            fmt, formats = choose_int8_format(
+                model_path, ctx.teacher, layers, ctx.task, ctx.calibration, ctx.settings, Path(tmp)
+            )
         info = BaselineInfo(
             model_path=model_path,
             metric=metric,
@@ -205,9 +236,23 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
         )
         ctx.baseline = info
         rounding: list[dict[str, Any]] = []
-        if ctx.space.round_to is None:
+        if ctx.space.round_to is None and choices is not None:
+            ctx.space = ctx.space.with_round_to(choices["round_to"])
+            rounding = choices["rounding"]
+        elif ctx.space.round_to is None:
             round_to, rounding = choose_round_to(ctx, Path(tmp))
             ctx.space = ctx.space.with_round_to(round_to)
+        if choices is None:
+            write_json(
+                cached_choices,
+                {
+                    "int8_format": fmt.to_dict(),
+                    "formats": formats,
+                    "round_to": ctx.space.round_to,
+                    "rounding": rounding,
+                    "hardware": ctx.hardware,
+                },
+            )
         # The fastest plan needs the format and rounding; no fine-tuning, latency only.
         fastest = Path(tmp) / f"fastest{runtime.suffix}"
         build_artifact(ctx, ctx.space.fastest_plan(), fastest)
@@ -239,6 +284,8 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
             "fastest_plan_latency_ms": info.fastest_latency_ms,
             "round_to": ctx.space.round_to,
             "round_to_measured": bool(rounding),
+            # Measured by an earlier run on this machine (same model and space), not this one.
+            "choices_from_cache": str(cached_choices) if choices is not None else None,
             "runtime": ctx.settings.to_dict(),
             "hardware": ctx.hardware,
         },
