@@ -97,11 +97,6 @@ def test_file_task_search_show_and_no_feasible(tmp_path: Path, tiny_task_file: s
     assert "No trial met the budget. Closest trials:" in none.stdout
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="flaky since warm start: one CI run saw the interrupted search exit 0 instead of 130; "
-    "under investigation (passes alone and in its file)",
-)
 def test_ctrl_c_keeps_finished_trials_and_rerun_resumes(
     tmp_path: Path, tiny_task_file: str
 ) -> None:
