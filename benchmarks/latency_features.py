@@ -1,7 +1,7 @@
 """Benchmark: which latency-model features predict unseen plans best (offline analysis).
 
     python benchmarks/latency_features.py --collect runs/lm-resnet18.json [--probes 105] [--tests 30]
-    python benchmarks/latency_features.py --analyse runs/lm-resnet18.json
+    python benchmarks/latency_features.py --analyse runs/lm-resnet18.json [--fit-probes 105]
 
 --collect times random plans of a task (default: ResNet-18 at 64x64) once: probes as the
 profiler times them (0.5 s), unseen plans as a trial (1 s) and as the final re-measurement
@@ -93,10 +93,10 @@ def collect(task_name: str, probes: int, tests: int, out: Path) -> None:
         )
 
 
-def analyse(path: Path) -> None:
+def analyse(path: Path, fit_probes: int | None = None) -> None:
     data = json.loads(path.read_text())
     layers: list[str] = data["layers"]
-    probes = [r for r in data["rows"] if r["split"] == "probe"]
+    probes = [r for r in data["rows"] if r["split"] == "probe"][:fit_probes]
     tests = [r for r in data["rows"] if r["split"] == "test"]
     plan = {id(r): Plan.from_dict(r["plan"]) for r in data["rows"]}
 
@@ -170,12 +170,15 @@ def main() -> int:
     parser.add_argument("--task", default="benchmarks/tasks.py:resnet18_64")
     parser.add_argument("--probes", type=int, default=105)
     parser.add_argument("--tests", type=int, default=30)
+    parser.add_argument(
+        "--fit-probes", type=int, default=None, help="fit on the first N probes only"
+    )
     args = parser.parse_args()
     if args.collect:
         collect(args.task, args.probes, args.tests, args.collect)
-        analyse(args.collect)
+        analyse(args.collect, args.fit_probes)
     elif args.analyse:
-        analyse(args.analyse)
+        analyse(args.analyse, args.fit_probes)
     else:
         parser.error("give --collect FILE or --analyse FILE")
     return 0
