@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from autoshuikou.errors import UserError
-from autoshuikou.study.storage import make_storage
+from autoshuikou.study.storage import journal_storage, make_storage
 from autoshuikou.util import read_json
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,12 @@ def start_worker(cwd: Path, task: str, trials: int, storage: str | None) -> subp
     ]
     if storage:
         cmd += ["--storage", storage]
-    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # faulthandler: a worker stopped with SIGABRT prints every thread's stack, so a hang
+    # in a test shows where it hung.
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    return subprocess.Popen(
+        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 def load(cwd: Path, storage: str | None) -> optuna.Study:
@@ -97,9 +102,9 @@ def test_a_killed_worker_loses_nothing(
     try:
         out, err = survivor.communicate(timeout=300)
     except subprocess.TimeoutExpired:
-        survivor.kill()
+        survivor.send_signal(signal.SIGABRT)  # stacks to stderr (faulthandler)
         out, err = survivor.communicate()
-    assert survivor.returncode == 0, (out[-3000:], err[-3000:])
+    assert survivor.returncode == 0, (out[-3000:], err[-6000:])
     study = load(tmp_path, storage)
     check_study(study, 8)
     killed = [t for t in study.trials if t.state == TrialState.FAIL]
@@ -197,3 +202,20 @@ def test_trials_of_dead_workers_are_failed_and_retried(
     retries = [t for t in study.trials if t.state == TrialState.WAITING]
     assert sorted(t.system_attrs["failed_trial"] for t in retries) == [tagged.number, orphan.number]
     assert {t.params["x"] for t in retries} == {tagged.params["x"], orphan.params["x"]}
+
+
+def test_a_stale_journal_lock_can_expire_with_a_relative_run_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Optuna's journal lock is a symlink to the journal; its grace period (which frees the
+    # lock of a worker killed while holding it) needs the link to resolve. With a relative
+    # path it dangled, and the other workers waited forever.
+    monkeypatch.chdir(tmp_path)
+    storage = journal_storage(Path("runs") / "s")
+    lock = storage._backend._lock  # type: ignore[attr-defined]
+    assert lock.acquire()
+    try:
+        assert os.path.exists(lock._lock_file), "the lock symlink does not resolve"
+        assert os.stat(lock._lock_file).st_mtime > 0  # what the grace period reads
+    finally:
+        lock.release()

@@ -49,7 +49,10 @@ def _is_postgres(url: str | None) -> bool:
 
 def journal_storage(run_dir: Path, path: Path | None = None) -> JournalStorage:
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = path or run_dir / "study.journal"
+    # Absolute: Optuna's journal lock is a symlink to this path, and a relative target
+    # resolves against the link's folder, not ours. The dangling link then defeats the lock's
+    # grace period, and a worker killed while holding it hangs every other worker forever.
+    path = (path or run_dir / "study.journal").resolve()
     try:
         return JournalStorage(JournalFileBackend(str(path)))
     except Exception as exc:
