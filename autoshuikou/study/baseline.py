@@ -158,22 +158,26 @@ def pick_round_to(builds: list[tuple[int, float, float]]) -> tuple[int, list[dic
     return int(chosen["round_to"]), rows
 
 
-def choices_path(ctx: RunContext) -> Path:
-    """Where this machine's int8 format and rounding for this model and space are cached."""
+def machine_cache_key(ctx: RunContext, round_to: int | None, **extra: str) -> str:
+    """Key of a per-machine cache entry for this model and space: hardware/runtime
+    fingerprint, weights, input shape and what the space prunes and quantizes (latency does
+    not depend on the fine-tuning settings), plus ``extra``."""
     parts = {
         "hardware": fingerprint_key(ctx.hardware),
         "model": model_digest(ctx.teacher),
         "input": list(ctx.task.example_input.shape),
         "space": repr(
-            (
-                ctx.space.space.round_to,  # as written: None for auto
-                sorted(ctx.space.prune.items()),
-                sorted(ctx.space.precision.items()),
-            )
+            (round_to, sorted(ctx.space.prune.items()), sorted(ctx.space.precision.items()))
         ),
+        **extra,
     }
-    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
-    return cache_dir() / "choices" / f"{key}.json"
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def choices_path(ctx: RunContext) -> Path:
+    """Where this machine's int8 format and rounding for this model and space are cached."""
+    # The rounding as written (None for auto): the choice is what this entry holds.
+    return cache_dir() / "choices" / f"{machine_cache_key(ctx, ctx.space.space.round_to)}.json"
 
 
 def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:

@@ -8,20 +8,17 @@ format; `search` builds it on first use and rebuilds it when any of those change
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from autoshuikou.compress.prune import prune
-from autoshuikou.measure.fingerprint import fingerprint_key
 from autoshuikou.measure.latency import measure_interleaved
 from autoshuikou.measure.latency_model import LatencyModel, fit_latency_model, layer_macs
 from autoshuikou.plan import Plan
 from autoshuikou.runtimes import DEFAULT_RUNTIME
-from autoshuikou.study.baseline import model_digest
+from autoshuikou.study.baseline import machine_cache_key
 from autoshuikou.study.context import RunContext
 from autoshuikou.study.trial import build_artifact
 from autoshuikou.tasks.digits import cache_dir
@@ -41,21 +38,7 @@ PROBE_SECONDS = 0.5
 
 
 def model_key(ctx: RunContext) -> str:
-    parts = {
-        "hardware": fingerprint_key(ctx.hardware),
-        "model": model_digest(ctx.teacher),
-        "input": list(ctx.task.example_input.shape),
-        # Latency depends on what is pruned and quantized, not on the fine-tuning settings.
-        "space": repr(
-            (
-                ctx.space.round_to,
-                sorted(ctx.space.prune.items()),
-                sorted(ctx.space.precision.items()),
-            )
-        ),
-        "int8": ctx.baseline.int8_format.name,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+    return machine_cache_key(ctx, ctx.space.round_to, int8=ctx.baseline.int8_format.name)
 
 
 def probe_plans(ctx: RunContext, count: int, seed: int) -> list[Plan]:
