@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import nnls
 from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor, RandomForestRegressor
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct, WhiteKernel
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # so "benchmarks/tasks.py:..." i
 from autoshuikou.compress.prune import prune, trace_layers
 from autoshuikou.measure.latency import measure_interleaved, measure_ratio
 from autoshuikou.measure.latency_model import (
+    _fit,
     absolute_percentage_errors,
     features,
     fit_latency_model,
@@ -139,9 +139,7 @@ def analyse(path: Path, fit_probes: int | None = None) -> None:
         ("per_layer + output size per layer", with_outputs),
         ("per_layer_int8", product("per_layer_int8")),
     ):
-        x = np.array([feats(r) for r in probes])
-        w = 1.0 / y
-        coef, _ = nnls(x * w[:, None], y * w)
+        coef = _fit(np.array([feats(r) for r in probes]), y)  # the profiler's own NNLS fit
         report(name, np.array([feats(r) for r in tests]) @ coef)
     x = np.array([product("per_layer_int8")(r) for r in probes])
     xt = np.array([product("per_layer_int8")(r) for r in tests])

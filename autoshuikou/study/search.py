@@ -118,8 +118,12 @@ def _point(trial: FrozenTrial, with_energy: bool) -> Point:
     return (*point, a["energy_mj"]) if with_energy else point
 
 
+def has_energy_objective(study: optuna.Study) -> bool:
+    return len(study.directions) == len(ENERGY_DIRECTIONS)
+
+
 def front(study: optuna.Study) -> list[FrozenTrial]:
-    with_energy = len(study.directions) == len(ENERGY_DIRECTIONS)
+    with_energy = has_energy_objective(study)
     feasible = [t for t in study.get_trials(deepcopy=False) if is_feasible(t)]
     return [feasible[i] for i in pareto_indices([_point(t, with_energy) for t in feasible])]
 
@@ -173,7 +177,7 @@ def build_summary(
     """The run's summary from the study and the re-measured front (no I/O)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     b = ctx.baseline
-    energy_objective = len(study.directions) == len(ENERGY_DIRECTIONS)
+    energy_objective = has_energy_objective(study)
     front_records, dropped = final_front(records, energy_objective)
     spreads = [r["final"]["spread"] for r in records]
     closest = sorted(
