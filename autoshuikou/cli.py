@@ -147,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
         "--trials",
         type=int,
         default=30,
-        help="total finished trials: trained, or rejected by prediction (default 30)",
+        help="trials to train and measure, in total; plans rejected by prediction do not count (default 30)",
     )
     s.add_argument(
         "--timeout",

@@ -117,7 +117,8 @@ def analyse(path: Path, fit_probes: int | None = None) -> None:
         [r["ratio"] for r in probes],
     )
     print(
-        f"{data['task']}: {len(probes)} probes, {len(tests)} unseen plans; the product picks {chosen.kind}"
+        f"{data['task']}: {len(probes)} probes, {len(tests)} unseen plans; the product picks "
+        f"{chosen.kind} (cross-validated {chosen.holdout_mape:.1%} / {chosen.holdout_p90:.1%})"
     )
     truths = {k: np.array([r[k] for r in tests]) for k in ("ratio", "windows")}
     err = absolute_percentage_errors(truths["ratio"], truths["windows"])
@@ -132,6 +133,10 @@ def analyse(path: Path, fit_probes: int | None = None) -> None:
             parts.append(f"{label}: {np.median(e):.1%} / {np.percentile(e, 90):.1%}")
         print(f"  {name:<34} " + "  ".join(parts))
 
+    report(
+        f"the product's choice ({chosen.kind})",
+        np.array([chosen.predict_ratio(r["macs"], plan[id(r)]) for r in tests]),
+    )
     y = np.array([r["ratio"] for r in probes])
     for name, feats in (
         ("global", product("global")),

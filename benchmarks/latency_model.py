@@ -60,7 +60,8 @@ def main() -> int:
             windows.append(measure_ratio(path, base, ctx.example_input, ctx.settings).ratio)
     print(
         f"task {ctx.task.name}: baseline {ctx.baseline.latency_ms:.3f} ms; model {model.kind}, "
-        f"{model.probes} probes, profiling {profile_s:.0f} s"
+        f"{model.probes} probes, profiling {profile_s:.0f} s; cross-validated on the probes "
+        f"{model.holdout_mape:.1%} / {model.holdout_p90:.1%}"
     )
     for label, truth in (("one 1 s window", single), ("median of windows", windows)):
         measured = np.array(truth)

@@ -1,12 +1,13 @@
 """Benchmark: a tight-budget search with and without latency prediction, same seed and trials.
 
-    python benchmarks/prediction.py [--budget 35%] [--trials 30] [--seed 0] [--space FILE]
+    python benchmarks/prediction.py [--budget 35%] [--trials 30] [--seeds 0 1 2] [--space FILE]
 
-Runs the default task twice in fresh study folders (the teacher cache is shared, and the
+For each seed, runs the default task twice in fresh study folders (the teacher cache is shared, and the
 latency model is built beforehand by `autoshuikou profile`, whose time is reported apart:
 it is paid once per machine and task). Prints, for each mode, the best feasible metric,
 the wall time, and when (seconds after the command started) a trial first reached the
-best metric both modes found: the time a user waits for that model.
+best metric the search without prediction found: the time a user waits for that model.
+Both modes train --trials models; plans rejected by prediction come on top of them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -43,62 +45,66 @@ def seconds_to_reach(run_dir: Path, metric: float, started: datetime) -> float |
     return min(times, default=None)
 
 
+def search_once(
+    cli: list[str], out: Path, args: argparse.Namespace, seed: int, predict: bool
+) -> dict[str, Any]:
+    started = datetime.now()
+    space = ["--space", args.space] if args.space else []
+    cmd = [*cli, "search", "--budget", args.budget, "--trials", args.trials, "--seed", str(seed)]
+    wall = run([*cmd, "--out", str(out), *space, *([] if predict else ["--no-predict"])])
+    summary = json.loads(next(out.glob("*/summary.json")).read_text())
+    best = max((p["metric"] for p in summary["pareto"]), default=None)
+    return {
+        "wall": wall,
+        "best": best,
+        "summary": summary,
+        "run_dir": out / summary["study_name"],
+        "started": started,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget", default="35%")
     parser.add_argument("--trials", default="30")
-    parser.add_argument("--seed", default="0")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument(
         "--space", default=None, help="search-space YAML (default: the shipped one)"
     )
     args = parser.parse_args()
     cli = [sys.executable, "-m", "autoshuikou"]
-    space = ["--space", args.space] if args.space else []
+    fractions = []
     with tempfile.TemporaryDirectory() as tmp:
+        space = ["--space", args.space] if args.space else []
         profile_s = run([*cli, "profile", "--out", tmp, *space])
-        results = {}
-        for mode in ("predict", "no-predict"):
-            extra = ["--no-predict"] if mode == "no-predict" else []
-            out = Path(tmp) / mode
-            started = datetime.now()
-            wall = run(
-                [
-                    *cli,
-                    "search",
-                    "--budget",
-                    args.budget,
-                    "--trials",
-                    args.trials,
-                    "--seed",
-                    args.seed,
-                    "--out",
-                    str(out),
-                    *space,
-                    *extra,
-                ]
-            )
-            summary = json.loads(next(out.glob("*/summary.json")).read_text())
-            best = max((p["metric"] for p in summary["pareto"]), default=None)
-            results[mode] = (wall, best, summary, out / summary["study_name"], started)
-        target = results["no-predict"][1]  # "at least the same best accuracy as without it"
         print(f"\nprofile (once per machine and task): {profile_s:.0f} s")
-        reach = {}
-        for mode, (wall, best, s, run_dir, started) in results.items():
-            reach[mode] = None if target is None else seconds_to_reach(run_dir, target, started)
+        for seed in args.seeds:
+            on = search_once(cli, Path(tmp) / f"predict-{seed}", args, seed, predict=True)
+            off = search_once(cli, Path(tmp) / f"no-predict-{seed}", args, seed, predict=False)
+            target = off["best"]  # "at least the same best accuracy as without it"
+            for mode, r in (("predict", on), ("no-predict", off)):
+                s = r["summary"]
+                reach = (
+                    None if target is None else seconds_to_reach(r["run_dir"], target, r["started"])
+                )
+                r["reach"] = reach
+                print(
+                    f"seed {seed} {mode:>10}: wall {r['wall']:.0f} s, best feasible metric {r['best']}, "
+                    f"trained {s['trials_complete']}, rejected {s['trials_rejected_by_prediction']}, "
+                    f"feasible {s['trials_feasible']}; first reached {target} after {reach} s"
+                )
+            fraction = None if on["reach"] is None else on["reach"] / off["wall"]
+            fractions.append(fraction)
             print(
-                f"{mode:>10}: wall {wall:.0f} s, best feasible metric {best}, trained "
-                f"{s['trials_complete']}, rejected {s['trials_rejected_by_prediction']}, "
-                f"feasible {s['trials_feasible']}; reached {target} after {reach[mode]} s"
+                f"seed {seed}: with prediction, no-predict's best reached after "
+                f"{'never' if fraction is None else f'{fraction:.0%}'} of no-predict's wall time "
+                f"(whole run: {on['wall'] / off['wall']:.0%})"
             )
+    reached = sorted(f for f in fractions if f is not None)
     print(
-        f"wall-time ratio predict / no-predict: {results['predict'][0] / results['no-predict'][0]:.2f}"
+        f"\n{len(reached)} of {len(fractions)} seeds reached no-predict's best with prediction; "
+        f"fractions of no-predict's wall time: {', '.join(f'{f:.0%}' for f in reached) or '-'}"
     )
-    predict_reach = reach.get("predict")
-    if predict_reach is not None:
-        print(
-            f"time to reach {target} with prediction / wall time without: "
-            f"{predict_reach / results['no-predict'][0]:.2f}"
-        )
     return 0
 
 

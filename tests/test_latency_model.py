@@ -11,6 +11,8 @@ from autoshuikou.compress.prune import prune
 from autoshuikou.measure.latency_model import LatencyModel, features, fit_latency_model, layer_macs
 from autoshuikou.plan import Plan
 from autoshuikou.study import profile as profile_module
+from autoshuikou.study import search as search_module
+from autoshuikou.study.context import RunContext
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.tasks import Task
 from autoshuikou.util import read_json
@@ -74,6 +76,31 @@ def test_rejection_before_fine_tuning(tmp_path: Path, monkeypatch: pytest.Monkey
     for trial in trained:  # prediction and measurement side by side, for every trained trial
         assert "latency_predicted_ms" in trial.user_attrs and "prediction_error" in trial.user_attrs
     assert result.summary["trials_rejected_by_prediction"] == len(rejected)
+    # Rejected plans cost no training, so they do not use up --trials: 8 models were trained.
+    assert len(trained) == 8 == result.summary["trials_complete"]
+
+
+def test_a_search_that_only_finds_rejected_plans_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rejections do not count towards --trials, so endless ones must stop the search."""
+
+    def as_slow_as_the_baseline(ctx: RunContext, say: object) -> LatencyModel:
+        # "global" features end in a constant: every plan is predicted at ratio 1.0.
+        layers = tuple(ctx.space.precision)
+        return LatencyModel("global", layers, (0, 0, 0, 0, 0, 1.0), 0.0, 0.0, 0)
+
+    monkeypatch.setattr(search_module, "load_or_build_latency_model", as_slow_as_the_baseline)
+    monkeypatch.setattr(search_module, "MAX_REJECTED_IN_A_ROW", 3)
+    result = search(
+        make_tiny_task(), budget="90%", trials=8, out=tmp_path, study_name="r", measure_seconds=0.2
+    )
+    study = optuna.load_study(study_name="r", storage=journal_storage(result.run_dir))
+    states = [t.state for t in study.trials if t.state != optuna.trial.TrialState.WAITING]
+    # The two references (never rejected), then three rejections in a row, then stop.
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 2
+    assert states.count(optuna.trial.TrialState.PRUNED) == 3
+    assert "3 plans in a row" in result.summary["stopped_early"]
 
 
 def test_a_fixed_cost_per_int8_layer_is_learned_and_chosen() -> None:

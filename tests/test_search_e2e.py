@@ -71,7 +71,7 @@ def test_search_writes_deployable_pareto_models_and_resumes(
     on_front = {t.number for t in front(study)}
     assert {p["trial"] for p in result.pareto} <= on_front
     # Warm-start trials beyond the total stay queued (WAITING) for a resumed run.
-    for trial in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)):
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
         folder = run / "trials" / f"{trial.number:04d}"
         assert (folder / "metrics.json").exists()
         assert (folder / "model.onnx").exists() == (trial.number in on_front)
@@ -79,7 +79,7 @@ def test_search_writes_deployable_pareto_models_and_resumes(
     # The same call with a larger total resumes: earlier trials stay, references stay single.
     search(tiny_task, trials=6, out=tmp_path, study_name="s", **FAST)
     study = _study(run)
-    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 6
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 6
     assert [t.user_attrs.get("reference") for t in study.trials].count("fp32") == 1
     assert not list((run / "trials").glob(".*.tmp"))
 

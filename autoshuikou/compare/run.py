@@ -48,7 +48,7 @@ from autoshuikou.runtimes import DEFAULT_RUNTIME
 from autoshuikou.space.bind import uniform_plans
 from autoshuikou.study.budget import parse_budget
 from autoshuikou.study.pareto import is_feasible
-from autoshuikou.study.search import FINISHED, search
+from autoshuikou.study.search import COUNTED, search
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.tasks import Task, load_task
 from autoshuikou.util import atomic_write_bytes, read_json, write_json
@@ -85,7 +85,7 @@ def read_outcome(
     study: optuna.Study, strategy: str, seed: int, reference: XY, baselines: bool = False
 ) -> StudyOutcome:
     """``baselines``: collect the fixed plans and the int8 reference as baseline points."""
-    finished = sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number)
+    finished = sorted(study.get_trials(deepcopy=False, states=COUNTED), key=lambda t: t.number)
     start = min(t.datetime_start for t in finished if t.datetime_start)
     points: list[XY | None] = [_xy(t) if is_feasible(t) else None for t in finished]
     curve = hypervolume_curve(points, reference)
@@ -313,7 +313,7 @@ def _finished(out: Path, name: str) -> int:
     if not (out / name / "summary.json").exists():
         return 0
     study = optuna.load_study(study_name=name, storage=journal_storage(out / name))
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    return len(study.get_trials(deepcopy=False, states=COUNTED))
 
 
 def _copy_baseline(out: Path, study_names: list[str], target: Path) -> None:

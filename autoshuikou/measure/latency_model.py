@@ -8,8 +8,8 @@ fitted with non-negative least squares: one coefficient per layer and precision
 quantize/requantize work that does not shrink with the MACs), or one per precision
 ("global"), and a Gaussian process on the per_layer_int8 features ("gp": a linear kernel
 for the additive costs plus a smooth one for the interactions linear models miss, e.g.
-ONNX Runtime fusing neighbouring int8 layers); the one with the lowest held-out median
-error wins.
+ONNX Runtime fusing neighbouring int8 layers); the one with the lowest cross-validated
+median error wins.
 """
 
 from __future__ import annotations
@@ -160,21 +160,37 @@ def _predict(kind: str, fitted: Any, x: np.ndarray) -> np.ndarray:
     return np.asarray(fitted.predict(x) if kind == "gp" else x @ fitted)
 
 
+FOLDS = 5
+
+
+def out_of_fold_errors(kind: str, x: np.ndarray, y: np.ndarray, folds: int = FOLDS) -> np.ndarray:
+    """Each probe's error when predicted by the model fitted on the other folds.
+
+    Every probe is scored once, so the choice between model shapes rests on all of them
+    rather than on one held-out quarter (which flipped the choice between runs).
+    """
+    errors = np.empty(len(y))
+    for held in np.array_split(np.arange(len(y)), folds):
+        train = np.setdiff1d(np.arange(len(y)), held)
+        fitted = _fit_kind(kind, x[train], y[train])
+        errors[held] = absolute_percentage_errors(_predict(kind, fitted, x[held]), y[held])
+    return errors
+
+
 def fit_latency_model(
     layers: Sequence[str],
     macs: Sequence[dict[str, int]],
     plans: Sequence[Plan],
     ratios: Sequence[float],
-    holdout: float = 0.25,
+    folds: int = FOLDS,
 ) -> LatencyModel:
-    """Fit every model shape on the first probes, score them on the rest, refit the winner on all."""
+    """Score every model shape by k-fold cross-validation, refit the winner on all probes."""
     y = np.asarray(ratios)
-    split = max(1, int(len(y) * (1 - holdout)))
+    folds = max(2, min(folds, len(y)))
     best: tuple[float, float, str] | None = None
     for kind in KINDS:
         x = np.stack([_features(kind, layers, m, p) for m, p in zip(macs, plans, strict=True)])
-        fitted = _fit_kind(kind, x[:split], y[:split])
-        errors = absolute_percentage_errors(_predict(kind, fitted, x[split:]), y[split:])
+        errors = out_of_fold_errors(kind, x, y, folds)
         score = (float(np.median(errors)), float(np.percentile(errors, 90)), kind)
         if best is None or score[0] < best[0]:
             best = score

@@ -51,14 +51,14 @@ class Progress:
         self._status_shown = True
 
     def trial_done(self, number: int, attrs: dict[str, Any], state: str, best: str) -> None:
-        self.done += 1
         self.best = best
         elapsed = _clock(time.monotonic() - self.started)
-        if state == "PRUNED":
+        if state == "PRUNED":  # rejected plans do not count towards --trials
             self.line(
                 f"[{self.done}/{self.total} {elapsed}] trial {number} rejected before fine-tuning: {attrs.get('rejected', '')}"
             )
             return
+        self.done += state == "COMPLETE"
         if state != "COMPLETE":
             self.line(
                 f"[{self.done}/{self.total} {elapsed}] trial {number} {state.lower()}: {attrs.get('error', '')}"

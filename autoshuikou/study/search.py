@@ -63,8 +63,11 @@ FLOOR_MARGIN = 0.9  # timing noise allowance when comparing a budget with the fa
 MAX_CONSECUTIVE_FAILURES = 3
 DEFAULT_TRIALS = 30
 REJECT_MARGIN = 0.10  # reject before fine-tuning only when predicted > budget * (1 + this)
-# Trials that count towards --trials: trained and measured, or rejected by prediction.
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Trials that count towards --trials: trained and measured. A plan rejected by prediction
+# costs well under a second, so it does not use up the count (a tight budget would otherwise
+# train fewer models than asked); MAX_REJECTED_IN_A_ROW stops a search that finds nothing else.
+COUNTED = (TrialState.COMPLETE,)
+MAX_REJECTED_IN_A_ROW = 50
 
 
 @dataclass
@@ -464,11 +467,12 @@ def search(
         values = (metrics["metric"], metrics["latency_ms"], float(metrics["size_bytes"]))
         return (*values, metrics["energy_mj"]) if energy_objective else values
 
-    failures = 0
+    failures = rejected_in_a_row = 0
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal failures
+        nonlocal failures, rejected_in_a_row
         failures = failures + 1 if trial.state == TrialState.FAIL else 0
+        rejected_in_a_row = rejected_in_a_row + 1 if trial.state == TrialState.PRUNED else 0
         prune_artifacts(study, run_dir, ctx.artifact_name)
         progress.trial_done(trial.number, _attrs(trial), trial.state.name, _best_text(study))
 
@@ -478,15 +482,17 @@ def search(
         return objective(trial)
 
     lock = reservation_lock(study_storage, run_dir, name)
-    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    done = len(study.get_trials(deepcopy=False, states=COUNTED))
     progress.begin(trials, done)
     progress.line(
         f"study {name}: {done} of {trials} trials done"
         + ("" if done >= trials else "; running the rest")
     )
     waiting_since: float | None = None
-    while failures < MAX_CONSECUTIVE_FAILURES and (
-        timeout is None or time.monotonic() - started < timeout
+    while (
+        failures < MAX_CONSECUTIVE_FAILURES
+        and rejected_in_a_row < MAX_REJECTED_IN_A_ROW
+        and (timeout is None or time.monotonic() - started < timeout)
     ):
         raise_if_interrupted()
         lock.acquire()
@@ -497,7 +503,7 @@ def search(
             else:
                 recover_dead_local_workers(study)
             fail_orphaned_trials(study)
-            finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+            finished = len(study.get_trials(deepcopy=False, states=COUNTED))
             running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
             if finished >= trials:
                 break
@@ -519,6 +525,13 @@ def search(
             "run with --verbose to see the traceback; the study is saved and resumes on rerun",
         )
     raise_if_interrupted()
+    stopped_early = None
+    if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
+        stopped_early = (
+            f"{rejected_in_a_row} plans in a row were predicted over budget: the sampler finds "
+            "little else in this space; raise --budget or allow more pruning"
+        )
+        progress.line(f"stopped early: {stopped_early}")
     candidates = [t.number for t in front(study)]
     if candidates and final_remeasure:
         progress.line(
@@ -531,6 +544,7 @@ def search(
     )
     summary = build_summary(study, ctx, records, budget, time.monotonic() - started)
     summary["front_remeasured"] = final_remeasure
+    summary["stopped_early"] = stopped_early
     write_json(run_dir / "summary.json", summary)
     _plot_front(study, summary, run_dir / "front.png")
     return SearchResult(run_dir=run_dir, summary=summary)
