@@ -70,7 +70,7 @@ def _profile(args: argparse.Namespace) -> int:
         args.task, args.space, Path(args.out), args.threads, args.probes, args.runtime
     )
     print(
-        f"latency model ({model.kind}, {model.probes} probes): held-out median error "
+        f"latency model ({model.kind}, {model.probes} probes): cross-validated median error "
         f"{model.holdout_mape:.1%}, 90th percentile {model.holdout_p90:.1%}\ncached at {path}"
     )
     return 0

@@ -64,7 +64,7 @@ def collect(task_name: str, probes: int, tests: int, out: Path) -> None:
         rows: list[Row] = []
         for split, plans in (
             ("probe", probe_plans(ctx, probes, 0)),
-            ("test", probe_plans(ctx, tests, 12345)),
+            ("test", ctx.space.random_plans(tests, 12345)),
         ):
             for plan in plans:
                 student = prune(ctx.teacher, x, plan.prune, plan.round_to)

@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).parent))  # so "benchmarks/tasks.py:..." i
 from autoshuikou.measure.latency import measure_interleaved
 from autoshuikou.measure.runtime import open_runner
 from autoshuikou.report.progress import Progress
-from autoshuikou.study.profile import probe_plans
 from autoshuikou.study.search import prepare_context
 from autoshuikou.study.trial import build_artifact
 from autoshuikou.tasks import load_task
@@ -64,7 +63,7 @@ def main() -> int:
         task = load_task(args.task)
         ctx, _ = prepare_context(task, None, Path(tmp) / "run", 0, 1, 1.0, Progress())
         base = ctx.baseline.model_path
-        for k, plan in enumerate(probe_plans(ctx, args.plans, seed=12345)):
+        for k, plan in enumerate(ctx.space.random_plans(args.plans, seed=12345)):
             path = Path(tmp) / f"plan{k}{ctx.settings.backend.suffix}"
             build_artifact(ctx, plan.without_training(), path)
             medians, p10s = [], []

@@ -138,3 +138,19 @@ def test_every_shipped_space_loads(path: Path, tiny_task: Task) -> None:
     from autoshuikou.study.search import bind_task_space
 
     assert bind_task_space(tiny_task, path).prune
+
+
+def test_covering_plans_reach_every_latency_level(tiny_task: Task) -> None:
+    """Profiling plans must include the fast end a tight budget searches, and stay legal."""
+    bound = bind_task_space_from_text(tiny_task, GOOD)
+    plans = bound.covering_plans(40, seed=0)
+    free = [g for g, r in bound.prune.items() if not r.fixed]
+    mean_prune = [sum(p.prune[g] for g in free) / len(free) for p in plans]
+    assert min(mean_prune) < 0.1 and max(mean_prune) > 0.4  # the range is 0..0.5
+    choosable = [layer for layer, c in bound.precision.items() if len(c) > 1]
+    int8_share = [sum(p.precision[x] == "int8" for x in choosable) / len(choosable) for p in plans]
+    assert min(int8_share) < 0.2 and max(int8_share) > 0.8
+    for plan in plans:  # on the space's grid, rules respected
+        assert all(plan.prune[g] in (0.0, 0.25, 0.5) for g in free)
+        assert plan.prune["stem.0"] == 0.0 and plan.precision["head"] == "fp32"
+    assert plans == bound.covering_plans(40, seed=0)  # repeatable

@@ -113,7 +113,7 @@ class LatencyModel:
     kind: str
     layers: tuple[str, ...]
     coefficients: tuple[float, ...]  # linear kinds; the GP's fitted kernel parameters for "gp"
-    holdout_mape: float
+    holdout_mape: float  # out-of-fold errors: each probe predicted by a model that never saw it
     holdout_p90: float
     probes: int
     # "gp" only: the probes it conditions on (feature rows, ratios).

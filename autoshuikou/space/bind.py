@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import optuna
 
 from autoshuikou.compress.prune import ChannelGroup
@@ -40,6 +41,28 @@ class BoundSpace:
             sampler=optuna.samplers.RandomSampler(seed=seed),
         )
         return [self.suggest(study.ask()) for _ in range(count)]
+
+    def covering_plans(self, count: int, seed: int) -> list[Plan]:
+        """Plans spread over the whole latency range, for profiling. Each draws one pruning
+        level and one int8 share, then varies every group and layer around them: plans
+        drawn independently per group (``random_plans``) cluster at middling latency, but a
+        tight-budget search works at the fast end, and the latency model must know it."""
+        rng = np.random.default_rng(seed)
+        plans = []
+        for _ in range(count):
+            level, int8_share = rng.random(), rng.random()
+            params = self.uniform_params(0.0, int8=False)  # distillation settings: unused
+            for g, r in self.prune.items():
+                if not r.fixed:
+                    jitter = level + rng.normal(0.0, PRUNE_JITTER)
+                    params[f"prune:{g}"] = _snap(r.low + (r.high - r.low) * jitter, r)
+            for layer, choices in self.precision.items():
+                if len(choices) > 1:
+                    int8 = "int8" in choices and rng.random() < int8_share
+                    other = next(c for c in choices if c != "int8")
+                    params[f"precision:{layer}"] = "int8" if int8 else other
+            plans.append(self.suggest(optuna.trial.FixedTrial(params)))
+        return plans
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> Plan:
         s = self.space
@@ -116,6 +139,7 @@ class BoundSpace:
 
 
 UNIFORM_RATIOS = (0.25, 0.5, 0.75)
+PRUNE_JITTER = 0.15  # spread of a covering plan's groups around its level (share of the range)
 
 
 def uniform_plans(space: BoundSpace) -> dict[str, Plan]:

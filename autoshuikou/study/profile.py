@@ -13,11 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from autoshuikou.compress.prune import prune
 from autoshuikou.measure.latency import measure_interleaved
 from autoshuikou.measure.latency_model import LatencyModel, fit_latency_model, layer_macs
 from autoshuikou.plan import Plan
 from autoshuikou.runtimes import DEFAULT_RUNTIME
+from autoshuikou.space.bind import uniform_plans
 from autoshuikou.study.baseline import machine_cache_key
 from autoshuikou.study.context import RunContext
 from autoshuikou.study.trial import build_artifact
@@ -37,13 +40,35 @@ def probe_count(ctx: RunContext) -> int:
 PROBE_SECONDS = 0.5
 
 
+# Bumped when probing or fitting changes, so models cached by older versions are rebuilt.
+# 2: probes cover every latency level; model shapes chosen by cross-validation.
+MODEL_VERSION = "2"
+
+
 def model_key(ctx: RunContext) -> str:
-    return machine_cache_key(ctx, ctx.space.round_to, int8=ctx.baseline.int8_format.name)
+    return machine_cache_key(
+        ctx, ctx.space.round_to, int8=ctx.baseline.int8_format.name, version=MODEL_VERSION
+    )
 
 
 def probe_plans(ctx: RunContext, count: int, seed: int) -> list[Plan]:
-    """Random plans from the space, drawn through the same suggest() the search uses."""
-    return ctx.space.random_plans(count, seed)
+    """The plans a search starts from (uniform ratios, fp32 and int8) and the fastest one,
+    then half covering plans (every latency level, see ``covering_plans``) and half random
+    ones as the sampler draws them, shuffled so that every cross-validation fold mixes them.
+
+    Random plans alone cluster at middling latency: on the deep-pruning space the model
+    then over-predicted the uniform 50% plans by 50% and rejected the search's best model.
+    """
+    space = ctx.space
+    fixed = [*uniform_plans(space).values(), space.fastest_plan()][:count]
+    covering = (count - len(fixed)) // 2
+    plans = [
+        *fixed,
+        *space.covering_plans(covering, seed),
+        *space.random_plans(count - len(fixed) - covering, seed),
+    ]
+    order = np.random.default_rng(seed).permutation(len(plans))
+    return [plans[i] for i in order]
 
 
 def measure_probes(
@@ -92,7 +117,7 @@ def _build_and_save(ctx: RunContext, probes: int, say: Any) -> LatencyModel:
     seconds = round(time.monotonic() - started, 1)
     write_json(path, {**model.to_dict(), "hardware": ctx.hardware, "seconds": seconds})
     say(
-        f"latency model ({model.kind}) built in {seconds:.0f} s: held-out median error "
+        f"latency model ({model.kind}) built in {seconds:.0f} s: cross-validated median error "
         f"{model.holdout_mape:.1%}, 90th percentile {model.holdout_p90:.1%} -> {path}"
     )
     return model

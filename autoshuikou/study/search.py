@@ -62,7 +62,10 @@ from autoshuikou.util import file_lock, write_json
 FLOOR_MARGIN = 0.9  # timing noise allowance when comparing a budget with the fastest plan
 MAX_CONSECUTIVE_FAILURES = 3
 DEFAULT_TRIALS = 30
-REJECT_MARGIN = 0.10  # reject before fine-tuning only when predicted > budget * (1 + this)
+# A plan is rejected before fine-tuning only when predicted > budget * (1 + margin), the
+# margin being the latency model's own 90th-percentile cross-validated error on this
+# machine (at least this): so a plan that would fit is rarely thrown away.
+REJECT_MARGIN = 0.10
 # Trials that count towards --trials: trained and measured. A plan rejected by prediction
 # costs well under a second, so it does not use up the count (a tight budget would otherwise
 # train fewer models than asked); MAX_REJECTED_IN_A_ROW stops a search that finds nothing else.
@@ -376,6 +379,12 @@ def search(
             f"raise --budget to at least {b.fastest_latency_ms:.3f}ms, or allow more pruning in the space",
         )
     latency_model = load_or_build_latency_model(ctx, progress.line) if predict else None
+    margin = max(REJECT_MARGIN, latency_model.holdout_p90) if latency_model else None
+    if latency_model and margin is not None:
+        progress.line(
+            f"plans predicted above {ctx.budget_ms * (1 + margin):.3f} ms (budget + {margin:.0%}, "
+            "the latency model's 90th-percentile error) are rejected before fine-tuning"
+        )
     fingerprint = {
         **identity,
         "space_sha256": hashlib.sha256(bound.space.text.encode()).hexdigest()[:16],
@@ -416,9 +425,12 @@ def search(
             )
             trial.set_user_attr("latency_predicted_ms", predicted)
             exempt = reference or fixed_plan  # baselines are always measured
-            if not exempt and predicted > ctx.budget_ms * (1 + REJECT_MARGIN):
+            assert margin is not None
+            if not exempt and predicted > ctx.budget_ms * (1 + margin):
                 # Recorded as infeasible, so the sampler learns to avoid the region.
-                reason = f"predicted {predicted:.3f} ms > budget {ctx.budget_ms:.3f} ms"
+                reason = (
+                    f"predicted {predicted:.3f} ms > budget {ctx.budget_ms:.3f} ms + {margin:.0%}"
+                )
                 trial.set_user_attr("rejected", reason)
                 trial.set_constraint("latency", predicted - ctx.budget_ms)
                 folder = ctx.trials_dir / f"{trial.number:04d}"
@@ -545,6 +557,7 @@ def search(
     summary = build_summary(study, ctx, records, budget, time.monotonic() - started)
     summary["front_remeasured"] = final_remeasure
     summary["stopped_early"] = stopped_early
+    summary["reject_margin"] = margin
     write_json(run_dir / "summary.json", summary)
     _plot_front(study, summary, run_dir / "front.png")
     return SearchResult(run_dir=run_dir, summary=summary)
