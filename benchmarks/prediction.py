@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 
 from autoshuikou.study.pareto import is_feasible
@@ -43,6 +44,20 @@ def seconds_to_reach(run_dir: Path, metric: float, started: datetime) -> float |
         if is_feasible(t) and t.datetime_complete and t.user_attrs["metric"] >= metric
     ]
     return min(times, default=None)
+
+
+def prediction_errors(run_dir: Path) -> str:
+    """|predicted / measured - 1| over the trained trials: the model's error where the
+    sampler actually searched (the plans it decides about)."""
+    study = optuna.load_study(study_name=run_dir.name, storage=journal_storage(run_dir))
+    errors = [
+        abs(t.user_attrs["prediction_error"])
+        for t in study.get_trials(deepcopy=False)
+        if "prediction_error" in t.user_attrs
+    ]
+    if not errors:
+        return "-"
+    return f"{np.median(errors):.1%} / {np.percentile(errors, 90):.1%} over {len(errors)} trials"
 
 
 def search_once(
@@ -93,6 +108,9 @@ def main() -> int:
                     f"trained {s['trials_complete']}, rejected {s['trials_rejected_by_prediction']}, "
                     f"feasible {s['trials_feasible']}; first reached {target} after {reach} s"
                 )
+            print(
+                f"seed {seed} prediction error on trained trials: {prediction_errors(on['run_dir'])}"
+            )
             fraction = None if on["reach"] is None else on["reach"] / off["wall"]
             fractions.append(fraction)
             print(
