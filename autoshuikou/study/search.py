@@ -383,7 +383,7 @@ def search(
     if latency_model and margin is not None:
         progress.line(
             f"plans predicted above {ctx.budget_ms * (1 + margin):.3f} ms (budget + {margin:.0%}, "
-            "the latency model's 90th-percentile error) are rejected before fine-tuning"
+            "the latency model's 90th-percentile error, at least 10%) are rejected before fine-tuning"
         )
     fingerprint = {
         **identity,
