@@ -1,6 +1,7 @@
 """Benchmark: how repeatable one latency-ratio measurement is on this machine.
 
     python benchmarks/timing_noise.py [--task benchmarks/tasks.py:resnet18_64] [--plans 3] [--repeats 10]
+    python benchmarks/timing_noise.py --task digits --states 60
 
 Builds a few random plans (not fine-tuned) and times each against the baseline
 ``--repeats`` times in a row, as a search trial does (1 s, interleaved), printing the
@@ -8,6 +9,12 @@ coefficient of variation of the median ratio and of the 10th-percentile ratio. T
 the same plans, windows in one pair of runtime sessions vs a fresh pair per window: if
 fresh sessions varied more, the noise would come from memory layout, not the machine.
 No prediction can be scored more precisely than this noise.
+
+``--states SECONDS`` instead times each plan in consecutive 0.25 s windows (one pair of
+sessions) for that long and splits the windows by the baseline's speed in them (below or
+above the midpoint of its 10th and 90th percentile): if the machine switches between speed
+states, the ratio in each state and the share of windows in it show what that does to a
+latency ratio.
 """
 
 from __future__ import annotations
@@ -32,10 +39,13 @@ from autoshuikou.study.trial import build_artifact
 from autoshuikou.tasks import load_task
 
 
-def window_ratio(runners: Sequence[Callable[[np.ndarray], object]], x: np.ndarray) -> float:
-    """One 1 s window in blocks of 10, first run of each block dropped (as measure_interleaved)."""
+def window_medians(
+    runners: Sequence[Callable[[np.ndarray], object]], x: np.ndarray, seconds: float = 1.0
+) -> list[float]:
+    """One window in blocks of 10, first run of each block dropped (as measure_interleaved):
+    each runner's median time in ms."""
     samples: list[list[float]] = [[] for _ in runners]
-    deadline = time.perf_counter() + 1.0
+    deadline = time.perf_counter() + seconds
     rounds = 0
     while rounds < 3 or time.perf_counter() < deadline:
         for run, times in zip(runners, samples, strict=True):
@@ -45,7 +55,32 @@ def window_ratio(runners: Sequence[Callable[[np.ndarray], object]], x: np.ndarra
                 run(x)
                 times.append(time.perf_counter() - start)
         rounds += 1
-    return float(np.median(samples[0]) / np.median(samples[1]))
+    return [float(np.median(times)) * 1e3 for times in samples]
+
+
+def window_ratio(runners: Sequence[Callable[[np.ndarray], object]], x: np.ndarray) -> float:
+    candidate, reference = window_medians(runners, x)
+    return candidate / reference
+
+
+def states(runners: Sequence[Callable[[np.ndarray], object]], x: np.ndarray, seconds: float) -> str:
+    """Consecutive 0.25 s windows, split by the reference's speed in each."""
+    rows = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        rows.append(window_medians(runners, x, 0.25))
+    candidate, reference = np.array(rows).T
+    ratio = candidate / reference
+    split = np.mean(np.percentile(reference, [10, 90]))
+    parts = []
+    for name, mask in (("fast", reference < split), ("slow", reference >= split)):
+        if mask.any():
+            parts.append(
+                f"{name} {mask.mean():.0%} of windows: baseline {np.median(reference[mask]):.3f} ms, "
+                f"candidate {np.median(candidate[mask]):.3f} ms, ratio {np.median(ratio[mask]):.3f} "
+                f"(CV {ratio[mask].std() / ratio[mask].mean():.1%})"
+            )
+    return f"{len(rows)} windows, ratio {cv(ratio)}; " + "; ".join(parts)
 
 
 def cv(values: Sequence[float]) -> str:
@@ -58,6 +93,7 @@ def main() -> int:
     parser.add_argument("--task", default="benchmarks/tasks.py:resnet18_64")
     parser.add_argument("--plans", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--states", type=float, default=0.0, help="seconds per plan (see above)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         task = load_task(args.task)
@@ -66,6 +102,15 @@ def main() -> int:
         for k, plan in enumerate(ctx.space.random_plans(args.plans, seed=12345)):
             path = Path(tmp) / f"plan{k}{ctx.settings.backend.suffix}"
             build_artifact(ctx, plan.without_training(), path)
+            if args.states:
+                with ExitStack() as stack:
+                    runners = [
+                        stack.enter_context(open_runner(p, ctx.settings)) for p in (path, base)
+                    ]
+                    print(
+                        f"plan {k}: {states(runners, ctx.example_input, args.states)}", flush=True
+                    )
+                continue
             medians, p10s = [], []
             for _ in range(args.repeats):
                 c, r = measure_interleaved([path, base], ctx.example_input, ctx.settings, 1.0)

@@ -155,3 +155,30 @@ def test_interactions_a_linear_model_cannot_fit_choose_the_gp_and_survive_the_ca
     reloaded = LatencyModel.from_dict(json.loads(json.dumps(model.to_dict())))
     for m, plan in zip(macs[:5], plans[:5], strict=True):
         assert reloaded.predict_ratio(m, plan) == pytest.approx(model.predict_ratio(m, plan))
+
+
+def test_each_probe_is_timed_in_several_windows_taken_in_turns(
+    tmp_path: Path, tiny_task: Task, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The machine switches between speed states lasting seconds: one probe's windows must
+    not all fall into one of them, so the probes of a group take turns."""
+    from autoshuikou.measure import latency
+    from autoshuikou.report.progress import Progress
+    from autoshuikou.study.search import prepare_context
+
+    ctx, _ = prepare_context(tiny_task, None, tmp_path / "run", 0, 1, 0.2, Progress())
+    plans = ctx.space.random_plans(3, seed=1)
+    timed: list[str] = []
+    ratios = iter([0.5, 0.6, 0.7, 0.9, 0.8, 0.75])  # window ratios in the order they are timed
+
+    def fake(models, _x, _settings, _seconds):  # type: ignore[no-untyped-def]
+        timed.append(models[0].name)
+        return [latency.LatencyStats(next(ratios), 0, 0, 10), latency.LatencyStats(1, 0, 0, 10)]
+
+    monkeypatch.setattr(latency, "measure_interleaved", fake)
+    rows = profile_module.measure_probes(ctx, plans, windows=2)
+    names = sorted(set(timed))
+    assert len(names) == 3 and timed == names * 2  # one window each per round
+    # Each probe's label is the median of its own windows: probe 0 had 0.5 and 0.9.
+    assert [row["ratio"] for row in rows] == pytest.approx([0.7, 0.7, 0.725])
+    assert [row["plan"] for row in rows] == [plan.without_training() for plan in plans]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from autoshuikou.compress.prune import prune
-from autoshuikou.measure.latency import measure_interleaved
+from autoshuikou.measure.latency import measure_ratios
 from autoshuikou.measure.latency_model import LatencyModel, fit_latency_model, layer_macs
 from autoshuikou.plan import Plan
 from autoshuikou.runtimes import DEFAULT_RUNTIME
@@ -37,12 +37,15 @@ def probe_count(ctx: RunContext) -> int:
     return max(PROBES, PROBES_PER_LAYER * len(ctx.space.precision))
 
 
-PROBE_SECONDS = 0.5
+PROBE_SECONDS = 0.5  # per probe, split into PROBE_WINDOWS windows
+PROBE_WINDOWS = 3
+PROBE_GROUP_BYTES = 512 * 2**20  # artifacts kept on disk at once while their windows take turns
 
 
 # Bumped when probing or fitting changes, so models cached by older versions are rebuilt.
 # 2: probes cover every latency level; model shapes chosen by cross-validation.
-MODEL_VERSION = "2"
+# 3: each probe timed in several windows spread over its group.
+MODEL_VERSION = "3"
 
 
 def model_key(ctx: RunContext) -> str:
@@ -72,32 +75,52 @@ def probe_plans(ctx: RunContext, count: int, seed: int) -> list[Plan]:
 
 
 def measure_probes(
-    ctx: RunContext, plans: list[Plan], seconds: float = PROBE_SECONDS
+    ctx: RunContext, plans: list[Plan], seconds: float = PROBE_SECONDS, windows: int = PROBE_WINDOWS
 ) -> list[dict[str, Any]]:
-    """Build each plan without fine-tuning and time it against the baseline."""
+    """Build each plan without fine-tuning and time it against the baseline.
+
+    This machine flips between speed states lasting seconds, in which the ratios differ by
+    20-30% (the slow state adds a fixed cost per inference that small models feel most).
+    One window per probe labels each probe with whatever state it fell into; a probe's
+    ``windows`` windows are instead taken in turns with the other probes of its group
+    (all probes for small models), so they sample the states as the whole profile does.
+    """
     rows = []
+    suffix = ctx.settings.backend.suffix
+    group = max(1, PROBE_GROUP_BYTES // max(1, ctx.baseline.model_path.stat().st_size))
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"probe{ctx.settings.backend.suffix}"
-        for plan in plans:
-            no_training = plan.without_training()
-            build_artifact(ctx, no_training, path)
-            candidate, reference = measure_interleaved(
-                [path, ctx.baseline.model_path], ctx.example_input, ctx.settings, seconds=seconds
+        for start in range(0, len(plans), group):
+            chunk = plans[start : start + group]
+            paths = [Path(tmp) / f"probe{k}{suffix}" for k in range(len(chunk))]
+            for plan, path in zip(chunk, paths, strict=True):
+                build_artifact(ctx, plan.without_training(), path)
+            ratios = measure_ratios(
+                paths,
+                ctx.baseline.model_path,
+                ctx.example_input,
+                ctx.settings,
+                seconds=seconds / windows,
+                min_windows=windows,
+                max_windows=windows,
             )
-            student = prune(ctx.teacher, ctx.task.example_input, plan.prune, plan.round_to)
-            rows.append(
-                {
-                    "plan": no_training,
-                    "macs": layer_macs(student, ctx.task.example_input),
-                    "ratio": candidate.median_ms / reference.median_ms,
-                }
-            )
+            for plan, stats in zip(chunk, ratios, strict=True):
+                student = prune(ctx.teacher, ctx.task.example_input, plan.prune, plan.round_to)
+                rows.append(
+                    {
+                        "plan": plan.without_training(),
+                        "macs": layer_macs(student, ctx.task.example_input),
+                        "ratio": stats.ratio,
+                    }
+                )
     return rows
 
 
-def build_latency_model(ctx: RunContext, probes: int | None = None, seed: int = 0) -> LatencyModel:
+def build_latency_model(
+    ctx: RunContext, probes: int | None = None, seed: int = 0, windows: int = PROBE_WINDOWS
+) -> LatencyModel:
     layers = list(ctx.space.precision)
-    rows = measure_probes(ctx, probe_plans(ctx, probes or probe_count(ctx), seed))
+    plans = probe_plans(ctx, probes or probe_count(ctx), seed)
+    rows = measure_probes(ctx, plans, windows=windows)
     return fit_latency_model(
         layers, [r["macs"] for r in rows], [r["plan"] for r in rows], [r["ratio"] for r in rows]
     )
