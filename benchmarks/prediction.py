@@ -4,9 +4,10 @@
 
 For each seed, runs the default task twice in fresh study folders (the teacher cache is shared, and the
 latency model is built beforehand by `autoshuikou profile`, whose time is reported apart:
-it is paid once per machine and task). Prints, for each mode, the best feasible metric,
-the wall time, and when (seconds after the command started) a trial first reached the
-best metric the search without prediction found: the time a user waits for that model.
+it is paid once per machine and task). Prints, for each mode, the best feasible metric
+(as the search judged feasibility, and after the final re-measurement), the wall time, and
+when (seconds after the command started) a trial first reached the best metric the search
+without prediction found: the time a user waits for that model.
 Both modes train --trials models; plans rejected by prediction come on top of them.
 """
 
@@ -68,12 +69,17 @@ def search_once(
     cmd = [*cli, "search", "--budget", args.budget, "--trials", args.trials, "--seed", str(seed)]
     wall = run([*cmd, "--out", str(out), *space, *([] if predict else ["--no-predict"])])
     summary = json.loads(next(out.glob("*/summary.json")).read_text())
-    best = max((p["metric"] for p in summary["pareto"]), default=None)
+    run_dir = out / summary["study_name"]
+    study = optuna.load_study(study_name=run_dir.name, storage=journal_storage(run_dir))
+    feasible = [t.user_attrs["metric"] for t in study.get_trials(deepcopy=False) if is_feasible(t)]
     return {
         "wall": wall,
-        "best": best,
+        # As the search saw it (one 1 s timing per trial), the same test as the reach times.
+        "best": max(feasible, default=None),
+        # After the final re-measurement: a model near the budget line can leave the front.
+        "best_final": max((p["metric"] for p in summary["pareto"]), default=None),
         "summary": summary,
-        "run_dir": out / summary["study_name"],
+        "run_dir": run_dir,
         "started": started,
     }
 
@@ -104,7 +110,8 @@ def main() -> int:
                 )
                 r["reach"] = reach
                 print(
-                    f"seed {seed} {mode:>10}: wall {r['wall']:.0f} s, best feasible metric {r['best']}, "
+                    f"seed {seed} {mode:>10}: wall {r['wall']:.0f} s, best feasible metric {r['best']} "
+                    f"(after re-measurement {r['best_final']}), "
                     f"trained {s['trials_complete']}, rejected {s['trials_rejected_by_prediction']}, "
                     f"feasible {s['trials_feasible']}; first reached {target} after {reach} s"
                 )
