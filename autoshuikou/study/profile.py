@@ -80,7 +80,7 @@ def measure_probes(
     """Build each plan without fine-tuning and time it against the baseline.
 
     This machine flips between speed states lasting seconds, in which the ratios differ by
-    20-30% (the slow state adds a fixed cost per inference that small models feel most).
+    10-30% (the slow state adds a fixed cost per inference that small models feel most).
     One window per probe labels each probe with whatever state it fell into; a probe's
     ``windows`` windows are instead taken in turns with the other probes of its group
     (all probes for small models), so they sample the states as the whole profile does.
@@ -90,10 +90,10 @@ def measure_probes(
     group = max(1, PROBE_GROUP_BYTES // max(1, ctx.baseline.model_path.stat().st_size))
     with tempfile.TemporaryDirectory() as tmp:
         for start in range(0, len(plans), group):
-            chunk = plans[start : start + group]
+            chunk = [plan.without_training() for plan in plans[start : start + group]]
             paths = [Path(tmp) / f"probe{k}{suffix}" for k in range(len(chunk))]
             for plan, path in zip(chunk, paths, strict=True):
-                build_artifact(ctx, plan.without_training(), path)
+                build_artifact(ctx, plan, path)
             ratios = measure_ratios(
                 paths,
                 ctx.baseline.model_path,
@@ -107,7 +107,7 @@ def measure_probes(
                 student = prune(ctx.teacher, ctx.task.example_input, plan.prune, plan.round_to)
                 rows.append(
                     {
-                        "plan": plan.without_training(),
+                        "plan": plan,
                         "macs": layer_macs(student, ctx.task.example_input),
                         "ratio": stats.ratio,
                     }
