@@ -8,6 +8,9 @@ what `autoshuikou verify` checks.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from autoshuikou.measure.latency import measure_ratios
@@ -20,14 +23,22 @@ NOISY_WINDOW_SPREAD = 0.15  # window ratios moving more than this mark the machi
 
 def remeasure(ctx: RunContext, trials: list[int]) -> list[dict[str, Any]]:
     """Re-time the trials' models together (in turns, against the baseline); update each
-    metrics.json; return the updated records."""
-    folders = [ctx.trials_dir / f"{number:04d}" for number in trials]
-    all_stats = measure_ratios(
-        [folder / ctx.artifact_name for folder in folders],
-        ctx.baseline.model_path,
-        ctx.example_input,
-        ctx.settings,
-    )
+    metrics.json; return the updated records.
+
+    The models are timed from copies: another worker may meanwhile delete a model that its
+    newer trial dominates. A model already gone is dropped (it is off the front).
+    """
+    folders, copies = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for folder in (ctx.trials_dir / f"{number:04d}" for number in trials):
+            copy = Path(tmp) / f"{folder.name}{Path(ctx.artifact_name).suffix}"
+            try:
+                shutil.copyfile(folder / ctx.artifact_name, copy)
+            except FileNotFoundError:
+                continue
+            folders.append(folder)
+            copies.append(copy)
+        all_stats = measure_ratios(copies, ctx.baseline.model_path, ctx.example_input, ctx.settings)
     records = []
     for folder, stats in zip(folders, all_stats, strict=True):
         metrics = read_json(folder / "metrics.json")
