@@ -12,6 +12,11 @@ from pathlib import Path
 from autoshuikou.compare.strategies import DEFAULT_STRATEGIES
 from autoshuikou.errors import UserError
 from autoshuikou.interrupt import install_handlers
+from autoshuikou.measure.latency import (
+    REMEASURE_MAX_WINDOWS,
+    REMEASURE_MIN_WINDOWS,
+    REMEASURE_SECONDS,
+)
 from autoshuikou.runtimes import RUNTIMES
 
 EXIT_USER_ERROR = 2
@@ -268,8 +273,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--seconds",
         type=float,
-        default=0.4,
-        help="length of each timing window; 5 to 15 windows per model (default 0.4)",
+        default=REMEASURE_SECONDS,
+        help=f"length of each timing window; {REMEASURE_MIN_WINDOWS} to {REMEASURE_MAX_WINDOWS} "
+        f"windows per model (default {REMEASURE_SECONDS})",
     )
     v.set_defaults(run=_verify)
     return parser

@@ -8,7 +8,7 @@
 Profiles the task (timed: that is the cost a first search pays), then draws fresh plans
 (another seed; random as the sampler draws them, and covering every latency level),
 builds each without fine-tuning, times it interleaved with the baseline exactly as a
-search trial is timed (1 s) and as the final re-measure times it (median of 5-15
+search trial is timed (1 s) and as the final re-measure times it (median of 20-40
 windows, all plans taking turns), and compares both with the prediction.
 """
 
@@ -87,7 +87,7 @@ def main() -> int:
                     [path, base], ctx.example_input, ctx.settings, seconds=1.0
                 )
                 r["one 1 s window"].append(candidate.median_ms / reference.median_ms)
-        # The steadier truth, as the final re-measure times the front: 5-15 windows per plan,
+        # The steadier truth, as the final re-measure times the front: 20-40 windows per plan,
         # all plans taking turns, so each plan's windows spread over the machine's speed states.
         windows = iter(measure_ratios(paths, base, ctx.example_input, ctx.settings))
         for r in results.values():

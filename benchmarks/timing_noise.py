@@ -2,6 +2,7 @@
 
     python benchmarks/timing_noise.py [--task benchmarks/tasks.py:resnet18_64] [--plans 3] [--repeats 10]
     python benchmarks/timing_noise.py --task digits --states 60
+    python benchmarks/timing_noise.py --task digits --plans 8 --remeasure 600 [--window 0.25]
 
 Builds a few random plans (not fine-tuned) and times each against the baseline
 ``--repeats`` times in a row, as a search trial does (1 s, interleaved), printing the
@@ -15,6 +16,12 @@ sessions) for that long and splits the windows by the baseline's speed in them (
 above the midpoint of its 10th and 90th percentile): if the machine switches between speed
 states, the ratio in each state and the share of windows in it show what that does to a
 latency ratio.
+
+``--remeasure SECONDS`` times the plans for that long as the final re-measurement and
+`verify` do (windows of ``--window`` s, the plans taking turns against the baseline), then
+cuts each plan's windows into consecutive groups of n and compares the median ratio of
+every two groups, as `verify` compares its re-measurement with the search's: for each n,
+the share of comparisons more than 10% apart.
 """
 
 from __future__ import annotations
@@ -31,9 +38,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))  # so "benchmarks/tasks.py:..." imports
 
-from autoshuikou.measure.latency import measure_interleaved
+from autoshuikou.measure.latency import REMEASURE_SECONDS, measure_interleaved
 from autoshuikou.measure.runtime import open_runner
 from autoshuikou.report.progress import Progress
+from autoshuikou.study.context import RunContext
 from autoshuikou.study.search import prepare_context
 from autoshuikou.study.trial import build_artifact
 from autoshuikou.tasks import load_task
@@ -83,6 +91,36 @@ def states(runners: Sequence[Callable[[np.ndarray], object]], x: np.ndarray, sec
     return f"{len(rows)} windows, ratio {cv(ratio)}; " + "; ".join(parts)
 
 
+def remeasure_drift(
+    paths: Sequence[Path], ctx: RunContext, seconds: float, window: float
+) -> list[str]:
+    """Round-robin windows for ``seconds``; for n windows per group, how far groups' medians
+    of the same plan are apart."""
+    ratios: list[list[float]] = [[] for _ in paths]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for path, plan_ratios in zip(paths, ratios, strict=True):
+            c, r = measure_interleaved(
+                [path, ctx.baseline.model_path], ctx.example_input, ctx.settings, window
+            )
+            plan_ratios.append(c.median_ms / r.median_ms)
+    lines = [f"{len(ratios[0])} windows of {window} s per plan over {seconds:.0f} s"]
+    for n in (5, 10, 15, 20, 30):
+        drifts = []
+        for plan_ratios in ratios:
+            medians = [
+                np.median(plan_ratios[k : k + n]) for k in range(0, len(plan_ratios) - n + 1, n)
+            ]
+            drifts += [b / a - 1 for i, a in enumerate(medians) for b in medians[i + 1 :]]
+        if drifts:
+            d = np.abs(drifts)
+            lines.append(
+                f"n={n:>2}: {len(d)} comparisons, median {np.median(d):.1%}, "
+                f"P90 {np.percentile(d, 90):.1%}, max {d.max():.1%}, beyond 10%: {np.mean(d > 0.10):.1%}"
+            )
+    return lines
+
+
 def cv(values: Sequence[float]) -> str:
     v = np.asarray(values)
     return f"CV {v.std() / v.mean():.1%} (range {v.min():.3f}..{v.max():.3f})"
@@ -94,11 +132,20 @@ def main() -> int:
     parser.add_argument("--plans", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--states", type=float, default=0.0, help="seconds per plan (see above)")
+    parser.add_argument("--remeasure", type=float, default=0.0, help="seconds in all (see above)")
+    parser.add_argument("--window", type=float, default=REMEASURE_SECONDS)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         task = load_task(args.task)
         ctx, _ = prepare_context(task, None, Path(tmp) / "run", 0, 1, 1.0, Progress())
         base = ctx.baseline.model_path
+        if args.remeasure:
+            paths = []
+            for k, plan in enumerate(ctx.space.random_plans(args.plans, seed=12345)):
+                paths.append(Path(tmp) / f"plan{k}{ctx.settings.backend.suffix}")
+                build_artifact(ctx, plan.without_training(), paths[-1])
+            print("\n".join(remeasure_drift(paths, ctx, args.remeasure, args.window)))
+            return 0
         for k, plan in enumerate(ctx.space.random_plans(args.plans, seed=12345)):
             path = Path(tmp) / f"plan{k}{ctx.settings.backend.suffix}"
             build_artifact(ctx, plan.without_training(), path)

@@ -189,4 +189,5 @@ def test_ratios_of_several_models_are_timed_in_turns(monkeypatch: pytest.MonkeyP
     )
     assert (a.ratio, b.ratio) == (0.5, 0.25)
     # One window each per round, so each model's windows spread over the whole measurement.
-    assert calls == ["a.onnx", "b.onnx"] * 5 and len(a.windows) == 5
+    assert calls == ["a.onnx", "b.onnx"] * latency.REMEASURE_MIN_WINDOWS
+    assert len(a.windows) == latency.REMEASURE_MIN_WINDOWS

@@ -82,6 +82,15 @@ def measure_interleaved(
     return [_stats(times) for times in samples]
 
 
+# How the final re-measurement and `verify` time a model: many short windows, so each
+# model's windows sample the machine's speed states many times over. With 5-15 windows of
+# 0.4 s, two re-measurements minutes apart missed +-10% for 16% of models (5 windows) to 4%
+# (10); with 15 or more, none did (benchmarks/timing_noise.py --windows, docs/benchmarks.md).
+REMEASURE_SECONDS = 0.25
+REMEASURE_MIN_WINDOWS = 20
+REMEASURE_MAX_WINDOWS = 40
+
+
 @dataclass(frozen=True)
 class RatioStats:
     """Latency of a model relative to a reference, over several separate timing windows."""
@@ -105,10 +114,10 @@ def measure_ratio(
     reference: Path,
     example_input: np.ndarray,
     settings: RuntimeSettings,
-    seconds: float = 0.4,
-    min_windows: int = 5,
-    max_windows: int = 15,
-    target_error: float = 0.02,
+    seconds: float = REMEASURE_SECONDS,
+    min_windows: int = REMEASURE_MIN_WINDOWS,
+    max_windows: int = REMEASURE_MAX_WINDOWS,
+    target_error: float = 0.01,
 ) -> RatioStats:
     """One model's latency ratio to ``reference``: see :func:`measure_ratios`."""
     (stats,) = measure_ratios(
@@ -122,10 +131,10 @@ def measure_ratios(
     reference: Path,
     example_input: np.ndarray,
     settings: RuntimeSettings,
-    seconds: float = 0.4,
-    min_windows: int = 5,
-    max_windows: int = 15,
-    target_error: float = 0.02,
+    seconds: float = REMEASURE_SECONDS,
+    min_windows: int = REMEASURE_MIN_WINDOWS,
+    max_windows: int = REMEASURE_MAX_WINDOWS,
+    target_error: float = 0.01,
 ) -> list[RatioStats]:
     """Each model's latency ratio to ``reference``: the median over separate interleaved windows.
 

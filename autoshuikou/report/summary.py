@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshuikou.errors import UserError
+from autoshuikou.measure.latency import REMEASURE_MAX_WINDOWS, REMEASURE_MIN_WINDOWS
 from autoshuikou.util import read_json, sha256_file
 
 
@@ -57,7 +58,8 @@ def format_table(summary: dict[str, Any]) -> str:
     if summary.get("noisy_machine"):
         lines.append(
             f"warning: latency ratios moved by {summary['ratio_spread_median']:.0%} (median) between "
-            "timing windows: this machine is noisy; ratios are medians of 5-15 windows, times drift more"
+            "timing windows: this machine is noisy; ratios are medians of "
+            f"{REMEASURE_MIN_WINDOWS}-{REMEASURE_MAX_WINDOWS} windows, times drift more"
         )
     return "\n".join(lines)
 

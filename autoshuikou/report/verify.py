@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshuikou.measure.accuracy import artifact_metric
-from autoshuikou.measure.latency import measure_ratios
+from autoshuikou.measure.latency import REMEASURE_SECONDS, measure_ratios
 from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.measure.size import graph_counts
 from autoshuikou.report.summary import load_summary
@@ -22,7 +22,10 @@ RATIO_TOLERANCE = 0.10  # the promise: a fresh process reproduces the ratio to +
 
 
 def verify_run(
-    run_dir: Path, task_spec: str | None = None, seconds: float = 0.4, task: Task | None = None
+    run_dir: Path,
+    task_spec: str | None = None,
+    seconds: float = REMEASURE_SECONDS,
+    task: Task | None = None,
 ) -> list[dict[str, Any]]:
     """Re-measure the Pareto models; one row of checks per model, printed."""
     summary = load_summary(run_dir)

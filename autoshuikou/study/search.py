@@ -25,6 +25,7 @@ from autoshuikou.errors import UserError
 from autoshuikou.interrupt import raise_if_interrupted
 from autoshuikou.measure.energy import find_energy_counter
 from autoshuikou.measure.fingerprint import hardware_fingerprint
+from autoshuikou.measure.latency import REMEASURE_MAX_WINDOWS, REMEASURE_MIN_WINDOWS
 from autoshuikou.measure.latency_model import layer_macs
 from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.plan import Plan
@@ -547,7 +548,8 @@ def search(
     candidates = [t.number for t in front(study)]
     if candidates and final_remeasure:
         progress.line(
-            f"re-measuring the {len(candidates)} Pareto models against the baseline (5 to 15 timing windows each)"
+            f"re-measuring the {len(candidates)} Pareto models against the baseline "
+            f"({REMEASURE_MIN_WINDOWS} to {REMEASURE_MAX_WINDOWS} timing windows each)"
         )
     records = (
         remeasure(ctx, candidates)
