@@ -2,7 +2,7 @@
 
     python benchmarks/timing_noise.py [--task benchmarks/tasks.py:resnet18_64] [--plans 3] [--repeats 10]
     python benchmarks/timing_noise.py --task digits --states 60
-    python benchmarks/timing_noise.py --task digits --plans 8 --remeasure 600 [--window 0.25]
+    python benchmarks/timing_noise.py --task digits --plans 8 --remeasure 600 [--window 0.25 0.4]
 
 Builds a few random plans (not fine-tuned) and times each against the baseline
 ``--repeats`` times in a row, as a search trial does (1 s, interleaved), printing the
@@ -18,7 +18,8 @@ states, the ratio in each state and the share of windows in it show what that do
 latency ratio.
 
 ``--remeasure SECONDS`` times the plans for that long as the final re-measurement and
-`verify` do (windows of ``--window`` s, the plans taking turns against the baseline), then
+`verify` do (windows of ``--window`` s, the plans taking turns against the baseline; with
+several lengths the rounds alternate between them, so each sees the same machine), then
 cuts each plan's windows into consecutive groups of n and compares the median ratio of
 every two groups, as `verify` compares its re-measurement with the search's: for each n,
 the share of comparisons more than 10% apart.
@@ -92,33 +93,73 @@ def states(runners: Sequence[Callable[[np.ndarray], object]], x: np.ndarray, sec
 
 
 def remeasure_drift(
-    paths: Sequence[Path], ctx: RunContext, seconds: float, window: float
+    paths: Sequence[Path], ctx: RunContext, seconds: float, windows: Sequence[float]
 ) -> list[str]:
-    """Round-robin windows for ``seconds``; for n windows per group, how far groups' medians
-    of the same plan are apart."""
-    ratios: list[list[float]] = [[] for _ in paths]
+    """Round-robin windows for ``seconds``, the window lengths alternating by round; for n
+    windows per group, how far two groups' medians of the same plan are apart."""
+    rows = []  # (window length, plan, candidate ms, baseline ms)
     deadline = time.monotonic() + seconds
+    rounds = 0
     while time.monotonic() < deadline:
-        for path, plan_ratios in zip(paths, ratios, strict=True):
-            c, r = measure_interleaved(
+        window = windows[rounds % len(windows)]
+        for k, path in enumerate(paths):
+            timed, baseline = measure_interleaved(
                 [path, ctx.baseline.model_path], ctx.example_input, ctx.settings, window
             )
-            plan_ratios.append(c.median_ms / r.median_ms)
-    lines = [f"{len(ratios[0])} windows of {window} s per plan over {seconds:.0f} s"]
-    for n in (5, 10, 15, 20, 30):
-        drifts = []
-        for plan_ratios in ratios:
-            medians = [
-                np.median(plan_ratios[k : k + n]) for k in range(0, len(plan_ratios) - n + 1, n)
-            ]
-            drifts += [b / a - 1 for i, a in enumerate(medians) for b in medians[i + 1 :]]
-        if drifts:
-            d = np.abs(drifts)
-            lines.append(
-                f"n={n:>2}: {len(d)} comparisons, median {np.median(d):.1%}, "
-                f"P90 {np.percentile(d, 90):.1%}, max {d.max():.1%}, beyond 10%: {np.mean(d > 0.10):.1%}"
-            )
+            rows.append((window, k, timed.median_ms, baseline.median_ms))
+        rounds += 1
+    lines = []
+    table = np.array(rows)
+    for window in windows:
+        part = table[table[:, 0] == window]
+        cand = [part[part[:, 1] == k, 2] for k in range(len(paths))]
+        base = [part[part[:, 1] == k, 3] for k in range(len(paths))]
+        reference = float(np.median(part[:, 3]))
+        lines.append(f"{len(cand[0])} windows of {window} s per plan over {seconds:.0f} s")
+        for n in (5, 10, 15, 20, 30):
+            groups = range(len(cand[0]) // n)
+            # Median ratio per group; and normalized to one baseline speed: each window's
+            # ratio scaled by (reference / baseline time) ** gamma, gamma fitted per group.
+            plain, normalized = [], []
+            for g in groups:
+                c = [x[g * n : (g + 1) * n] for x in cand]
+                b = [x[g * n : (g + 1) * n] for x in base]
+                gamma = speed_exponent(c, b)
+                plain.append([np.median(ci / bi) for ci, bi in zip(c, b, strict=True)])
+                normalized.append(
+                    [
+                        np.median(ci / bi * (reference / bi) ** gamma)
+                        for ci, bi in zip(c, b, strict=True)
+                    ]
+                )
+            for name, medians in (("median", plain), ("normalized", normalized)):
+                d = np.abs(
+                    [
+                        medians[j][k] / medians[i][k] - 1
+                        for k in range(len(paths))
+                        for i in groups
+                        for j in groups
+                        if j > i
+                    ]
+                )
+                if len(d):
+                    lines.append(
+                        f"  n={n:>2} {name:<10}: {len(d)} comparisons, median {np.median(d):.1%}, "
+                        f"P90 {np.percentile(d, 90):.1%}, max {d.max():.1%}, "
+                        f"beyond 10%: {np.mean(d > 0.10):.1%}"
+                    )
     return lines
+
+
+def speed_exponent(candidates: Sequence[np.ndarray], baselines: Sequence[np.ndarray]) -> float:
+    """gamma in ratio ~ baseline_time ** gamma, fitted over windows within each plan: how much
+    a slower machine state raises the ratio (0 if the ratio ignored the machine's speed)."""
+    num = den = 0.0
+    for c, b in zip(candidates, baselines, strict=True):
+        x, y = np.log(b) - np.log(b).mean(), np.log(c / b) - np.log(c / b).mean()
+        num += float(x @ y)
+        den += float(x @ x)
+    return num / den if den else 0.0
 
 
 def cv(values: Sequence[float]) -> str:
@@ -133,7 +174,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--states", type=float, default=0.0, help="seconds per plan (see above)")
     parser.add_argument("--remeasure", type=float, default=0.0, help="seconds in all (see above)")
-    parser.add_argument("--window", type=float, default=REMEASURE_SECONDS)
+    parser.add_argument("--window", type=float, nargs="+", default=[REMEASURE_SECONDS])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         task = load_task(args.task)
