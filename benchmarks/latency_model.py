@@ -89,7 +89,15 @@ def main() -> int:
                 r["one 1 s window"].append(candidate.median_ms / reference.median_ms)
         # The steadier truth, as the final re-measure times the front: 20-40 windows per plan,
         # all plans taking turns, so each plan's windows spread over the machine's speed states.
-        windows = iter(measure_ratios(paths, base, ctx.example_input, ctx.settings))
+        windows = iter(
+            measure_ratios(
+                paths,
+                base,
+                ctx.example_input,
+                ctx.settings,
+                at_reference_ms=ctx.baseline.latency_ms,
+            )
+        )
         for r in results.values():
             r["median of windows"] = [next(windows).ratio for _ in r["one 1 s window"]]
     print(f"task {ctx.task.name}: baseline {ctx.baseline.latency_ms:.3f} ms")

@@ -1,3 +1,4 @@
+import itertools
 import subprocess
 import sys
 import time
@@ -171,6 +172,40 @@ def test_energy_per_inference_from_rapl_counters(
     assert mj == pytest.approx(2.0)
     # A counter that wrapped around between the readings.
     assert counter.joules_between([10**9 - 1_000], [3_000]) == pytest.approx(0.004)
+
+
+def test_ratio_read_off_at_the_baseline_latency_holds_across_machine_phases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from autoshuikou.measure import latency
+
+    # A slow phase adds 40 us per inference and 10%: the small model's ratio rises in it.
+    def timed(fast_ms: float, slow: bool) -> latency.LatencyStats:
+        ms = fast_ms * 1.1 + 0.04 if slow else fast_ms
+        return latency.LatencyStats(ms, ms, ms, 10)
+
+    def measure(slow_windows: int) -> latency.RatioStats:
+        phases = itertools.cycle([True] * slow_windows + [False] * (20 - slow_windows))
+
+        def fake(models, _x, _settings, _seconds):  # type: ignore[no-untyped-def]
+            slow = next(phases)
+            return [timed(0.1, slow), timed(0.3, slow)]
+
+        monkeypatch.setattr(latency, "measure_interleaved", fake)
+        return latency.measure_ratio(
+            Path("small.onnx"),
+            Path("ref.onnx"),
+            np.zeros(1),
+            RuntimeSettings(),
+            at_reference_ms=0.3,
+        )
+
+    mostly_slow, mostly_fast = measure(slow_windows=15), measure(slow_windows=5)
+    # The plain medians differ by 20% (one phase each); read off at 0.3 ms both give the
+    # fast phase's ratio.
+    assert mostly_slow.median_ratio / mostly_fast.median_ratio > 1.2
+    assert mostly_slow.ratio == pytest.approx(1 / 3) and mostly_fast.ratio == pytest.approx(1 / 3)
+    assert mostly_slow.speed_exponent > 0
 
 
 def test_ratios_of_several_models_are_timed_in_turns(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,8 @@
 """Re-check a finished run: every Pareto model re-scored and re-timed against the baseline.
 
 Accuracy must reproduce exactly; the latency ratio to the baseline (timed together,
-interleaved) must stay within a tolerance of the ratio recorded during the search;
+interleaved, read off at the baseline latency the run recorded) must stay within a
+tolerance of the ratio recorded during the search;
 parameter and MAC counts must match the ONNX graph.
 """
 
@@ -41,8 +42,17 @@ def verify_run(
     rows: list[dict[str, Any]] = []
     models = [run_dir / point["path"] for point in summary["pareto"]]
     # Timed together, in turns, as the search's final re-measurement timed them.
-    ratios = [s.ratio for s in measure_ratios(models, baseline, example, settings, seconds)]
-    for point, model, ratio in zip(summary["pareto"], models, ratios, strict=True):
+    # Read off at the baseline latency the run recorded, as the search's re-measurement was.
+    all_stats = measure_ratios(
+        models,
+        baseline,
+        example,
+        settings,
+        seconds,
+        at_reference_ms=float(summary["baseline"]["latency_ms"]),
+    )
+    for point, model, stats in zip(summary["pareto"], models, all_stats, strict=True):
+        ratio = stats.ratio
         recorded = read_json(model.parent / "metrics.json")
         metric = artifact_metric(model, task, settings)
         counts_ok = True
@@ -61,13 +71,15 @@ def verify_run(
                 "trial": point["trial"],
                 "value": metric,
                 "measured_ratio": ratio,
+                "median_ratio": stats.median_ratio,
                 "drift": drift,
                 **checks,
             }
         )
         print(
             f"trial {point['trial']}: metric {metric:.4f} (recorded {recorded['metric']:.4f}) "
-            f"ratio {ratio:.3f} (recorded {expected:.3f}, {drift:+.1%}) "
+            f"ratio {ratio:.3f} (recorded {expected:.3f}, {drift:+.1%}; window median "
+            f"{stats.median_ratio:.3f}, gamma {stats.speed_exponent:.2f}) "
             f"{'OK' if all(checks.values()) else 'FAILED ' + ', '.join(k for k, v in checks.items() if not v)}"
         )
     ok = all(row[c] for row in rows for c in ("metric", "ratio", "counts"))

@@ -2,8 +2,10 @@
 
 One trial's timing lasts about a second and can land in a slow or fast phase of a shared
 machine. Before results are reported, every feasible Pareto model is timed again against
-the baseline over many separate windows; those ratios are what the summary reports and
-what `autoshuikou verify` checks.
+the baseline over many separate windows, each ratio read off at the baseline's recorded
+latency (the machine's slow phases raise small models' ratios: see
+``measure.latency.ratio_at_reference_speed``); those ratios are what the summary reports
+and what `autoshuikou verify` checks.
 """
 
 from __future__ import annotations
@@ -41,7 +43,12 @@ def remeasure(ctx: RunContext, trials: list[int]) -> list[dict[str, Any]]:
         # Windows a quarter of a trial's timing, at most REMEASURE_SECONDS: short runs stay short.
         seconds = min(REMEASURE_SECONDS, ctx.measure_seconds / 4)
         all_stats = measure_ratios(
-            copies, ctx.baseline.model_path, ctx.example_input, ctx.settings, seconds
+            copies,
+            ctx.baseline.model_path,
+            ctx.example_input,
+            ctx.settings,
+            seconds,
+            at_reference_ms=ctx.baseline.latency_ms,
         )
     records = []
     for folder, stats in zip(folders, all_stats, strict=True):
