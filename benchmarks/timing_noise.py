@@ -22,7 +22,8 @@ latency ratio.
 several lengths the rounds alternate between them, so each sees the same machine), then
 cuts each plan's windows into consecutive groups of n and compares the median ratio of
 every two groups, as `verify` compares its re-measurement with the search's: for each n,
-the share of comparisons more than 10% apart.
+the share of comparisons more than 10% apart, for plain medians and for ratios read off at
+one baseline time (as the final re-measurement and `verify` report them).
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))  # so "benchmarks/tasks.py:..." imports
 
-from autoshuikou.measure.latency import REMEASURE_SECONDS, measure_interleaved
+from autoshuikou.measure.latency import (
+    REMEASURE_SECONDS,
+    measure_interleaved,
+    ratio_at_reference_speed,
+)
 from autoshuikou.measure.runtime import open_runner
 from autoshuikou.report.progress import Progress
 from autoshuikou.study.context import RunContext
@@ -118,21 +123,20 @@ def remeasure_drift(
         lines.append(f"{len(cand[0])} windows of {window} s per plan over {seconds:.0f} s")
         for n in (5, 10, 15, 20, 30):
             groups = range(len(cand[0]) // n)
-            # Median ratio per group; and normalized to one baseline speed: each window's
-            # ratio scaled by (reference / baseline time) ** gamma, gamma fitted per group.
+            # Median ratio per group; and read off at one baseline time, as the product does
+            # (measure.latency.ratio_at_reference_speed, gamma fitted per plan and group).
             plain, normalized = [], []
             for g in groups:
                 c = [x[g * n : (g + 1) * n] for x in cand]
                 b = [x[g * n : (g + 1) * n] for x in base]
-                gamma = speed_exponent(c, b)
                 plain.append([np.median(ci / bi) for ci, bi in zip(c, b, strict=True)])
                 normalized.append(
                     [
-                        np.median(ci / bi * (reference / bi) ** gamma)
+                        ratio_at_reference_speed(ci / bi, bi, reference)[0]
                         for ci, bi in zip(c, b, strict=True)
                     ]
                 )
-            for name, medians in (("median", plain), ("normalized", normalized)):
+            for name, medians in (("median", plain), ("read off", normalized)):
                 d = np.abs(
                     [
                         medians[j][k] / medians[i][k] - 1
@@ -149,17 +153,6 @@ def remeasure_drift(
                         f"beyond 10%: {np.mean(d > 0.10):.1%}"
                     )
     return lines
-
-
-def speed_exponent(candidates: Sequence[np.ndarray], baselines: Sequence[np.ndarray]) -> float:
-    """gamma in ratio ~ baseline_time ** gamma, fitted over windows within each plan: how much
-    a slower machine state raises the ratio (0 if the ratio ignored the machine's speed)."""
-    num = den = 0.0
-    for c, b in zip(candidates, baselines, strict=True):
-        x, y = np.log(b) - np.log(b).mean(), np.log(c / b) - np.log(c / b).mean()
-        num += float(x @ y)
-        den += float(x @ x)
-    return num / den if den else 0.0
 
 
 def cv(values: Sequence[float]) -> str:
