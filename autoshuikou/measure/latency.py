@@ -1,7 +1,9 @@
 """Latency of deployed artifacts: warm-up, many repeats, medians, interleaved with a reference.
 
 Absolute times on a shared machine drift by 20-30% within minutes; two models timed in
-alternating blocks drift together, so their ratio is what we trust.
+alternating blocks drift together, so their ratio is what we trust. Mostly: slow phases
+add a cost per operator that a small model feels more, so a re-measured ratio is read
+off at one reference speed (:func:`ratio_at_reference_speed`).
 """
 
 from __future__ import annotations

@@ -58,8 +58,9 @@ def format_table(summary: dict[str, Any]) -> str:
     if summary.get("noisy_machine"):
         lines.append(
             f"warning: latency ratios moved by {summary['ratio_spread_median']:.0%} (median) between "
-            "timing windows: this machine is noisy; ratios are medians of "
-            f"{REMEASURE_MIN_WINDOWS}-{REMEASURE_MAX_WINDOWS} windows, times drift more"
+            "timing windows: this machine is noisy; ratios are read off over "
+            f"{REMEASURE_MIN_WINDOWS}-{REMEASURE_MAX_WINDOWS} windows at the baseline's "
+            "recorded latency, times drift more"
         )
     return "\n".join(lines)
 
