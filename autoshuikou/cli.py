@@ -108,10 +108,12 @@ def _layers(args: argparse.Namespace) -> int:
     from autoshuikou.tasks import load_task
 
     task = load_task(args.task)
-    print(f"task {task.name}: input {tuple(task.example_input.shape)}")
+    print(f"task {task.name} ({task.family}): input {task.input_shape}")
     print("channel groups (prune rules match any layer in a group):")
-    for group in channel_groups(task.model.eval(), task.example_input):
-        print(f"  {group.name:<28} {group.channels:>5} channels  layers: {', '.join(group.layers)}")
+    for group in channel_groups(task.model.eval(), task.inputs, task.family):
+        print(
+            f"  {group.name:<28} {group.channels:>5} {group.unit:<8}  layers: {', '.join(group.layers)}"
+        )
     print("layers (precision rules):")
     for layer in layer_names(task):
         print(f"  {layer}")

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autoshuikou.families import call, primary
 from autoshuikou.plan import DistillSettings
 from autoshuikou.tasks import Task, iterate_batches
 
@@ -21,8 +22,8 @@ def _capture(model: nn.Module, names: list[str]) -> Iterator[dict[str, torch.Ten
     store: dict[str, torch.Tensor] = {}
 
     def hook(name: str):  # type: ignore[no-untyped-def]
-        def record(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
-            store[name] = out
+        def record(_m: nn.Module, _i: object, out: object) -> None:
+            store[name] = primary(out)  # a transformer layer returns a tuple
 
         return record
 
@@ -34,8 +35,14 @@ def _capture(model: nn.Module, names: list[str]) -> Iterator[dict[str, torch.Ten
             handle.remove()
 
 
-def _projection(student_channels: int, teacher_channels: int, dims: int) -> nn.Module:
-    """A learned 1x1 map from the student's (fewer) channels to the teacher's."""
+def _projection(student_channels: int, teacher_channels: int, dims: int, axis: int) -> nn.Module:
+    """A learned 1x1 map from the student's (fewer) channels to the teacher's.
+
+    ``axis`` is where the channels are: 1 for (batch, channels, ...) feature maps, -1 for
+    (batch, tokens, hidden) states, which a Linear maps on their last axis.
+    """
+    if axis == -1:
+        return nn.Linear(student_channels, teacher_channels, bias=False)
     if dims == 4:
         return nn.Conv2d(student_channels, teacher_channels, 1, bias=False)
     if dims == 3:
@@ -68,16 +75,20 @@ def distill(
     projections = nn.ModuleDict()
     steps = settings.epochs * sum(1 for _ in iterate_batches(task.train_data, "train_data"))
     temperature = settings.temperature
+    family = task.family_impl
+    axis = family.channel_axis
 
     with _capture(student, features) as s_feats, _capture(teacher, features) as t_feats:
         # One probe batch sizes the projections before the optimizer is built.
-        probe = next(iterate_batches(task.train_data, "train_data"))[0]
+        probe = next(task.batches("train_data"))[0]
         with torch.no_grad():
-            student.eval()(probe)
-            teacher(probe)
+            call(student.eval(), probe)
+            call(teacher, probe)
         for name in features:
             s, t = s_feats[name], t_feats[name]
-            projections[name.replace(".", "/")] = _projection(s.shape[1], t.shape[1], s.dim())
+            projections[name.replace(".", "/")] = _projection(
+                s.shape[axis], t.shape[axis], s.dim(), axis
+            )
         params = list(student.parameters()) + list(projections.parameters())
         opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.LambdaLR(
@@ -87,20 +98,11 @@ def distill(
         for _ in range(settings.epochs):
             sums = {"soft": 0.0, "hard": 0.0, "feature": 0.0}
             batches = 0
-            for inputs, targets in iterate_batches(task.train_data, "train_data"):
+            for inputs, targets in task.batches("train_data"):
                 with torch.no_grad():
-                    t_logits = teacher(inputs)
-                s_logits = student(inputs)
-                soft = (
-                    F.kl_div(
-                        F.log_softmax(s_logits / temperature, dim=1),
-                        F.log_softmax(t_logits / temperature, dim=1),
-                        log_target=True,
-                        reduction="batchmean",
-                    )
-                    * temperature**2
-                )
-                hard = F.cross_entropy(s_logits, targets)
+                    t_out = call(teacher, inputs)
+                s_out = call(student, inputs)
+                soft, hard = family.distill_loss(s_out, t_out, targets, temperature, settings.alpha)
                 feature = sum(
                     (
                         settings.features[name]

@@ -1,44 +1,62 @@
-"""PyTorch -> ONNX, with Conv/Gemm nodes renamed to the PyTorch layer names.
+"""PyTorch -> ONNX, with Conv/Gemm/MatMul nodes renamed to the PyTorch layer names.
 
 Renaming lets plans, search spaces and ONNX Runtime's per-node int8 exclusion all speak
-of ``layer2.conv1`` rather than ``/layer2/conv1/Conv``.
+of ``layer2.conv1`` rather than ``/layer2/conv1/Conv``. Input and output names come from
+the model family (``input`` -> ``logits`` for classifiers).
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 
 import onnx
 import torch
 from torch import nn
 
+from autoshuikou.families import DEFAULT_FAMILY, Inputs, get_family
 from autoshuikou.util import atomic_write_bytes
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 OPSET = 17
 LAYER_OPS = ("Conv", "Gemm", "MatMul")
 
 
-def scope_to_module_name(node_name: str) -> str:
-    """'/features/features.1/conv/conv.0/conv.0.0/Conv' -> 'features.1.conv.0.0'.
+def scope_to_module_name(node_name: str, modules: Collection[str]) -> str:
+    """'/features/features.1/conv/conv.0/conv.0.0/Conv' -> 'features.1.conv.0.0';
+    '/backbone/encoder/layer.0/attention/self/query/MatMul' -> 'backbone.encoder.layer.0...'.
 
     The TorchScript exporter names each scope after the attribute, except that numbered
-    children of containers are written as '<container>.<index>'.
+    children are written '<container>.<index>' (with the container's scope before it for a
+    Sequential, without it for a ModuleList attribute). Each scope is resolved against the
+    model's real module names, so both spellings map to the module.
     """
-    parts = [p for p in node_name.split("/") if p][:-1]
-    return ".".join(part.rsplit(".", 1)[-1] if "." in part else part for part in parts)
+    name = ""
+    for part in [p for p in node_name.split("/") if p][:-1]:
+        for candidate in (part, part.rsplit(".", 1)[-1]):
+            full = f"{name}.{candidate}" if name else candidate
+            if full in modules:
+                name = full
+                break
+    return name
 
 
-def export_onnx(model: nn.Module, example_input: torch.Tensor, path: Path) -> list[str]:
+def export_onnx(
+    model: nn.Module,
+    example: Inputs | torch.Tensor,
+    path: Path,
+    family: str = DEFAULT_FAMILY,
+) -> list[str]:
     """Export ``model`` (eval mode, BatchNorm folded, dynamic batch) to ``path``.
 
     Returns the layer names (Conv/Linear modules) that became named ONNX nodes.
     """
+    spec = get_family(family)
+    inputs = example if isinstance(example, dict) else spec.named_inputs(example)
     model = model.eval()
-    modules = {
+    all_modules = {name for name, _ in model.named_modules()}
+    layers = {
         name
         for name, m in model.named_modules()
         if isinstance(m, nn.Conv2d | nn.Conv1d | nn.Linear)
@@ -48,20 +66,20 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: Path) -> li
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
-            (example_input,),
+            tuple(inputs.values()),
             buffer,  # type: ignore[arg-type]  # accepts a file object at run time
             dynamo=False,  # the TorchScript exporter folds BatchNorm and needs no onnxscript
             opset_version=OPSET,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            input_names=list(inputs),
+            output_names=list(spec.outputs),
+            dynamic_axes=spec.dynamic_axes(),
         )
     graph = onnx.load_from_string(buffer.getvalue())
     named: list[str] = []
     for node in graph.graph.node:
         if node.op_type in LAYER_OPS:
-            layer = scope_to_module_name(node.name)
-            if layer in modules and layer not in named:
+            layer = scope_to_module_name(node.name, all_modules)
+            if layer in layers and layer not in named:
                 node.name = layer
                 named.append(layer)
     atomic_write_bytes(path, graph.SerializeToString())

@@ -1,8 +1,13 @@
-"""Structured pruning: remove whole channels with Torch-Pruning's dependency graph.
+"""Structured pruning: remove whole channels (or attention heads) with Torch-Pruning's
+dependency graph.
 
 DepGraph finds which layers' channels are coupled (residual adds, concatenations,
-depthwise convolutions, BatchNorm), so one decision per *group* keeps the network valid.
-Groups are named by their first layer; the classifier's outputs are never pruned.
+depthwise convolutions, BatchNorm, the q/k/v/output projections of an attention block),
+so one decision per *group* keeps the network valid. Groups are named by their first
+layer (attention groups by their attention module); the layer producing the model's
+output is never pruned, nor a group its family keeps at full width (an encoder's hidden
+size). In an attention group whole heads go: the channels removed are every channel of
+the weakest heads, and the module's head count is updated.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from autoshuikou.families import DEFAULT_FAMILY, Inputs, ModelFamily, call, get_family
+
 PRUNABLE_TYPES = (nn.Conv2d, nn.Conv1d, nn.Linear)
 
 
@@ -24,12 +31,17 @@ class ChannelGroup:
 
     name: str
     layers: tuple[str, ...]  # every layer whose output channels shrink with this group
-    channels: int
+    channels: int  # units the group's ratio applies to: channels, or heads
+    unit: str = "channels"  # "channels" or "heads"
+
+
+def _as_inputs(example: Inputs | torch.Tensor) -> Inputs:
+    return example if isinstance(example, dict) else {"input": example}
 
 
 def trace_layers(
     model: nn.Module,
-    example_input: torch.Tensor,
+    example: Inputs | torch.Tensor,
     visit: Callable[[str, nn.Module, torch.Tensor], None],
 ) -> None:
     """Run one forward pass, calling ``visit(name, layer, output)`` for each Conv/Linear run."""
@@ -41,36 +53,69 @@ def trace_layers(
     ]
     try:
         with torch.no_grad():
-            model.eval()(example_input)
+            call(model.eval(), _as_inputs(example))
     finally:
         for hook in hooks:
             hook.remove()
 
 
-def execution_order(model: nn.Module, example_input: torch.Tensor) -> list[str]:
+def execution_order(model: nn.Module, example: Inputs | torch.Tensor) -> list[str]:
     """Names of the Conv/Linear layers in the order a forward pass runs them."""
     order: list[str] = []
-    trace_layers(model, example_input, lambda name, _m, _o: order.append(name))
+    trace_layers(model, example, lambda name, _m, _o: order.append(name))
     return order
 
 
-def output_layer(model: nn.Module, example_input: torch.Tensor) -> str:
+def output_layer(model: nn.Module, example: Inputs | torch.Tensor) -> str:
     """The layer that produces the model's output: the last Conv/Linear to run."""
-    order = execution_order(model, example_input)
+    order = execution_order(model, example)
     if not order:
         raise ValueError("the model has no Conv or Linear layer to compress")
     return order[-1]
 
 
-def _dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
+def _dependency_graph(model: nn.Module, example: Inputs | torch.Tensor) -> tp.DependencyGraph:
     model.eval()
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    return tp.DependencyGraph().build_dependency(model, example_inputs=_tp_inputs(example))
 
 
-def _groups(model: nn.Module, graph: tp.DependencyGraph, example_input: torch.Tensor):  # type: ignore[no-untyped-def]
+def _tp_inputs(example: Inputs | torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """What Torch-Pruning calls the model with: the tensor itself, or the tuple of inputs."""
+    values = tuple(_as_inputs(example).values())
+    return values[0] if len(values) == 1 else values
+
+
+def head_size(module: nn.Module) -> int | None:
+    """The per-head width an attention block records (Hugging Face: ``attention_head_size``)."""
+    size: object = getattr(module, "attention_head_size", None)
+    return size if isinstance(size, int) else None
+
+
+def _size(module: nn.Module) -> int:
+    size = head_size(module)
+    assert size is not None  # only called on attention blocks
+    return size
+
+
+def _attention_module(model: nn.Module, layers: tuple[str, ...]) -> tuple[str, nn.Module] | None:
+    """The attention block whose q/k/v projections are in ``layers``, if any: the parent
+    module of a layer that records its head size (Hugging Face's ``attention_head_size``)."""
     modules = dict(model.named_modules())
-    classifier = modules[output_layer(model, example_input)]
-    yield from graph.get_all_groups(ignored_layers=[classifier], root_module_types=PRUNABLE_TYPES)
+    for layer in layers:
+        parent = layer.rpartition(".")[0]
+        module = modules.get(parent)
+        if module is not None and head_size(module) is not None:
+            return parent, module
+    return None
+
+
+def _groups(model: nn.Module, graph: tp.DependencyGraph, example: Inputs, family: ModelFamily):  # type: ignore[no-untyped-def]
+    modules = dict(model.named_modules())
+    protected = modules[output_layer(model, example)]
+    for group in graph.get_all_groups(ignored_layers=[protected], root_module_types=PRUNABLE_TYPES):
+        types = [type(dep.target.module) for dep, _ in group]
+        if not family.keeps_width(types):
+            yield group
 
 
 def _group_layers(graph: tp.DependencyGraph, group, order: list[str]) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
@@ -84,15 +129,27 @@ def _group_layers(graph: tp.DependencyGraph, group, order: list[str]) -> tuple[s
     return tuple(sorted(names, key=order.index))
 
 
-def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[ChannelGroup]:
+def _describe(model: nn.Module, graph: tp.DependencyGraph, group, order: list[str]) -> ChannelGroup:  # type: ignore[no-untyped-def]
+    layers = _group_layers(graph, group, order)
+    attention = _attention_module(model, layers)
+    if attention is not None:
+        name, module = attention
+        heads = len(group[0].idxs) // _size(module)
+        return ChannelGroup(name=name, layers=layers, channels=heads, unit="heads")
+    return ChannelGroup(name=layers[0], layers=layers, channels=len(group[0].idxs))
+
+
+def channel_groups(
+    model: nn.Module, example: Inputs | torch.Tensor, family: str = DEFAULT_FAMILY
+) -> list[ChannelGroup]:
     """The prunable channel groups of ``model``, in execution order."""
-    graph = _dependency_graph(model, example_input)
-    order = execution_order(model, example_input)
-    found = []
-    for group in _groups(model, graph, example_input):
-        layers = _group_layers(graph, group, order)
-        found.append(ChannelGroup(name=layers[0], layers=layers, channels=len(group[0].idxs)))
-    return sorted(found, key=lambda g: order.index(g.name))
+    graph = _dependency_graph(model, example)
+    order = execution_order(model, example)
+    found = [
+        _describe(model, graph, group, order)
+        for group in _groups(model, graph, _as_inputs(example), get_family(family))
+    ]
+    return sorted(found, key=lambda g: order.index(g.layers[0]))
 
 
 def kept_channels(channels: int, ratio: float, round_to: int) -> int:
@@ -103,26 +160,51 @@ def kept_channels(channels: int, ratio: float, round_to: int) -> int:
     return max(1, min(channels, keep))
 
 
+def _weakest_heads(group, module: nn.Module, remove: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """Channel indices of the ``remove`` heads with the lowest L2 importance."""
+    size = _size(module)
+    scores = tp.importance.GroupMagnitudeImportance(p=2)(group)
+    per_head = scores.view(-1, size).sum(dim=1)
+    heads = torch.argsort(per_head)[:remove].tolist()
+    return [h * size + i for h in sorted(heads) for i in range(size)]
+
+
+def _update_head_count(module: nn.Module, channels: int) -> None:
+    """After pruning: the attention block's own record of its width (used in its reshapes)."""
+    setattr(module, "num_attention_heads", channels // _size(module))  # noqa: B010
+    setattr(module, "all_head_size", channels)  # noqa: B010
+
+
 def prune(
     model: nn.Module,
-    example_input: torch.Tensor,
+    example: Inputs | torch.Tensor,
     ratios: Mapping[str, float],
     round_to: int = 1,
+    family: str = DEFAULT_FAMILY,
 ) -> nn.Module:
-    """A pruned copy of ``model``: in each named group, drop the lowest-L2 channels.
+    """A pruned copy of ``model``: in each named group, drop the lowest-L2 channels (heads).
 
-    ``ratios`` maps group names (see :func:`channel_groups`) to the fraction of channels to
-    remove; groups not named are kept whole. The copy really has fewer channels.
+    ``ratios`` maps group names (see :func:`channel_groups`) to the fraction of channels
+    (heads) to remove; groups not named are kept whole. The copy really is smaller.
     """
     student = copy.deepcopy(model).eval()
-    graph = _dependency_graph(student, example_input)
-    order = execution_order(student, example_input)
+    graph = _dependency_graph(student, example)
+    order = execution_order(student, example)
+    inputs = _as_inputs(example)
     importance = tp.importance.GroupMagnitudeImportance(p=2)
-    for group in _groups(student, graph, example_input):
-        name = _group_layers(graph, group, order)[0]
-        ratio = ratios.get(name, 0.0)
+    for group in _groups(student, graph, inputs, get_family(family)):
+        layers = _group_layers(graph, group, order)
+        attention = _attention_module(student, layers)
+        if attention is not None:
+            name, module = attention
+            heads = len(group[0].idxs) // _size(module)
+            remove = heads - kept_channels(heads, ratios.get(name, 0.0), 1)
+            if remove > 0:
+                group.prune(idxs=_weakest_heads(group, module, remove))
+                _update_head_count(module, (heads - remove) * _size(module))
+            continue
         channels = len(group[0].idxs)
-        remove = channels - kept_channels(channels, ratio, round_to)
+        remove = channels - kept_channels(channels, ratios.get(layers[0], 0.0), round_to)
         if remove <= 0:
             continue
         scores = importance(group)
@@ -131,7 +213,7 @@ def prune(
     return student
 
 
-def count_macs_params(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
-    """(multiply-accumulates, parameters) of one forward pass at ``example_input``'s shape."""
-    macs, params = tp.utils.count_ops_and_params(model.eval(), example_input)
+def count_macs_params(model: nn.Module, example: Inputs | torch.Tensor) -> tuple[int, int]:
+    """(multiply-accumulates, parameters) of one forward pass at ``example``'s shape."""
+    macs, params = tp.utils.count_ops_and_params(model.eval(), _tp_inputs(example))
     return int(macs), int(params)

@@ -1,8 +1,11 @@
-"""Per-layer int8 with ONNX Runtime static quantization.
+"""Per-layer int8 with ONNX Runtime static or dynamic quantization.
 
 Layers the plan keeps in fp32 are excluded by node name; the rest run in ONNX Runtime's
-int8 kernels. Which int8 flavour is fast depends on the CPU, so the format is a parameter
-chosen by measurement (see :mod:`autoshuikou.study.baseline`).
+int8 kernels. Static forms (QDQ, QOperator) calibrate activation scales on training
+inputs; the dynamic form stores int8 weights and quantizes activations at run time
+(MatMul-heavy models such as transformers). Which flavour is fast depends on the CPU and
+the model, so the format is a parameter chosen by measurement (see
+:mod:`autoshuikou.study.baseline`).
 """
 
 from __future__ import annotations
@@ -12,19 +15,20 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import onnx
 import torch
 from onnxruntime.quantization import (
     CalibrationDataReader,
     QuantFormat,
     QuantType,
+    quantize_dynamic,
     quantize_static,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from autoshuikou.compress.export import INPUT_NAME
+from autoshuikou.families import Classification, Feed, ModelFamily, to_feed
 from autoshuikou.util import atomic_write_bytes
 
 CALIBRATION_SAMPLES = 256
@@ -34,7 +38,9 @@ CALIBRATION_SAMPLES = 256
 class Int8Format:
     """How ONNX Runtime stores and runs int8: graph form, activation sign, weight scales."""
 
-    quant_format: str = "QDQ"  # "QDQ" (Q/DQ pairs, fused at load) or "QOperator" (QLinearConv)
+    # "QDQ" (Q/DQ pairs, fused at load), "QOperator" (QLinearConv) or "dynamic"
+    # (int8 weights, activations quantized at run time; MatMul/Gemm layers only)
+    quant_format: str = "QDQ"
     activations: str = "u8"  # "u8" or "s8"; weights are always s8
     per_channel: bool = True
 
@@ -56,45 +62,54 @@ class Int8Format:
         )
 
 
-CANDIDATE_FORMATS: tuple[Int8Format, ...] = tuple(
-    Int8Format(fmt, act, pc)
-    for fmt in ("QDQ", "QOperator")
-    for act in ("u8", "s8")
-    for pc in (True, False)
+CANDIDATE_FORMATS: tuple[Int8Format, ...] = (
+    *(
+        Int8Format(fmt, act, pc)
+        for fmt in ("QDQ", "QOperator")
+        for act in ("u8", "s8")
+        for pc in (True, False)
+    ),
+    # ONNX Runtime's dynamic MatMul kernels take u8 activations.
+    Int8Format("dynamic", "u8", True),
+    Int8Format("dynamic", "u8", False),
 )
 
 
 def calibration_batches(
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], samples: int = CALIBRATION_SAMPLES
-) -> list[np.ndarray]:
-    """The first ``samples`` training inputs, as float32 arrays.
+    batches: Iterable[tuple[Any, torch.Tensor]],
+    samples: int = CALIBRATION_SAMPLES,
+    family: ModelFamily | None = None,
+) -> list[Feed]:
+    """The first ``samples`` training inputs, as the runtime's feeds (named numpy arrays).
 
     A shuffling loader is reseeded first (its own generator, or the global one), so every
     run and worker calibrates on the same inputs and builds the same int8 model.
     """
+    family = family or Classification()
     generator = getattr(batches, "generator", None)
     if isinstance(generator, torch.Generator):
         generator.manual_seed(0)
     else:
         torch.manual_seed(0)
-    out: list[np.ndarray] = []
+    out: list[Feed] = []
     seen = 0
-    for inputs, _ in batches:
-        out.append(inputs[: samples - seen].detach().float().numpy())
-        seen += len(out[-1])
+    for raw, _ in batches:
+        inputs = family.named_inputs(raw)
+        feed = to_feed({name: t[: samples - seen] for name, t in inputs.items()})
+        out.append(feed)
+        seen += len(next(iter(feed.values())))
         if seen >= samples:
             break
     return out
 
 
 class _Reader(CalibrationDataReader):  # type: ignore[misc]
-    def __init__(self, batches: Sequence[np.ndarray]) -> None:
+    def __init__(self, batches: Sequence[Feed]) -> None:
         self._batches = batches
-        self._iter: Iterator[np.ndarray] = iter(batches)
+        self._iter: Iterator[Feed] = iter(batches)
 
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._iter, None)
-        return None if batch is None else {INPUT_NAME: batch}
+    def get_next(self) -> Feed | None:
+        return next(self._iter, None)
 
     def rewind(self) -> None:
         self._iter = iter(self._batches)
@@ -105,11 +120,15 @@ def quantize(
     out_path: Path,
     int8_layers: Sequence[str],
     all_layers: Sequence[str],
-    calibration: Sequence[np.ndarray],
+    calibration: Sequence[Feed],
     fmt: Int8Format,
+    only_layers: bool = False,
 ) -> None:
     """Write ``out_path``: ``int8_layers`` in int8, every other layer of ``all_layers`` in fp32.
 
+    Static forms also run the operators between int8 layers in int8 (a CNN's adds and
+    pools) unless ``only_layers``: then exactly ``int8_layers`` are quantized (a
+    transformer's softmax, LayerNorm and attention products lose too much in int8).
     With no int8 layer the fp32 model is copied unchanged.
     """
     if not int8_layers:
@@ -121,6 +140,10 @@ def quantize(
         quantized = Path(tmp) / "quantized.onnx"
         logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs every node it skips
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        if fmt.quant_format == "dynamic":
+            _quantize_dynamic(prepared, quantized, int8_layers, fmt)
+            atomic_write_bytes(out_path, quantized.read_bytes())
+            return
         quantize_static(
             str(prepared),
             str(quantized),
@@ -129,10 +152,31 @@ def quantize(
             activation_type=QuantType.QUInt8 if fmt.activations == "u8" else QuantType.QInt8,
             weight_type=QuantType.QInt8,
             per_channel=fmt.per_channel,
-            nodes_to_exclude=keep_fp32,
+            **(
+                {"nodes_to_quantize": list(int8_layers)}
+                if only_layers
+                else {"nodes_to_exclude": keep_fp32}
+            ),
         )
         model = onnx.load(str(quantized))
         for node in model.graph.node:  # QOperator form renames "conv1" to "conv1_quant"
             if node.name.endswith("_quant") and node.name[: -len("_quant")] in all_layers:
                 node.name = node.name[: -len("_quant")]
         atomic_write_bytes(out_path, model.SerializeToString())
+
+
+def _quantize_dynamic(
+    prepared: Path, quantized: Path, int8_layers: Sequence[str], fmt: Int8Format
+) -> None:
+    """Int8 weights for exactly the plan's int8 layers; everything else stays fp32 (the
+    activation x activation MatMuls of attention too: they have no weights to store)."""
+    quantize_dynamic(
+        str(prepared),
+        str(quantized),
+        weight_type=QuantType.QInt8,
+        per_channel=fmt.per_channel,
+        nodes_to_quantize=list(int8_layers),
+        op_types_to_quantize=["MatMul", "Gemm"],
+        # Needed on exporter graphs whose inferred element types are incomplete.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )

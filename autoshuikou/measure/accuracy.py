@@ -7,25 +7,41 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from autoshuikou.families import call, primary, to_feed
 from autoshuikou.measure.runtime import RuntimeSettings, open_runner
-from autoshuikou.tasks import Task, iterate_batches
+from autoshuikou.tasks import Task
+
+
+def artifact_scores(
+    path: Path, task: Task, settings: RuntimeSettings
+) -> tuple[float, dict[str, float]]:
+    """(metric, extra scores): every validation batch through the deployed artifact.
+
+    The metric reads the primary output (logits); the family's extra scores (e.g. an
+    encoder's embedding cosine to the teacher) read every output.
+    """
+    chunks: list[list[torch.Tensor]] = []
+    targets = []
+    with open_runner(path, settings) as run:
+        for inputs, target in task.batches("val_data"):
+            chunks.append([torch.from_numpy(np.asarray(o)) for o in run(to_feed(inputs))])
+            targets.append(target)
+    outputs = [torch.cat(parts) for parts in zip(*chunks, strict=True)]
+    metric = task.score(outputs[0], torch.cat(targets))
+    extra = task.family_impl.extra_scores(outputs, task.teacher_outputs) if len(outputs) > 1 else {}
+    return metric, extra
 
 
 def artifact_metric(path: Path, task: Task, settings: RuntimeSettings) -> float:
-    """Run every validation batch through the deployed artifact and score the logits."""
-    logits, targets = [], []
-    with open_runner(path, settings) as run:
-        for inputs, target in iterate_batches(task.val_data, "val_data"):
-            logits.append(torch.from_numpy(np.asarray(run(inputs.float().numpy()))))
-            targets.append(target)
-    return task.score(torch.cat(logits), torch.cat(targets))
+    """The task's metric on the deployed artifact (see :func:`artifact_scores`)."""
+    return artifact_scores(path, task, settings)[0]
 
 
 def torch_metric(model: torch.nn.Module, task: Task) -> float:
     model.eval()
     logits, targets = [], []
     with torch.no_grad():
-        for inputs, target in iterate_batches(task.val_data, "val_data"):
-            logits.append(model(inputs))
+        for inputs, target in task.batches("val_data"):
+            logits.append(primary(call(model, inputs)))
             targets.append(target)
     return task.score(torch.cat(logits), torch.cat(targets))

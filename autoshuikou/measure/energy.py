@@ -12,8 +12,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from autoshuikou.runtimes import Runner
 
@@ -61,7 +60,7 @@ def find_energy_counter() -> tuple[EnergyCounter | None, str]:
 
 
 def energy_per_inference_mj(
-    run: Runner, example: np.ndarray, counter: EnergyCounter, seconds: float = 1.0
+    run: Runner, example: Any, counter: EnergyCounter, seconds: float = 1.0
 ) -> float:
     """Millijoules per inference: package energy over ``seconds`` of back-to-back runs."""
     for _ in range(10):  # warm caches, as for timing

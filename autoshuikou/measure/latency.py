@@ -15,10 +15,14 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from autoshuikou.measure.runtime import RuntimeSettings, open_runner
+
+if TYPE_CHECKING:
+    from autoshuikou.families import Feed
 from autoshuikou.util import file_lock
 
 # One timing at a time on this host, and none while a worker trains (training holds it
@@ -54,7 +58,7 @@ def _stats(seconds: Sequence[float]) -> LatencyStats:
 
 def measure_interleaved(
     models: Sequence[Path],
-    example_input: np.ndarray,
+    example_input: Feed | np.ndarray,
     settings: RuntimeSettings,
     seconds: float = 1.0,
     block: int = 10,
@@ -139,7 +143,7 @@ def ratio_at_reference_speed(
 def measure_ratio(
     model: Path,
     reference: Path,
-    example_input: np.ndarray,
+    example_input: Feed | np.ndarray,
     settings: RuntimeSettings,
     seconds: float = REMEASURE_SECONDS,
     min_windows: int = REMEASURE_MIN_WINDOWS,
@@ -165,7 +169,7 @@ def measure_ratio(
 def measure_ratios(
     models: Sequence[Path],
     reference: Path,
-    example_input: np.ndarray,
+    example_input: Feed | np.ndarray,
     settings: RuntimeSettings,
     seconds: float = REMEASURE_SECONDS,
     min_windows: int = REMEASURE_MIN_WINDOWS,

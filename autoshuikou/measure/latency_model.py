@@ -29,16 +29,37 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct, Kernel, WhiteKernel
 from torch import nn
 
-from autoshuikou.compress.prune import trace_layers
+from autoshuikou.compress.prune import head_size, trace_layers
+from autoshuikou.families import Inputs
 from autoshuikou.plan import Plan
 
 KINDS = ("per_layer", "per_layer_int8", "global", "gp")
 LINEAR_FEATURES = {"gp": "per_layer_int8"}  # the feature vector each kind reads
 
 
-def layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
-    """MACs of each Conv/Linear layer for one forward pass, keyed by layer name."""
+ATTENTION = "@attention"  # suffix of the keys for attention's activation x activation MatMuls
+
+
+def attention_keys(macs: dict[str, int]) -> list[str]:
+    return sorted(k for k in macs if k.endswith(ATTENTION))
+
+
+def layer_macs(model: nn.Module, example_input: Inputs | torch.Tensor) -> dict[str, int]:
+    """MACs of each Conv/Linear layer for one forward pass, keyed by layer name, and of each
+    attention block's score and mixing MatMuls (``<block>@attention``): these have no
+    weights, run in fp32 and grow with the sequence length squared and the heads kept."""
     macs: dict[str, int] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if head_size(module) is not None:
+
+            def attention(m: Any, args: Any, kwargs: Any, _out: Any, key: str = name) -> None:
+                hidden = args[0] if args else kwargs["hidden_states"]
+                batch, tokens = int(hidden.shape[0]), int(hidden.shape[-2])
+                # Q K^T and softmax(.) V: two products of tokens x tokens x all heads.
+                macs[key + ATTENTION] = 2 * batch * tokens * tokens * int(m.all_head_size)
+
+            handles.append(module.register_forward_hook(attention, with_kwargs=True))
 
     def record(name: str, module: nn.Module, output: torch.Tensor) -> None:
         if isinstance(module, nn.Conv2d | nn.Conv1d):
@@ -49,13 +70,18 @@ def layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
             return
         macs[name] = macs.get(name, 0) + int(output.numel()) * per_output
 
-    trace_layers(model, example_input, record)
+    try:
+        trace_layers(model, example_input, record)
+    finally:
+        for handle in handles:
+            handle.remove()
     return macs
 
 
 def features(kind: str, layers: Sequence[str], macs: dict[str, int], plan: Plan) -> np.ndarray:
     """The feature vector of one plan (MACs in millions, so coefficients are comparable)."""
     int8 = set(plan.int8_layers)
+    attention = [macs[k] / 1e6 for k in attention_keys(macs)]  # always fp32
     boundaries = sum(1 for a, b in itertools.pairwise(layers) if (a in int8) != (b in int8))
     boundaries += layers[0] in int8  # the input is fp32: quantized first layer means one Q
     boundaries += layers[-1] in int8  # the output is fp32 too
@@ -64,9 +90,10 @@ def features(kind: str, layers: Sequence[str], macs: dict[str, int], plan: Plan)
         per_layer += [macs.get(layer, 0) / 1e6 * (layer not in int8) for layer in layers]
         if kind == "per_layer_int8":
             per_layer += [float(layer in int8) for layer in layers]
-        return np.array([*per_layer, boundaries, 1.0])
+        return np.array([*per_layer, *attention, boundaries, 1.0])
     int8_macs = sum(macs.get(layer, 0) for layer in layers if layer in int8) / 1e6
     fp32_macs = sum(macs.get(layer, 0) for layer in layers if layer not in int8) / 1e6
+    fp32_macs += sum(attention)
     return np.array([int8_macs, fp32_macs, len(int8), len(layers) - len(int8), boundaries, 1.0])
 
 

@@ -25,23 +25,41 @@ def _peak_rss_kb() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def _measure_here(model: Path, shape: list[int], threads: int, runtime: str) -> int:
-    # The runtime's library is imported before the "before" reading: only the model's
-    # own memory (weights, arenas, kernel buffers) is counted.
+# One float input's shape, or each named input's (shape, numpy dtype name).
+InputShapes = list[int] | dict[str, tuple[list[int], str]]
+
+
+def _zeros(shapes: InputShapes) -> object:
     import numpy as np
 
+    if isinstance(shapes, dict):
+        return {name: np.zeros(shape, dtype=dtype) for name, (shape, dtype) in shapes.items()}
+    return np.zeros(shapes, dtype=np.float32)
+
+
+def _measure_here(model: Path, shape: InputShapes, threads: int, runtime: str) -> int:
+    # The runtime's library is imported before the "before" reading: only the model's
+    # own memory (weights, arenas, kernel buffers) is counted.
     from autoshuikou.measure.runtime import RuntimeSettings, open_runner
 
     settings = RuntimeSettings(threads=threads, runtime=runtime)
     settings.backend  # noqa: B018  (imports the runtime's library)
     before = _peak_rss_kb()
     with open_runner(model, settings) as run:
-        run(np.zeros(shape, dtype=np.float32))
+        run(_zeros(shape))  # type: ignore[arg-type]
     return max(0, _peak_rss_kb() - before)
 
 
+def input_shapes(feed: dict[str, object]) -> InputShapes:
+    """What the child process needs to rebuild ``feed`` (names, shapes, dtypes)."""
+    import numpy as np
+
+    arrays = {name: np.asarray(a) for name, a in feed.items()}
+    return {name: (list(a.shape), a.dtype.name) for name, a in arrays.items()}
+
+
 def peak_memory_mb(
-    model: Path, shape: list[int], threads: int, runtime: str = "onnxruntime"
+    model: Path, shape: InputShapes, threads: int, runtime: str = "onnxruntime"
 ) -> float:
     """Run :func:`_measure_here` in a child process; returns MiB."""
     result = subprocess.run(
@@ -62,4 +80,7 @@ def peak_memory_mb(
 
 
 if __name__ == "__main__":
-    print(_measure_here(Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))
+    shapes = json.loads(sys.argv[2])
+    if isinstance(shapes, dict):
+        shapes = {name: (shape, dtype) for name, (shape, dtype) in shapes.items()}
+    print(_measure_here(Path(sys.argv[1]), shapes, int(sys.argv[3]), sys.argv[4]))

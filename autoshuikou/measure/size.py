@@ -22,7 +22,13 @@ _WEIGHTED_OPS: dict[str, tuple[int, int | None]] = {
     "QGemm": (3, 6),
     "MatMul": (1, None),
     "QLinearMatMul": (3, None),
+    # ONNX Runtime's dynamic int8 forms: weight at input 1, activations quantized at run time.
+    "MatMulInteger": (1, None),
+    "DynamicQuantizeMatMul": (1, 4),
+    "MatMulIntegerToFloat": (1, 6),
 }
+# Weight tables read by index (token embeddings): parameters, no multiply-accumulates.
+_TABLE_OPS = ("Gather",)
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,7 @@ class GraphCounts:
 
 
 def _output_shapes(
-    model: onnx.ModelProto, names: list[str], input_shape: Sequence[int]
+    model: onnx.ModelProto, names: list[str], example: Sequence[int] | dict[str, np.ndarray]
 ) -> list[tuple[int, ...]]:
     """Run the graph once to read the named tensors' shapes.
 
@@ -49,12 +55,17 @@ def _output_shapes(
     session = ort.InferenceSession(
         probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
-    feed = {session.get_inputs()[0].name: np.zeros(list(input_shape), dtype=np.float32)}
+    feed = (
+        dict(example)
+        if isinstance(example, dict)
+        else {session.get_inputs()[0].name: np.zeros(list(example), dtype=np.float32)}
+    )
     return [tuple(np.asarray(out).shape) for out in session.run(names, feed)]
 
 
-def graph_counts(path: Path, input_shape: Sequence[int]) -> GraphCounts:
-    """Count weighted layers' parameters and MACs for one input of ``input_shape``."""
+def graph_counts(path: Path, example: Sequence[int] | dict[str, np.ndarray]) -> GraphCounts:
+    """Count weighted layers' parameters and MACs for one input: the named example arrays,
+    or zeros of one float input's shape."""
     model = onnx.load(str(path))
     inits = {t.name: list(t.dims) for t in model.graph.initializer}
     producers = {out: node for node in model.graph.node for out in node.output}
@@ -70,6 +81,10 @@ def graph_counts(path: Path, input_shape: Sequence[int]) -> GraphCounts:
     layers = []
     params = 0
     for node in model.graph.node:
+        if node.op_type in _TABLE_OPS:
+            table = weight_shape(node.input[0])
+            params += int(np.prod(table)) if table else 0
+            continue
         if node.op_type not in _WEIGHTED_OPS:
             continue
         w_index, b_index = _WEIGHTED_OPS[node.op_type]
@@ -86,7 +101,7 @@ def graph_counts(path: Path, input_shape: Sequence[int]) -> GraphCounts:
             trans_b = any(a.name == "transB" and a.i == 1 for a in node.attribute)
             per_output = weight[1] if trans_b else weight[0]
         layers.append((node.output[0], per_output))
-    shapes = _output_shapes(model, [name for name, _ in layers], input_shape)
+    shapes = _output_shapes(model, [name for name, _ in layers], example)
     macs = sum(
         int(np.prod(shape)) * per_output
         for (_, per_output), shape in zip(layers, shapes, strict=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from autoshuikou.families import to_feed
 from autoshuikou.measure.accuracy import artifact_metric
 from autoshuikou.measure.latency import REMEASURE_SECONDS, measure_ratios
 from autoshuikou.measure.runtime import RuntimeSettings
@@ -38,7 +39,7 @@ def verify_run(
     # Counts are checked against the ONNX graph; other runtimes' counts come from the module.
     graph = settings.backend.suffix == ".onnx"
     baseline = run_dir / summary["baseline"]["path"]
-    example = task.example_input.float().numpy()
+    example = to_feed(task.inputs)
     rows: list[dict[str, Any]] = []
     models = [run_dir / point["path"] for point in summary["pareto"]]
     # Timed together, in turns, as the search's final re-measurement timed them.
@@ -57,7 +58,7 @@ def verify_run(
         metric = artifact_metric(model, task, settings)
         counts_ok = True
         if graph:
-            counts = graph_counts(model, example.shape)
+            counts = graph_counts(model, example)
             counts_ok = (counts.params, counts.macs) == (recorded["params"], recorded["macs"])
         expected = recorded["final"]["ratio"]
         drift = ratio / expected - 1

@@ -21,8 +21,10 @@ if TYPE_CHECKING:  # PyTorch is not loaded to run an ONNX model (the memory prob
     from torch import nn
 
     from autoshuikou.compress.quantize import Int8Format
+    from autoshuikou.families import Feed, Inputs
 
-Runner = Callable[[np.ndarray], np.ndarray]  # batch in, logits out
+# A batch in (the named inputs, or one array for a single-input model), every output out.
+Runner = Callable[["Feed | np.ndarray"], list[np.ndarray]]
 DEFAULT_RUNTIME = "onnxruntime"
 
 
@@ -42,11 +44,12 @@ class Runtime(Protocol):
     def build(
         self,
         student: nn.Module,
-        example: torch.Tensor,
+        example: Inputs | torch.Tensor,
         int8_layers: Sequence[str],
-        calibration: Sequence[np.ndarray],
+        calibration: Sequence[Feed],
         fmt: Int8Format,
         out: Path,
+        family: str = "classification",
     ) -> None:
         """Write the deployable artifact: ``int8_layers`` in int8, every other layer fp32."""
         ...

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # loading PyTorch is only needed to build, not to run
     from torch import nn
 
     from autoshuikou.compress.quantize import Int8Format
+    from autoshuikou.families import Feed, Inputs
 
 
 class OnnxRuntime:
@@ -42,27 +43,31 @@ class OnnxRuntime:
     def build(
         self,
         student: nn.Module,
-        example: torch.Tensor,
+        example: Inputs | torch.Tensor,
         int8_layers: Sequence[str],
-        calibration: Sequence[np.ndarray],
+        calibration: Sequence[Feed],
         fmt: Int8Format,
         out: Path,
+        family: str = "classification",
     ) -> None:
         from autoshuikou.compress.export import export_onnx
         from autoshuikou.compress.quantize import quantize
+        from autoshuikou.families import get_family
 
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = Path(tmp) / "fp32.onnx"
-            layers = export_onnx(student, example, fp32)
+            layers = export_onnx(student, example, fp32, family)
             int8 = [layer for layer in int8_layers if layer in layers]
-            quantize(fp32, out, int8, layers, calibration, fmt)
+            only_layers = get_family(family).int8_only_layers
+            quantize(fp32, out, int8, layers, calibration, fmt, only_layers)
 
     @contextmanager
     def open(self, path: Path, threads: int) -> Iterator[Runner]:
         session = open_session(path, RuntimeSettings(threads=threads))
         name = session.get_inputs()[0].name
 
-        def run(batch: np.ndarray) -> np.ndarray:
-            return np.asarray(session.run(None, {name: batch})[0])
+        def run(batch: Feed | np.ndarray) -> list[np.ndarray]:
+            feed = batch if isinstance(batch, dict) else {name: batch}
+            return [np.asarray(out) for out in session.run(None, feed)]
 
         yield run

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from autoshuikou.compress.quantize import Int8Format
+from autoshuikou.families import Feed, Inputs
 from autoshuikou.runtimes import Runner
 from autoshuikou.util import atomic_write_bytes
 
@@ -26,9 +27,9 @@ ENGINE = "x86"  # PyTorch's int8 CPU backend for x86: fbgemm or oneDNN kernels p
 
 def _quantize_fx(
     student: nn.Module,
-    example: torch.Tensor,
+    example: tuple[torch.Tensor, ...],
     int8_layers: Sequence[str],
-    calibration: Sequence[np.ndarray],
+    calibration: Sequence[Feed],
     fmt: Int8Format,
 ) -> nn.Module:
     from torch.ao.quantization import QConfig, QConfigMapping, get_default_qconfig
@@ -48,10 +49,10 @@ def _quantize_fx(
     for name, module in student.named_modules():
         if isinstance(module, nn.Conv2d | nn.Conv1d | nn.Linear) and name not in int8:
             mapping.set_module_name(name, None)
-    prepared = prepare_fx(copy.deepcopy(student).eval(), mapping, (example,))
+    prepared = prepare_fx(copy.deepcopy(student).eval(), mapping, example)
     with torch.no_grad():
         for batch in calibration:
-            prepared(torch.from_numpy(batch))
+            prepared(*(torch.from_numpy(a) for a in batch.values()))
     return convert_fx(prepared)
 
 
@@ -73,20 +74,22 @@ class TorchRuntime:
     def build(
         self,
         student: nn.Module,
-        example: torch.Tensor,
+        example: Inputs | torch.Tensor,
         int8_layers: Sequence[str],
-        calibration: Sequence[np.ndarray],
+        calibration: Sequence[Feed],
         fmt: Int8Format,
         out: Path,
+        family: str = "classification",
     ) -> None:
+        args = tuple(example.values()) if isinstance(example, dict) else (example,)
         model = (
-            _quantize_fx(student, example, int8_layers, calibration, fmt)
+            _quantize_fx(student, args, int8_layers, calibration, fmt)
             if int8_layers
             else copy.deepcopy(student).eval()
         )
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            traced = torch.jit.freeze(torch.jit.trace(model, example).eval())
+            traced = torch.jit.freeze(torch.jit.trace(model, args).eval())
         buffer = io.BytesIO()
         torch.jit.save(traced, buffer)
         atomic_write_bytes(out, buffer.getvalue())
@@ -100,9 +103,12 @@ class TorchRuntime:
         torch.backends.quantized.engine = ENGINE
         module = torch.jit.load(str(path)).eval()
 
-        def run(batch: np.ndarray) -> np.ndarray:
+        def run(batch: Feed | np.ndarray) -> list[np.ndarray]:
+            arrays = list(batch.values()) if isinstance(batch, dict) else [batch]
             with torch.inference_mode():
-                return module(torch.from_numpy(batch)).numpy()  # type: ignore[no-any-return]
+                out = module(*(torch.from_numpy(a) for a in arrays))
+            outs = out if isinstance(out, tuple | list) else (out,)
+            return [o.numpy() for o in outs]
 
         try:
             yield run

@@ -251,11 +251,11 @@ def parse_space(text: str, source: str) -> SearchSpace:
     )
 
 
-def load_space(path: str | Path | None = None) -> SearchSpace:
-    """Load ``path``, or the shipped default space when ``path`` is None."""
+def load_space(path: str | Path | None = None, default: str = "default.yaml") -> SearchSpace:
+    """Load ``path``, or the shipped space ``default`` (a model family's) when it is None."""
     if path is None:
-        text = resources.files("autoshuikou.space").joinpath("default.yaml").read_text()
-        return parse_space(text, "default.yaml")
+        text = resources.files("autoshuikou.space").joinpath(default).read_text()
+        return parse_space(text, default)
     file = Path(path)
     if not file.is_file():
         raise UserError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from torch import nn
 from autoshuikou.compress.export import export_onnx
 from autoshuikou.compress.prune import count_macs_params, prune
 from autoshuikou.compress.quantize import Int8Format
-from autoshuikou.measure.accuracy import artifact_metric
+from autoshuikou.families import Feed, to_feed
+from autoshuikou.measure.accuracy import artifact_metric, artifact_scores
 from autoshuikou.measure.fingerprint import fingerprint_key
 from autoshuikou.measure.latency import measure_interleaved
 from autoshuikou.measure.memory import peak_memory_mb
@@ -51,14 +53,22 @@ def model_digest(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def int8_candidates(ctx: RunContext) -> tuple[Int8Format, ...]:
+    """The runtime's int8 formats in the forms the model family can use."""
+    forms = ctx.task.family_impl.int8_forms
+    candidates = tuple(f for f in ctx.settings.backend.int8_formats if f.quant_format in forms)
+    return candidates or ctx.settings.backend.int8_formats
+
+
 def choose_int8_format(
     fp32: Path,
     teacher: nn.Module,
     layers: list[str],
     task: Task,
-    calibration: list[np.ndarray],
+    calibration: list[Feed],
     settings: RuntimeSettings,
     workdir: Path,
+    formats: Sequence[Int8Format],
 ) -> tuple[Int8Format, list[dict[str, Any]]]:
     """Quantize the whole model in every candidate format; keep the fastest that is accurate.
 
@@ -68,9 +78,9 @@ def choose_int8_format(
     paths = []
     rows: list[dict[str, Any]] = []
     runtime = settings.backend
-    for fmt in runtime.int8_formats:
+    for fmt in formats:
         path = workdir / f"{fmt.name}{runtime.suffix}"
-        runtime.build(teacher, task.example_input, layers, calibration, fmt, path)
+        runtime.build(teacher, task.inputs, layers, calibration, fmt, path, task.family)
         paths.append(path)
         rows.append(
             {
@@ -79,9 +89,7 @@ def choose_int8_format(
                 "metric": artifact_metric(path, task, settings),
             }
         )
-    stats = measure_interleaved(
-        [*paths, fp32], task.example_input.float().numpy(), settings, seconds=3.0
-    )
+    stats = measure_interleaved([*paths, fp32], to_feed(task.inputs), settings, seconds=3.0)
     for row, stat in zip(rows, stats, strict=False):
         row["latency_ratio_to_fp32"] = stat.median_ms / stats[-1].median_ms
         row["latency"] = stat.to_dict()
@@ -108,7 +116,7 @@ def choose_round_to(ctx: RunContext, workdir: Path) -> tuple[int, list[dict[str,
     best are ties, and the finest of them wins: it leaves the search more widths.
     """
     plans = ctx.space.with_round_to(1).random_plans(ROUND_TO_PLANS, seed=1)  # ratios only
-    example = ctx.task.example_input
+    example = ctx.inputs
     teacher_macs, _ = count_macs_params(ctx.teacher, example)
     seconds = min(0.5, ctx.measure_seconds)
     builds: list[tuple[int, float, float]] = []  # (round_to, MAC ratio, latency ratio)
@@ -117,7 +125,7 @@ def choose_round_to(ctx: RunContext, workdir: Path) -> tuple[int, list[dict[str,
     timed: dict[tuple[int, tuple[tuple[int, ...], ...]], tuple[float, float]] = {}
     for round_to in ROUND_TO_CANDIDATES:
         for i, plan in enumerate(plans):
-            student = prune(ctx.teacher, example, plan.prune, round_to)
+            student = prune(ctx.teacher, example, plan.prune, round_to, ctx.family)
             key = (i, tuple(tuple(p.shape) for p in student.parameters()))
             if key not in timed:
                 path = workdir / f"round{round_to}-{i}{ctx.settings.backend.suffix}"
@@ -165,7 +173,7 @@ def machine_cache_key(ctx: RunContext, round_to: int | None, **extra: str) -> st
     parts = {
         "hardware": fingerprint_key(ctx.hardware),
         "model": model_digest(ctx.teacher),
-        "input": list(ctx.task.example_input.shape),
+        "input": ctx.task.input_shape,
         "space": repr(
             (round_to, sorted(ctx.space.prune.items()), sorted(ctx.space.precision.items()))
         ),
@@ -210,13 +218,14 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
             )
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        layers = export_onnx(ctx.teacher, ctx.task.example_input, Path(tmp) / "layers.onnx")
+        layers = export_onnx(ctx.teacher, ctx.inputs, Path(tmp) / "layers.onnx", ctx.family)
     runtime = ctx.settings.backend
     # fp32 build: no layer in int8, so the format is unused.
-    runtime.build(ctx.teacher, ctx.task.example_input, [], [], runtime.int8_formats[0], model_path)
-    metric = artifact_metric(model_path, ctx.task, ctx.settings)
+    candidates = int8_candidates(ctx)
+    runtime.build(ctx.teacher, ctx.inputs, [], [], candidates[0], model_path, ctx.family)
+    metric, scores = artifact_scores(model_path, ctx.task, ctx.settings)
     (latency,) = measure_interleaved([model_path], ctx.example_input, ctx.settings, seconds=3.0)
-    teacher_macs, teacher_params = count_macs_params(ctx.teacher, ctx.task.example_input)
+    teacher_macs, teacher_params = count_macs_params(ctx.teacher, ctx.inputs)
     params, macs = artifact_counts(ctx, model_path, (teacher_params, teacher_macs))
     cached_choices = choices_path(ctx)
     with tempfile.TemporaryDirectory() as tmp, file_lock(cached_choices.with_suffix(".lock")):
@@ -225,7 +234,14 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
             fmt, formats = Int8Format.from_dict(choices["int8_format"]), choices["formats"]
         else:
             fmt, formats = choose_int8_format(
-                model_path, ctx.teacher, layers, ctx.task, ctx.calibration, ctx.settings, Path(tmp)
+                model_path,
+                ctx.teacher,
+                layers,
+                ctx.task,
+                ctx.calibration,
+                ctx.settings,
+                Path(tmp),
+                candidates,
             )
         info = BaselineInfo(
             model_path=model_path,
@@ -273,6 +289,7 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
             "identity": identity,
             "metric_name": ctx.task.metric_name,
             "metric": metric,
+            **({"scores": scores} if scores else {}),
             "latency_ms": latency.median_ms,
             "latency": latency.to_dict(),
             "size_bytes": info.size_bytes,
@@ -280,7 +297,7 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
             "params": info.params,
             "peak_memory_mb": peak_memory_mb(
                 model_path,
-                list(ctx.example_input.shape),
+                ctx.memory_shapes,
                 ctx.settings.threads,
                 ctx.settings.runtime,
             ),

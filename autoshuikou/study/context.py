@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from torch import nn
 
 from autoshuikou.compress.quantize import Int8Format
+from autoshuikou.families import Feed, Inputs, to_feed
 from autoshuikou.measure.energy import EnergyCounter
+from autoshuikou.measure.memory import InputShapes, input_shapes
 from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.space.bind import BoundSpace
 from autoshuikou.tasks import Task
@@ -37,7 +38,7 @@ class RunContext:
     space: BoundSpace
     settings: RuntimeSettings
     run_dir: Path
-    calibration: list[np.ndarray]
+    calibration: list[Feed]
     seed: int
     hardware: dict[str, object]
     budget_ms: float = float("inf")  # resolved once the baseline is known
@@ -57,8 +58,24 @@ class RunContext:
         self._baseline = info
 
     @property
-    def example_input(self) -> np.ndarray:
-        return self.task.example_input.float().numpy()
+    def inputs(self) -> Inputs:
+        """The deployed batch-1 example as named tensors (export, pruning, MAC counts)."""
+        return self.task.inputs
+
+    @property
+    def example_input(self) -> Feed:
+        """The same example as the runtime's feed: what latency is measured on."""
+        return to_feed(self.task.inputs)
+
+    @property
+    def memory_shapes(self) -> InputShapes:
+        """The example as the memory probe's child process rebuilds it."""
+        shape = self.task.input_shape
+        return shape if isinstance(shape, list) else input_shapes(dict(self.example_input))
+
+    @property
+    def family(self) -> str:
+        return self.task.family
 
     @property
     def artifact_name(self) -> str:

@@ -33,8 +33,22 @@ PROBES_PER_LAYER = 7
 
 def probe_count(ctx: RunContext) -> int:
     """The per-layer models have two or three coefficients per layer: deep models need more
-    probes (ResNet-18, same labels: 105 probes 10.7% median error, 140 probes 9.2%)."""
-    return max(PROBES, PROBES_PER_LAYER * len(ctx.space.precision))
+    probes (ResNet-18, same labels: 105 probes 10.7% median error, 140 probes 9.2%). Large
+    models take seconds per build (a 90 MB transformer about 4 s), so the count is capped
+    to what builds in PROFILE_BUILD_SECONDS, never below MIN_PROBES: profiling stays a
+    minute or two, and the cross-validation then says how good the smaller model is."""
+    wanted = max(PROBES, PROBES_PER_LAYER * len(ctx.space.precision))
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.monotonic()
+        build_artifact(
+            ctx, ctx.space.fastest_plan(), Path(tmp) / f"probe{ctx.settings.backend.suffix}"
+        )
+        seconds = time.monotonic() - started
+    return max(MIN_PROBES, min(wanted, int(PROFILE_BUILD_SECONDS / max(seconds, 1e-3))))
+
+
+MIN_PROBES = 20
+PROFILE_BUILD_SECONDS = 90.0
 
 
 PROBE_SECONDS = 0.5  # per probe, split into PROBE_WINDOWS windows
@@ -104,11 +118,11 @@ def measure_probes(
                 max_windows=windows,
             )
             for plan, stats in zip(chunk, ratios, strict=True):
-                student = prune(ctx.teacher, ctx.task.example_input, plan.prune, plan.round_to)
+                student = prune(ctx.teacher, ctx.inputs, plan.prune, plan.round_to, ctx.family)
                 rows.append(
                     {
                         "plan": plan,
-                        "macs": layer_macs(student, ctx.task.example_input),
+                        "macs": layer_macs(student, ctx.inputs),
                         "ratio": stats.ratio,
                     }
                 )

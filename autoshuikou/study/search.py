@@ -105,14 +105,15 @@ def parse_min_metric(text: str | float | None, baseline_metric: float) -> float 
 
 def layer_names(task: Task) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
-        return export_onnx(task.model, task.example_input, Path(tmp) / "probe.onnx")
+        return export_onnx(task.model, task.inputs, Path(tmp) / "probe.onnx", task.family)
 
 
 def bind_task_space(task: Task, space: str | Path | None) -> BoundSpace:
     teacher = task.model.eval()
-    groups = channel_groups(teacher, task.example_input)
+    groups = channel_groups(teacher, task.inputs, task.family)
     modules = [name for name, _ in teacher.named_modules()]
-    return bind_space(load_space(space), groups, layer_names(task), modules)
+    loaded = load_space(space, task.family_impl.default_space)
+    return bind_space(loaded, groups, layer_names(task), modules)
 
 
 def _attrs(trial: FrozenTrial) -> dict[str, Any]:
@@ -281,7 +282,9 @@ def prepare_context(
         space=bind_task_space(task, space),
         settings=settings,
         run_dir=run_dir,
-        calibration=calibration_batches(task.train_data),
+        calibration=calibration_batches(
+            task.train_data, task.family_impl.calibration_samples, task.family_impl
+        ),
         seed=seed,
         hardware=hardware,
         measure_seconds=measure_seconds,
@@ -290,7 +293,7 @@ def prepare_context(
     identity = {
         "task": task.name,
         "model": model_digest(task.model),
-        "input_shape": list(task.example_input.shape),
+        "input_shape": task.input_shape,
         "hardware": hardware,
         "version": __version__,
     }
@@ -419,10 +422,9 @@ def search(
             plan = bound.suggest(trial)
         predicted = None
         if latency_model is not None:
-            student = prune(ctx.teacher, task.example_input, plan.prune, plan.round_to)
+            student = prune(ctx.teacher, ctx.inputs, plan.prune, plan.round_to, ctx.family)
             predicted = (
-                latency_model.predict_ratio(layer_macs(student, task.example_input), plan)
-                * b.latency_ms
+                latency_model.predict_ratio(layer_macs(student, ctx.inputs), plan) * b.latency_ms
             )
             trial.set_user_attr("latency_predicted_ms", predicted)
             exempt = reference or fixed_plan  # baselines are always measured

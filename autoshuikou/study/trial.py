@@ -10,7 +10,7 @@ from typing import Any
 
 from autoshuikou.compress.distill import distill
 from autoshuikou.compress.prune import count_macs_params, prune
-from autoshuikou.measure.accuracy import artifact_metric
+from autoshuikou.measure.accuracy import artifact_scores
 from autoshuikou.measure.energy import energy_per_inference_mj
 from autoshuikou.measure.latency import LOCK_PATH, measure_interleaved
 from autoshuikou.measure.memory import peak_memory_mb
@@ -27,9 +27,9 @@ def build_artifact(
     ctx: RunContext, plan: Plan, out: Path, stage: Stage = lambda _s: None
 ) -> dict[str, Any]:
     """Compress the teacher by ``plan`` into ``out`` (the runtime's artifact); returns build facts."""
-    example = ctx.task.example_input
+    example = ctx.inputs
     stage("pruning")
-    student = prune(ctx.teacher, example, plan.prune, plan.round_to)
+    student = prune(ctx.teacher, example, plan.prune, plan.round_to, ctx.family)
     torch_macs, torch_params = count_macs_params(student, example)
     stage(f"distilling {plan.distill.epochs} epochs" if plan.distill.epochs else "no fine-tuning")
     started = time.monotonic()
@@ -41,7 +41,13 @@ def build_artifact(
     distill_s = time.monotonic() - started
     stage("quantizing")
     ctx.settings.backend.build(
-        student, example, plan.int8_layers, ctx.calibration, ctx.baseline.int8_format, out
+        student,
+        example,
+        plan.int8_layers,
+        ctx.calibration,
+        ctx.baseline.int8_format,
+        out,
+        ctx.family,
     )
     return {
         "distill_seconds": round(distill_s, 2),
@@ -57,7 +63,7 @@ def artifact_counts(
     """(params, MACs): from the ONNX graph itself where the artifact is ONNX, else from the
     PyTorch module the artifact was traced from."""
     if ctx.settings.backend.suffix == ".onnx":
-        counts = graph_counts(model, ctx.example_input.shape)
+        counts = graph_counts(model, ctx.example_input)
         return counts.params, counts.macs
     return module_counts
 
@@ -67,7 +73,7 @@ def measure_artifact(
 ) -> dict[str, Any]:
     """Metric, latency (interleaved with the baseline), size, counts and memory of ``model``."""
     stage("scoring")
-    metric = artifact_metric(model, ctx.task, ctx.settings)
+    metric, scores = artifact_scores(model, ctx.task, ctx.settings)
     stage("timing")
     candidate, reference = measure_interleaved(
         [model, ctx.baseline.model_path],
@@ -84,6 +90,7 @@ def measure_artifact(
     return {
         **energy,
         "metric": metric,
+        **({"scores": scores} if scores else {}),
         # Drift-corrected: the ratio to the baseline timed alongside, times the baseline's
         # reference latency. The ratio is what holds when the machine's speed drifts.
         "latency_ms": ratio * ctx.baseline.latency_ms,
@@ -94,7 +101,7 @@ def measure_artifact(
         "macs": macs,
         "params": params,
         "peak_memory_mb": peak_memory_mb(
-            model, list(ctx.example_input.shape), ctx.settings.threads, ctx.settings.runtime
+            model, ctx.memory_shapes, ctx.settings.threads, ctx.settings.runtime
         ),
     }
 

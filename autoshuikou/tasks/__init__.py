@@ -17,6 +17,7 @@ from autoshuikou.tasks._task import (
     top1_accuracy,
     validate_task,
 )
+from autoshuikou.tasks.bbc_minilm import bbc_minilm_task
 from autoshuikou.tasks.digits import digits_task
 
 __all__ = [
@@ -30,7 +31,10 @@ __all__ = [
     "validate_task",
 ]
 
-BUILTIN_TASKS: dict[str, Callable[[], Task]] = {"digits": digits_task}
+BUILTIN_TASKS: dict[str, Callable[[], Task]] = {
+    "digits": digits_task,
+    "bbc-minilm": bbc_minilm_task,
+}
 DEFAULT_TASK = "digits"
 
 

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 import torch
 from torch import nn
 
 from autoshuikou.errors import UserError
+from autoshuikou.families import (
+    DEFAULT_FAMILY,
+    FAMILIES,
+    Inputs,
+    Metric,
+    ModelFamily,
+    call,
+    get_family,
+    top1_accuracy,
+)
 
-Batch = tuple[torch.Tensor, torch.Tensor]
-# metric(logits, targets) -> score, higher is better, computed over the whole validation set.
-Metric = Callable[[torch.Tensor, torch.Tensor], float]
+# (inputs, targets); inputs are one tensor, a tuple in the family's input order, or a mapping.
+Batch = tuple[Any, torch.Tensor]
 
-
-def top1_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    """Fraction of samples whose highest logit is the target class."""
-    return float((logits.argmax(dim=1) == targets).float().mean().item())
+__all__ = ["Batch", "Metric", "Task", "iterate_batches", "top1_accuracy", "validate_task"]
 
 
 @dataclass
@@ -28,30 +36,71 @@ class Task:
     batches (a ``torch.utils.data.DataLoader`` works). ``train_data`` feeds int8
     calibration and distillation; ``val_data`` scores every compressed model and must be
     held out from the teacher's training. ``example_input`` is one batch-1 input with the
-    shape the deployed model receives; latency is measured on it.
+    shape the deployed model receives (a tuple or mapping of tensors for several inputs,
+    e.g. token ids and an attention mask); latency is measured on it. ``family`` names the
+    model family (see ``autoshuikou.families``): what the inputs and outputs are and how the
+    student is distilled.
     """
 
     model: nn.Module
     train_data: Iterable[Batch]
     val_data: Iterable[Batch]
-    example_input: torch.Tensor
+    example_input: Any
     metric: Metric | None = None
     name: str = "custom"
     metric_name: str = field(default="")
+    family: str = DEFAULT_FAMILY
 
     def __post_init__(self) -> None:
-        if self.metric is None:
-            self.metric = top1_accuracy
-            self.metric_name = self.metric_name or "top1_accuracy"
+        if self.family in FAMILIES and self.metric is None:
+            self.metric, default_name = self.family_impl.default_metric
+            self.metric_name = self.metric_name or default_name
         self.metric_name = self.metric_name or getattr(self.metric, "__name__", "metric")
 
-    def score(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
+    @cached_property
+    def family_impl(self) -> ModelFamily:
+        return get_family(self.family)
+
+    @property
+    def inputs(self) -> Inputs:
+        """The example input as named tensors: what export, pruning and timing run on."""
+        return self.family_impl.named_inputs(self.example_input)
+
+    @property
+    def input_shape(self) -> list[int] | dict[str, list[int]]:
+        """The example's shape (one input), or each named input's: part of fingerprints."""
+        inputs = self.inputs
+        if len(inputs) == 1:
+            return list(next(iter(inputs.values())).shape)
+        return {name: list(t.shape) for name, t in inputs.items()}
+
+    def batches(self, which: str) -> Iterator[tuple[Inputs, torch.Tensor]]:
+        """``train_data`` or ``val_data`` as (named inputs, targets) pairs."""
+        family = self.family_impl
+        for inputs, targets in iterate_batches(getattr(self, which), which):
+            yield family.named_inputs(inputs), targets
+
+    def score(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
         assert self.metric is not None  # set in __post_init__
-        return float(self.metric(logits, targets))
+        return float(self.metric(outputs, targets))
+
+    @cached_property
+    def teacher_outputs(self) -> list[torch.Tensor]:
+        """Every output of the teacher over the validation set (for scores beside the metric)."""
+        from autoshuikou.families import primary
+
+        chunks: list[list[torch.Tensor]] = []
+        self.model.eval()
+        with torch.no_grad():
+            for inputs, _ in self.batches("val_data"):
+                out = call(self.model, inputs)
+                outs = list(out) if isinstance(out, tuple | list) else [primary(out)]
+                chunks.append(outs)
+        return [torch.cat(parts) for parts in zip(*chunks, strict=True)]
 
 
 def iterate_batches(data: Iterable[Batch], what: str) -> Iterator[Batch]:
-    """Yield ``(inputs, targets)`` tensor pairs, or fail with a message naming ``what``."""
+    """Yield ``(inputs, targets)`` pairs, or fail with a message naming ``what``."""
     for i, batch in enumerate(data):
         if not (isinstance(batch, tuple | list) and len(batch) == 2):
             raise UserError(
@@ -60,7 +109,10 @@ def iterate_batches(data: Iterable[Batch], what: str) -> Iterator[Batch]:
                 "TensorDataset does",
             )
         inputs, targets = batch
-        yield torch.as_tensor(inputs), torch.as_tensor(targets)
+        if isinstance(inputs, torch.Tensor | tuple | list | dict):
+            yield inputs, torch.as_tensor(targets)
+        else:
+            yield torch.as_tensor(inputs), torch.as_tensor(targets)
 
 
 def validate_task(task: object, source: str) -> Task:
@@ -70,17 +122,27 @@ def validate_task(task: object, source: str) -> Task:
             f"{source} returned a {type(task).__name__}, not an autoshuikou.Task",
             "return autoshuikou.Task(model=..., train_data=..., val_data=..., example_input=...)",
         )
+    if task.family not in FAMILIES:
+        raise UserError(
+            f"{source}: Task.family {task.family!r} is not a model family",
+            f"use one of {', '.join(sorted(FAMILIES))}",
+        )
     if not isinstance(task.model, nn.Module):
         raise UserError(f"{source}: Task.model is not a torch.nn.Module", "pass the trained model")
-    if not isinstance(task.example_input, torch.Tensor) or task.example_input.dim() < 2:
+    family = task.family_impl
+    try:
+        inputs = task.inputs
+    except (ValueError, TypeError) as exc:
         raise UserError(
-            f"{source}: Task.example_input must be a batch-1 tensor such as (1, C, H, W)",
-            "pass e.g. torch.zeros(1, 3, 32, 32) with the deployed input shape",
-        )
-    if task.example_input.shape[0] != 1:
+            f"{source}: Task.example_input does not fit the {family.name} family: {exc}",
+            f"pass batch-1 tensors for {family.input_names}",
+        ) from exc
+    problem = family.check_example(inputs)
+    if problem is not None:
+        shape = "e.g. torch.zeros(1, 3, 32, 32)" if family.name == "classification" else ""
         raise UserError(
-            f"{source}: Task.example_input has batch size {task.example_input.shape[0]}, not 1",
-            "pass one sample, e.g. inputs[:1]",
+            f"{source}: Task.example_input: {problem}",
+            f"pass one sample with the deployed shape {shape}".strip(),
         )
     for what in ("train_data", "val_data"):
         data = getattr(task, what)

@@ -1,0 +1,49 @@
+"""Model families by name: one module each, registered here (as ``runtimes/`` does)."""
+
+from __future__ import annotations
+
+from autoshuikou.errors import UserError
+from autoshuikou.families._base import (
+    Feed,
+    Inputs,
+    InputSpec,
+    Metric,
+    ModelFamily,
+    call,
+    primary,
+    to_feed,
+    top1_accuracy,
+)
+from autoshuikou.families.classification import Classification
+from autoshuikou.families.encoder import Encoder, EncoderClassifier
+
+__all__ = [
+    "FAMILIES",
+    "Classification",
+    "Encoder",
+    "EncoderClassifier",
+    "Feed",
+    "InputSpec",
+    "Inputs",
+    "Metric",
+    "ModelFamily",
+    "call",
+    "get_family",
+    "primary",
+    "to_feed",
+    "top1_accuracy",
+]
+
+FAMILIES: dict[str, type[ModelFamily]] = {
+    Classification.name: Classification,
+    Encoder.name: Encoder,
+}
+DEFAULT_FAMILY = Classification.name
+
+
+def get_family(name: str) -> ModelFamily:
+    if name not in FAMILIES:
+        raise UserError(
+            f"unknown model family {name!r}", f"use one of {', '.join(sorted(FAMILIES))}"
+        )
+    return FAMILIES[name]()

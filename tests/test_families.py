@@ -1,0 +1,161 @@
+"""The model-family contract, parametrized over the registry with a tiny model per family."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autoshuikou.compress.prune import channel_groups, count_macs_params, prune
+from autoshuikou.compress.quantize import Int8Format, calibration_batches
+from autoshuikou.families import FAMILIES, call, to_feed
+from autoshuikou.measure.accuracy import artifact_scores, torch_metric
+from autoshuikou.measure.latency_model import ATTENTION, layer_macs
+from autoshuikou.measure.runtime import RuntimeSettings, open_runner
+from autoshuikou.measure.size import graph_counts
+from autoshuikou.runtimes.onnxruntime import OnnxRuntime
+from autoshuikou.study.search import layer_names
+from autoshuikou.tasks import Task, validate_task
+
+pytest.importorskip("transformers")
+
+from conftest import make_tiny_task
+from encoder_task import make_encoder_task
+
+TINY = {"classification": make_tiny_task, "encoder": make_encoder_task}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def task(request: pytest.FixtureRequest) -> Task:
+    return validate_task(TINY[request.param](), f"tiny {request.param} task")
+
+
+def test_every_family_has_a_tiny_task() -> None:
+    assert set(TINY) == set(FAMILIES)
+
+
+def test_pruned_model_runs_the_same_in_onnx_as_in_pytorch(task: Task, tmp_path: Path) -> None:
+    groups = channel_groups(task.model, task.inputs, task.family)
+    assert groups
+    student = prune(task.model, task.inputs, {g.name: 0.5 for g in groups}, 1, task.family)
+    assert (
+        count_macs_params(student, task.inputs)[0] < count_macs_params(task.model, task.inputs)[0]
+    )
+    path = tmp_path / "m.onnx"
+    OnnxRuntime().build(student, task.inputs, [], [], Int8Format(), path, task.family)
+    inputs, _ = next(task.batches("val_data"))
+    with open_runner(path, RuntimeSettings()) as run:
+        outputs = run(to_feed(inputs))
+    with torch.no_grad():
+        expected = call(student, inputs)
+    expected = list(expected) if isinstance(expected, tuple) else [expected]
+    assert len(outputs) == len(task.family_impl.outputs) == len(expected)
+    for got, want in zip(outputs, expected, strict=True):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_every_layer_is_named_in_the_exported_graph(task: Task) -> None:
+    linear = {
+        name
+        for name, m in task.model.named_modules()
+        if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)
+    }
+    assert set(layer_names(task)) == linear  # per-layer int8 can reach every layer
+
+
+def test_int8_layers_are_really_int8_and_the_rest_stay_fp32(task: Task, tmp_path: Path) -> None:
+    layers = layer_names(task)
+    calibration = calibration_batches(task.train_data, 32, task.family_impl)
+    runtime = OnnxRuntime()
+    fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    fmt = next(f for f in runtime.int8_formats if f.quant_format in task.family_impl.int8_forms)
+    runtime.build(task.model, task.inputs, [], calibration, fmt, fp32, task.family)
+    runtime.build(task.model, task.inputs, layers[:-1], calibration, fmt, int8, task.family)
+    assert int8.stat().st_size < fp32.stat().st_size
+    metric, _ = artifact_scores(int8, task, RuntimeSettings())
+    assert metric >= torch_metric(task.model, task) - 0.1
+    assert (
+        graph_counts(int8, to_feed(task.inputs)).macs
+        == graph_counts(fp32, to_feed(task.inputs)).macs
+    )
+
+
+def test_encoder_heads_are_pruned_whole_and_the_head_count_updated() -> None:
+    task = make_encoder_task()
+    groups = channel_groups(task.model, task.inputs, task.family)
+    heads = [g for g in groups if g.unit == "heads"]
+    ffn = [g for g in groups if g.unit == "channels"]
+    assert len(heads) == len(ffn) == 2  # one of each per layer; the hidden width is not a group
+    assert all(g.channels == 4 for g in heads)
+    assert all(len(g.layers) == 3 for g in heads)  # query, key, value (output dense follows)
+    student = prune(task.model, task.inputs, {heads[0].name: 0.5, ffn[1].name: 0.5}, 1, "encoder")
+    layer0 = student.backbone.encoder.layer[0]  # type: ignore[union-attr, index]
+    attention = layer0.attention.self
+    assert attention.num_attention_heads == 2
+    assert attention.query.out_features == attention.key.out_features == 16
+    assert layer0.attention.output.dense.in_features == 16
+    assert student.backbone.encoder.layer[1].intermediate.dense.out_features == 32  # type: ignore[union-attr, index]
+    # The hidden width stays: every residual and LayerNorm keeps 32.
+    assert layer0.output.LayerNorm.normalized_shape == (32,)
+    # A pruned head removes all of its channels: the kept heads' weights are unchanged.
+    teacher_q = task.model.backbone.encoder.layer[0].attention.self.query.weight  # type: ignore[union-attr, index]
+    kept = [
+        h
+        for h in range(4)
+        if any(
+            torch.equal(teacher_q[h * 8 : h * 8 + 8], attention.query.weight[k * 8 : k * 8 + 8])
+            for k in range(2)
+        )
+    ]
+    assert len(kept) == 2
+
+
+def test_encoder_latency_features_see_attention() -> None:
+    task = make_encoder_task()
+    macs = layer_macs(task.model, task.inputs)
+    attention = {k: v for k, v in macs.items() if k.endswith(ATTENTION)}
+    assert len(attention) == 2
+    tokens = task.inputs["input_ids"].shape[1]
+    assert all(v == 2 * tokens * tokens * 32 for v in attention.values())
+    groups = channel_groups(task.model, task.inputs, task.family)
+    heads = {g.name: 0.5 for g in groups if g.unit == "heads"}
+    pruned = layer_macs(prune(task.model, task.inputs, heads, 1, "encoder"), task.inputs)
+    assert all(pruned[k] == v // 2 for k, v in attention.items())  # half the heads
+
+
+def test_encoder_scores_embedding_cosine_beside_the_metric(tmp_path: Path) -> None:
+    task = make_encoder_task()
+    path = tmp_path / "m.onnx"
+    OnnxRuntime().build(task.model, task.inputs, [], [], Int8Format(), path, "encoder")
+    metric, scores = artifact_scores(path, task, RuntimeSettings())
+    assert metric == pytest.approx(torch_metric(task.model, task))
+    assert scores["embedding_cosine"] == pytest.approx(1.0, abs=1e-5)  # the teacher itself
+    student = prune(
+        task.model,
+        task.inputs,
+        {g.name: 0.75 for g in channel_groups(task.model, task.inputs, "encoder")},
+        1,
+        "encoder",
+    )
+    OnnxRuntime().build(student, task.inputs, [], [], Int8Format(), path, "encoder")
+    assert artifact_scores(path, task, RuntimeSettings())[1]["embedding_cosine"] < 0.999
+
+
+def test_dynamic_int8_quantizes_exactly_the_plan_layers(tmp_path: Path) -> None:
+    import onnx
+
+    task = make_encoder_task()
+    layers = layer_names(task)
+    path = tmp_path / "dyn.onnx"
+    fmt = Int8Format("dynamic", "u8", True)
+    OnnxRuntime().build(task.model, task.inputs, layers[:3], [], fmt, path, "encoder")
+    graph = onnx.load(str(path)).graph
+    integer = [
+        n for n in graph.node if "Integer" in n.op_type or n.op_type.startswith("DynamicQuantize")
+    ]
+    assert integer  # real int8 kernels
+    float_matmuls = {n.name for n in graph.node if n.op_type == "MatMul"}
+    assert not float_matmuls & set(layers[:3])
+    assert set(layers[3:-1]) <= float_matmuls  # the rest stay fp32
