@@ -1,0 +1,113 @@
+"""The objectives list, the typed trial record and the search's config: fast, no training."""
+
+from dataclasses import fields, replace
+from typing import Any
+
+import optuna
+import pytest
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+
+from autoshuikou.study.objectives import (
+    ENERGY,
+    directions,
+    objectives_for,
+    point,
+    study_objectives,
+)
+from autoshuikou.study.record import RecordError, TrialRecord, TrialTags
+
+RECORD = TrialRecord(
+    metric=0.93,
+    latency_ms=0.21,
+    latency_ratio=0.42,
+    size_bytes=20480,
+    macs=1_000_000,
+    params=5000,
+    peak_memory_mb=31.5,
+    feasible=True,
+    speedup=1 / 0.42,
+    metric_retained=0.97,
+    trial_seconds=3.5,
+    latency_spread=0.04,
+    model_sha256="ab" * 32,
+)
+# The user-attribute keys existing studies (and optuna-dashboard views of them) hold.
+KEYS = {
+    "metric",
+    "latency_ms",
+    "latency_ratio",
+    "size_bytes",
+    "macs",
+    "params",
+    "peak_memory_mb",
+    "feasible",
+    "speedup",
+    "metric_retained",
+    "trial_seconds",
+    "latency_spread",
+    "model_sha256",
+}
+OPTIONAL = {"energy_mj", "latency_predicted_ms", "prediction_error"}
+
+
+def _completed(study: optuna.Study, record: TrialRecord, **tags: Any) -> None:
+    trial = study.ask()
+    for key, value in {**tags, **record.to_attrs()}.items():
+        trial.set_user_attr(key, value)
+    study.tell(trial, point(record, study_objectives(study)))
+
+
+def test_a_record_round_trips_through_a_study_under_the_historical_keys() -> None:
+    study = optuna.create_study(directions=directions(objectives_for(energy=False)))
+    _completed(study, RECORD, worker="host:1", reference="fp32")
+    full = replace(RECORD, energy_mj=0.5, latency_predicted_ms=0.2, prediction_error=-0.05)
+    _completed(study, full)
+    first, second = study.trials
+    assert set(first.user_attrs) == KEYS | {"worker", "reference"}  # None extras left out
+    assert set(second.user_attrs) == KEYS | OPTIONAL
+    assert TrialRecord.from_trial(first) == RECORD
+    assert TrialRecord.from_trial(second) == full
+    assert TrialTags.from_trial(first) == TrialTags(reference="fp32", worker="host:1")
+    assert first.values == [0.93, 0.21, 20480.0]
+
+
+def test_a_record_from_a_trials_metrics_as_run_trial_returns_them() -> None:
+    metrics = {
+        **{k: v for k, v in RECORD.to_attrs().items() if k != "latency_spread"},
+        "latency_raw": {"median_ms": 0.2, "spread": 0.04},
+        "latency_predicted_ms": 0.252,
+        "trial": 7,
+        "hardware": {"cpu": "x"},  # not part of the record
+    }
+    record = TrialRecord.from_metrics(metrics)
+    assert record == replace(RECORD, latency_predicted_ms=0.252, prediction_error=0.252 / 0.21 - 1)
+
+
+def test_a_trial_without_a_record_is_a_clear_error() -> None:
+    study = optuna.create_study(directions=directions(objectives_for(energy=False)))
+    trial = study.ask()
+    attrs = RECORD.to_attrs()
+    del attrs["latency_ms"]
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    study.tell(trial, state=TrialState.FAIL)
+    with pytest.raises(RecordError) as err:
+        TrialRecord.from_trial(study.trials[0])
+    assert "trial 0 (FAIL) has no latency_ms" in str(err.value)
+
+
+def test_energy_adds_a_fourth_minimized_objective() -> None:
+    plain, energy = objectives_for(energy=False), objectives_for(energy=True)
+    assert energy == (*plain, ENERGY)
+    assert directions(energy) == [
+        StudyDirection.MAXIMIZE,
+        StudyDirection.MINIMIZE,
+        StudyDirection.MINIMIZE,
+        StudyDirection.MINIMIZE,
+    ]
+    assert point(replace(RECORD, energy_mj=0.5), energy) == (0.93, 0.21, 20480.0, 0.5)
+    with pytest.raises(ValueError, match="energy_mj"):
+        point(RECORD, energy)  # measured where no energy counter was readable
+    record_fields = {f.name for f in fields(TrialRecord)}
+    assert all(o.attr in record_fields for o in energy)
