@@ -8,6 +8,8 @@ import pytest
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from autoshuikou.errors import UserError
+from autoshuikou.study.config import DEFAULTS, SearchConfig
 from autoshuikou.study.objectives import (
     ENERGY,
     directions,
@@ -111,3 +113,20 @@ def test_energy_adds_a_fourth_minimized_objective() -> None:
         point(RECORD, energy)  # measured where no energy counter was readable
     record_fields = {f.name for f in fields(TrialRecord)}
     assert all(o.attr in record_fields for o in energy)
+
+
+@pytest.mark.parametrize(
+    ("settings", "flag"),
+    [
+        ({"trials": 0}, "--trials"),
+        ({"threads": 0}, "--threads"),
+        ({"measure_seconds": 0.0}, "--measure-seconds"),
+        ({"budget": "fast"}, "latency budget"),
+    ],
+)
+def test_a_bad_setting_is_refused_with_a_hint(settings: dict[str, Any], flag: str) -> None:
+    with pytest.raises(UserError) as err:
+        SearchConfig(**settings)
+    assert flag in err.value.message and err.value.hint
+    with pytest.raises(UserError):
+        replace(DEFAULTS, **settings)  # a derived config is checked too
