@@ -1,6 +1,7 @@
 """The objectives list, the typed trial record and the search's config: fast, no training."""
 
 from dataclasses import fields, replace
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -10,14 +11,17 @@ from optuna.trial import TrialState
 
 from autoshuikou.errors import UserError
 from autoshuikou.study.config import DEFAULTS, SearchConfig
+from autoshuikou.study.final import FrontModel, final_front
 from autoshuikou.study.objectives import (
     ENERGY,
+    STUDY_ATTR,
     directions,
     objectives_for,
     point,
     study_objectives,
 )
 from autoshuikou.study.record import RecordError, TrialRecord, TrialTags
+from autoshuikou.study.storage import open_study
 
 RECORD = TrialRecord(
     metric=0.93,
@@ -113,6 +117,47 @@ def test_energy_adds_a_fourth_minimized_objective() -> None:
         point(RECORD, energy)  # measured where no energy counter was readable
     record_fields = {f.name for f in fields(TrialRecord)}
     assert all(o.attr in record_fields for o in energy)
+
+
+def test_a_study_knows_its_objectives_and_refuses_others(tmp_path: Path) -> None:
+    storage = optuna.storages.InMemoryStorage()
+    sampler = optuna.samplers.RandomSampler()
+
+    def join(energy: bool) -> optuna.Study:
+        return open_study(
+            storage, tmp_path, "s", {"v": 1}, sampler, {}, objectives=objectives_for(energy)
+        )
+
+    study = join(energy=True)
+    assert study.user_attrs[STUDY_ATTR] == ["metric", "latency", "size", "energy"]
+    assert study_objectives(join(energy=True)) == objectives_for(energy=True)
+    with pytest.raises(UserError, match="other objectives"):
+        join(energy=False)
+    # A study made before the names were stored: its objectives follow from its directions.
+    old = optuna.create_study(directions=directions(objectives_for(energy=True)))
+    assert STUDY_ATTR not in old.user_attrs
+    assert study_objectives(old) == objectives_for(energy=True)
+
+
+def _front_model(
+    trial: int, metric: float, search_ms: float, final_ms: float, energy: float = 1.0
+) -> FrontModel:
+    record = replace(RECORD, metric=metric, latency_ms=search_ms, energy_mj=energy)
+    return FrontModel(trial, record, final_ms / 0.5, 0.02, final_ms, feasible=True)
+
+
+def test_the_final_front_uses_the_final_latency_and_the_objectives() -> None:
+    # Trial 1 looked slower in the search, faster once re-measured: neither dominates.
+    models = [_front_model(0, 0.95, 0.20, 0.20), _front_model(1, 0.94, 0.25, 0.18)]
+    front, dropped = final_front(models, objectives_for(energy=False))
+    assert [m.trial for m in front] == [0, 1] and dropped == []
+    # The other way round: re-measured slower, trial 1 leaves the front...
+    slower = [_front_model(0, 0.95, 0.20, 0.20), _front_model(1, 0.94, 0.18, 0.22, energy=0.5)]
+    front, dropped = final_front(slower, objectives_for(energy=False))
+    assert [m.trial for m in front] == [0] and [m.trial for m in dropped] == [1]
+    # ... unless energy is an objective: it uses less.
+    front, dropped = final_front(slower, objectives_for(energy=True))
+    assert [m.trial for m in front] == [0, 1] and dropped == []
 
 
 @pytest.mark.parametrize(
