@@ -1,5 +1,6 @@
 """The objectives list, the typed trial record and the search's config: fast, no training."""
 
+import argparse
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ import pytest
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from autoshuikou.cli import NEGATED, _parser, search_config
 from autoshuikou.errors import UserError
 from autoshuikou.study.config import DEFAULTS, SearchConfig
 from autoshuikou.study.final import FrontModel, final_front
@@ -175,3 +177,35 @@ def test_a_bad_setting_is_refused_with_a_hint(settings: dict[str, Any], flag: st
     assert flag in err.value.message and err.value.hint
     with pytest.raises(UserError):
         replace(DEFAULTS, **settings)  # a derived config is checked too
+
+
+def _search_actions() -> list[argparse.Action]:
+    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    search = commands.choices["search"]
+    return [a for a in search._actions if not isinstance(a, argparse._HelpAction)]
+
+
+# A value other than the default, for flags whose type does not give one.
+OTHER = {"budget": "75ms", "min_accuracy": "99%", "storage": "s.journal", "runtime": "torch"}
+
+
+@pytest.mark.parametrize("action", _search_actions(), ids=lambda a: a.option_strings[0])
+def test_every_search_flag_reaches_its_config_field(action: argparse.Action) -> None:
+    field = NEGATED.get(action.dest, action.dest)
+    assert field in {f.name for f in fields(SearchConfig)}, (
+        f"{action.option_strings[0]} is not wired into SearchConfig (cli.search_config)"
+    )
+    assert action.default == getattr(DEFAULTS, field) or action.dest in NEGATED
+    argv = [action.option_strings[0]]
+    if action.nargs != 0:  # a flag with a value
+        numeric = action.type in (int, float)
+        argv.append(OTHER.get(action.dest) or (str((action.default or 0) + 2) if numeric else "x"))
+    config = search_config(_parser().parse_args(["search", *argv]))
+    changed = {
+        f.name for f in fields(SearchConfig) if getattr(config, f.name) != getattr(DEFAULTS, f.name)
+    }
+    assert changed == {field}
+
+
+def test_no_flags_give_the_default_config() -> None:
+    assert search_config(_parser().parse_args(["search"])) == DEFAULTS

@@ -18,7 +18,7 @@ import shlex
 import shutil
 import statistics
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -44,9 +44,9 @@ from autoshuikou.compare.strategies import (
 from autoshuikou.errors import UserError
 from autoshuikou.report.plots import plot_fronts, plot_hypervolume
 from autoshuikou.report.progress import Progress
-from autoshuikou.runtimes import DEFAULT_RUNTIME
 from autoshuikou.space.bind import uniform_plans
 from autoshuikou.study.budget import parse_budget
+from autoshuikou.study.config import DEFAULTS, SearchConfig
 from autoshuikou.study.pareto import is_feasible
 from autoshuikou.study.record import TrialRecord, TrialTags
 from autoshuikou.study.search import COUNTED, search
@@ -329,16 +329,16 @@ def _copy_baseline(out: Path, study_names: list[str], target: Path) -> None:
 
 def compare(
     task: Task | str | None = None,
-    budget: str = "50%",
-    trials: int = 30,
+    budget: str = DEFAULTS.budget,
+    trials: int = DEFAULTS.trials,
     seeds: int = 3,
     out: str | Path = "runs/compare",
     strategies: str = DEFAULT_STRATEGIES,
     space: str | Path | None = None,
-    measure_seconds: float = 1.0,
-    predict: bool = True,
+    measure_seconds: float = DEFAULTS.measure_seconds,
+    predict: bool = DEFAULTS.predict,
     progress: Progress | None = None,
-    runtime: str = DEFAULT_RUNTIME,
+    runtime: str = DEFAULTS.runtime,
 ) -> dict[str, Any]:
     """Run every strategy on every seed (resuming finished studies), then write the report."""
     progress = progress or Progress()
@@ -349,6 +349,16 @@ def compare(
     if not isinstance(task, Task):
         task = load_task(task)
     out = Path(out)
+    # What every study shares; each strategy and seed derives its own. The table reads
+    # search-time measurements, so the fronts are not re-measured.
+    shared = SearchConfig(
+        budget=budget,
+        out=out,
+        measure_seconds=measure_seconds,
+        predict=predict,
+        runtime=runtime,
+        final_remeasure=False,
+    )
     setup = {
         "task": task.name,
         "budget": parsed.text,
@@ -377,23 +387,16 @@ def compare(
                 continue
             progress.line(f"== {s.name}, seed {seed}: {s.trials} trials -> {out / name}")
             _copy_baseline(out, names, out / name)
-            search(
-                task,
-                budget=budget,
+            config = replace(
+                shared,
                 trials=s.trials,
                 space=no_distill_space if s.no_distill else space,
-                out=out,
                 study_name=name,
                 seed=seed,
-                measure_seconds=measure_seconds,
-                predict=predict,
                 sampler=s.sampler,
-                fixed_plans=uniform_plans if s.uniform else None,
-                final_remeasure=False,
-                progress=progress,
-                runtime=runtime,
                 warm_start=s.warm_start,
             )
+            search(task, config, progress, uniform_plans if s.uniform else None)
 
     first_summary = read_json(
         next(out / n / "summary.json" for n in names if (out / n / "summary.json").exists())
