@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["SearchResult", "Task", "UserError", "__version__", "search"]
+__all__ = ["SearchConfig", "SearchResult", "Task", "UserError", "__version__", "search"]
 
 if TYPE_CHECKING:
     from autoshuikou.errors import UserError
+    from autoshuikou.study.config import SearchConfig
     from autoshuikou.study.search import SearchResult, search
     from autoshuikou.tasks import Task
 
@@ -26,6 +27,10 @@ def __getattr__(name: str) -> Any:
         from autoshuikou.study import search as module
 
         return getattr(module, name)
+    if name == "SearchConfig":
+        from autoshuikou.study.config import SearchConfig
+
+        return SearchConfig
     if name == "UserError":
         from autoshuikou.errors import UserError
 

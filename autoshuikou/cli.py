@@ -7,6 +7,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from autoshuikou.compare.strategies import DEFAULT_STRATEGIES
@@ -18,34 +19,30 @@ from autoshuikou.measure.latency import (
     REMEASURE_SECONDS,
 )
 from autoshuikou.runtimes import RUNTIMES
+from autoshuikou.study.config import DEFAULTS, SearchConfig
 
 EXIT_USER_ERROR = 2
 EXIT_NO_FEASIBLE = 3
 EXIT_INTERRUPTED = 130
+
+# `search` flags that switch a SearchConfig field off; every other flag is a field itself.
+NEGATED = {"no_predict": "predict", "no_warm_start": "warm_start"}
+
+
+def search_config(args: argparse.Namespace) -> SearchConfig:
+    """The settings `autoshuikou search` was given (tests/test_objectives_record.py checks
+    that every flag arrives)."""
+    given = vars(args)
+    settings = {f.name: given[f.name] for f in fields(SearchConfig) if f.name in given}
+    settings.update({field: not given[flag] for flag, field in NEGATED.items()})
+    return SearchConfig(**settings)
 
 
 def _search(args: argparse.Namespace) -> int:
     from autoshuikou.report.summary import format_table
     from autoshuikou.study.search import search
 
-    result = search(
-        task=args.task,
-        budget=args.budget,
-        trials=args.trials,
-        space=args.space,
-        out=args.out,
-        study_name=args.study_name,
-        seed=args.seed,
-        threads=args.threads,
-        timeout=args.timeout,
-        min_accuracy=args.min_accuracy,
-        measure_seconds=args.measure_seconds,
-        predict=not args.no_predict,
-        storage=args.storage,
-        runtime=args.runtime,
-        warm_start=not args.no_warm_start,
-        energy_objective=args.energy_objective,
-    )
+    result = search(config=search_config(args))
     print(format_table(result.summary))
     return 0 if result.feasible else EXIT_NO_FEASIBLE
 
@@ -142,50 +139,57 @@ def _parser() -> argparse.ArgumentParser:
     s = commands.add_parser("search", help="search compression plans under a latency budget")
     s.add_argument(
         "--task",
-        default=None,
+        default=DEFAULTS.task,
         help="built-in task name (default: digits), file.py:function or module:function",
     )
     s.add_argument(
         "--budget",
-        default="50%",
+        default=DEFAULTS.budget,
         help='latency budget: "75ms", "0.8ms", or "50%%" of the fp32 baseline (default 50%%)',
     )
     s.add_argument(
         "--trials",
         type=int,
-        default=30,
-        help="trials to train and measure, in total; plans rejected by prediction do not count (default 30)",
+        default=DEFAULTS.trials,
+        help="trials to train and measure, in total; plans rejected by prediction do not count "
+        f"(default {DEFAULTS.trials})",
     )
     s.add_argument(
         "--timeout",
         type=float,
-        default=None,
+        default=DEFAULTS.timeout,
         help="stop starting new trials after this many seconds",
     )
     s.add_argument(
-        "--space", default=None, help="search-space YAML (default: the shipped default.yaml)"
+        "--space",
+        default=DEFAULTS.space,
+        help="search-space YAML (default: the shipped default.yaml)",
     )
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=DEFAULTS.seed)
     s.add_argument(
-        "--study-name", default=None, help="default: <task>-<budget>; the same name resumes"
+        "--study-name",
+        default=DEFAULTS.study_name,
+        help="default: <task>-<budget>; the same name resumes",
     )
-    s.add_argument("--out", default="runs", help="directory for run outputs (default runs/)")
+    s.add_argument(
+        "--out", default=DEFAULTS.out, help=f"directory for run outputs (default {DEFAULTS.out}/)"
+    )
     s.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="ONNX Runtime intra-op threads for latency (default 1)",
+        default=DEFAULTS.threads,
+        help=f"ONNX Runtime intra-op threads for latency (default {DEFAULTS.threads})",
     )
     s.add_argument(
         "--min-accuracy",
-        default=None,
+        default=DEFAULTS.min_accuracy,
         help='optional floor on the metric: absolute (0.97) or "99%%" of baseline',
     )
     s.add_argument(
         "--measure-seconds",
         type=float,
-        default=1.0,
-        help="timing per trial, candidate and baseline interleaved (default 1.0)",
+        default=DEFAULTS.measure_seconds,
+        help=f"timing per trial, candidate and baseline interleaved (default {DEFAULTS.measure_seconds})",
     )
     s.add_argument(
         "--no-predict",
@@ -194,11 +198,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--storage",
-        default=None,
+        default=DEFAULTS.storage,
         help="postgresql://user:pw@host/db to share the study between machines, or a .journal "
         "path (default: runs/<study>/study.journal)",
     )
-    s.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help=RUNTIME_HELP)
+    s.add_argument("--runtime", default=DEFAULTS.runtime, choices=RUNTIMES, help=RUNTIME_HELP)
     s.add_argument(
         "--no-warm-start",
         action="store_true",
@@ -215,8 +219,13 @@ def _parser() -> argparse.ArgumentParser:
         "compare", help="run search strategies and fixed baselines side by side, over seeds"
     )
     c.add_argument("--task", default=None, help="as for search (default: digits)")
-    c.add_argument("--budget", default="50%", help="as for search (default 50%%)")
-    c.add_argument("--trials", type=int, default=30, help="trials per study (default 30)")
+    c.add_argument("--budget", default=DEFAULTS.budget, help="as for search (default 50%%)")
+    c.add_argument(
+        "--trials",
+        type=int,
+        default=DEFAULTS.trials,
+        help=f"trials per study (default {DEFAULTS.trials})",
+    )
     c.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per strategy (default 3)")
     c.add_argument(
         "--strategies",
@@ -230,9 +239,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--out", default="runs/compare", help="report and studies (default runs/compare)"
     )
-    c.add_argument("--measure-seconds", type=float, default=1.0)
+    c.add_argument("--measure-seconds", type=float, default=DEFAULTS.measure_seconds)
     c.add_argument("--no-predict", action="store_true", help="as for search")
-    c.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help=RUNTIME_HELP)
+    c.add_argument("--runtime", default=DEFAULTS.runtime, choices=RUNTIMES, help=RUNTIME_HELP)
     c.set_defaults(run=_compare)
 
     st = commands.add_parser("status", help="trials done/running/failed, workers and best so far")
@@ -246,7 +255,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--task", default=None)
     pr.add_argument("--space", default=None)
-    pr.add_argument("--threads", type=int, default=1)
+    pr.add_argument("--threads", type=int, default=DEFAULTS.threads)
     pr.add_argument("--out", default="runs", help="the baseline is kept under OUT/<task>-profile/")
     pr.add_argument(
         "--probes",
@@ -254,7 +263,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="random plans to time (default: 60, or 5 per layer for deeper models)",
     )
-    pr.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help=RUNTIME_HELP)
+    pr.add_argument("--runtime", default=DEFAULTS.runtime, choices=RUNTIMES, help=RUNTIME_HELP)
     pr.set_defaults(run=_profile)
 
     sh = commands.add_parser("show", help="print the summary of a finished run")

@@ -27,6 +27,7 @@ import numpy as np
 import optuna
 
 from autoshuikou.study.pareto import is_feasible
+from autoshuikou.study.record import TrialRecord
 from autoshuikou.study.storage import journal_storage
 
 
@@ -42,7 +43,7 @@ def seconds_to_reach(run_dir: Path, metric: float, started: datetime) -> float |
     times = [
         (t.datetime_complete - started).total_seconds()
         for t in study.get_trials(deepcopy=False)
-        if is_feasible(t) and t.datetime_complete and t.user_attrs["metric"] >= metric
+        if is_feasible(t) and t.datetime_complete and TrialRecord.from_trial(t).metric >= metric
     ]
     return min(times, default=None)
 
@@ -51,11 +52,9 @@ def prediction_errors(run_dir: Path) -> str:
     """|predicted / measured - 1| over the trained trials: the model's error where the
     sampler actually searched (the plans it decides about)."""
     study = optuna.load_study(study_name=run_dir.name, storage=journal_storage(run_dir))
-    errors = [
-        abs(t.user_attrs["prediction_error"])
-        for t in study.get_trials(deepcopy=False)
-        if "prediction_error" in t.user_attrs
-    ]
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    predicted = [TrialRecord.from_trial(t).prediction_error for t in complete]
+    errors = [abs(e) for e in predicted if e is not None]
     if not errors:
         return "-"
     return f"{np.median(errors):.1%} / {np.percentile(errors, 90):.1%} over {len(errors)} trials"
@@ -71,7 +70,9 @@ def search_once(
     summary = json.loads(next(out.glob("*/summary.json")).read_text())
     run_dir = out / summary["study_name"]
     study = optuna.load_study(study_name=run_dir.name, storage=journal_storage(run_dir))
-    feasible = [t.user_attrs["metric"] for t in study.get_trials(deepcopy=False) if is_feasible(t)]
+    feasible = [
+        TrialRecord.from_trial(t).metric for t in study.get_trials(deepcopy=False) if is_feasible(t)
+    ]
     return {
         "wall": wall,
         # As the search saw it (one 1 s timing per trial), the same test as the reach times.

@@ -18,7 +18,7 @@ import shlex
 import shutil
 import statistics
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -44,10 +44,11 @@ from autoshuikou.compare.strategies import (
 from autoshuikou.errors import UserError
 from autoshuikou.report.plots import plot_fronts, plot_hypervolume
 from autoshuikou.report.progress import Progress
-from autoshuikou.runtimes import DEFAULT_RUNTIME
 from autoshuikou.space.bind import uniform_plans
 from autoshuikou.study.budget import parse_budget
+from autoshuikou.study.config import DEFAULTS, SearchConfig
 from autoshuikou.study.pareto import is_feasible
+from autoshuikou.study.record import TrialRecord, TrialTags
 from autoshuikou.study.search import COUNTED, search
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.tasks import Task, load_task
@@ -77,8 +78,9 @@ class StudyOutcome:
     feasible_models: list[str] = field(repr=False)  # SHA-256 of every feasible model
 
 
-def _xy(trial: FrozenTrial) -> XY:
-    return (trial.user_attrs["latency_ratio"], trial.user_attrs["metric_retained"])
+def _xy(record: TrialRecord) -> XY:
+    assert record.metric_retained is not None, "a baseline metric of 0 leaves nothing to compare"
+    return (record.latency_ratio, record.metric_retained)
 
 
 def read_outcome(
@@ -87,45 +89,43 @@ def read_outcome(
     """``baselines``: collect the fixed plans and the int8 reference as baseline points."""
     finished = sorted(study.get_trials(deepcopy=False, states=COUNTED), key=lambda t: t.number)
     start = min(t.datetime_start for t in finished if t.datetime_start)
-    points: list[XY | None] = [_xy(t) if is_feasible(t) else None for t in finished]
+    records = {t.number: TrialRecord.from_trial(t) for t in finished}
+    tags = {t.number: TrialTags.from_trial(t) for t in finished}
+    points: list[XY | None] = [_xy(records[t.number]) if is_feasible(t) else None for t in finished]
     curve = hypervolume_curve(points, reference)
-    feasible = [t for t in finished if is_feasible(t)]
+    feasible = [records[t.number] for t in finished if is_feasible(t)]
     first = next((i for i, t in enumerate(finished) if is_feasible(t)), None)
-    best = max(feasible, key=lambda t: t.user_attrs["metric"], default=None)
+    best = max(feasible, key=lambda r: r.metric, default=None)
     last = max(t.datetime_complete for t in finished if t.datetime_complete)
 
     def since_start(trial: FrozenTrial) -> float:
         assert trial.datetime_complete is not None
         return (trial.datetime_complete - start).total_seconds()
 
-    baseline_trials = [
-        t
+    # The int8 reference is the int8-only baseline.
+    baseline_labels = {
+        t.number: tags[t.number].fixed or "int8-only"
         for t in finished
         if baselines
         and is_feasible(t)
-        and ("fixed" in t.user_attrs or t.user_attrs.get("reference") == "int8")
-    ]
+        and (tags[t.number].fixed is not None or tags[t.number].reference == "int8")
+    }
     return StudyOutcome(
         strategy=strategy,
         seed=seed,
         trials=len(finished),
         feasible=len(feasible),
         hypervolume=curve[-1] if curve else 0.0,
-        best_metric=None if best is None else best.user_attrs["metric"],
-        best_metric_retained=None if best is None else best.user_attrs["metric_retained"],
+        best_metric=None if best is None else best.metric,
+        best_metric_retained=None if best is None else best.metric_retained,
         first_feasible_trial=None if first is None else first + 1,
         first_feasible_seconds=None if first is None else since_start(finished[first]),
         total_seconds=(last - start).total_seconds(),
         curve=curve,
         points=[p for p in points if p is not None],
-        fixed_points={t.user_attrs.get("fixed", "int8-only"): _xy(t) for t in baseline_trials},
-        fixed_models={
-            t.user_attrs.get("fixed", "int8-only"): str(t.user_attrs.get("model_sha256"))
-            for t in baseline_trials
-        },
-        feasible_models=sorted(
-            str(t.user_attrs["model_sha256"]) for t in feasible if "model_sha256" in t.user_attrs
-        ),
+        fixed_points={label: _xy(records[n]) for n, label in baseline_labels.items()},
+        fixed_models={label: str(records[n].model_sha256) for n, label in baseline_labels.items()},
+        feasible_models=sorted(r.model_sha256 for r in feasible if r.model_sha256 is not None),
     )
 
 
@@ -329,16 +329,16 @@ def _copy_baseline(out: Path, study_names: list[str], target: Path) -> None:
 
 def compare(
     task: Task | str | None = None,
-    budget: str = "50%",
-    trials: int = 30,
+    budget: str = DEFAULTS.budget,
+    trials: int = DEFAULTS.trials,
     seeds: int = 3,
     out: str | Path = "runs/compare",
     strategies: str = DEFAULT_STRATEGIES,
     space: str | Path | None = None,
-    measure_seconds: float = 1.0,
-    predict: bool = True,
+    measure_seconds: float = DEFAULTS.measure_seconds,
+    predict: bool = DEFAULTS.predict,
     progress: Progress | None = None,
-    runtime: str = DEFAULT_RUNTIME,
+    runtime: str = DEFAULTS.runtime,
 ) -> dict[str, Any]:
     """Run every strategy on every seed (resuming finished studies), then write the report."""
     progress = progress or Progress()
@@ -349,6 +349,16 @@ def compare(
     if not isinstance(task, Task):
         task = load_task(task)
     out = Path(out)
+    # What every study shares; each strategy and seed derives its own. The table reads
+    # search-time measurements, so the fronts are not re-measured.
+    shared = SearchConfig(
+        budget=budget,
+        out=out,
+        measure_seconds=measure_seconds,
+        predict=predict,
+        runtime=runtime,
+        final_remeasure=False,
+    )
     setup = {
         "task": task.name,
         "budget": parsed.text,
@@ -377,23 +387,16 @@ def compare(
                 continue
             progress.line(f"== {s.name}, seed {seed}: {s.trials} trials -> {out / name}")
             _copy_baseline(out, names, out / name)
-            search(
-                task,
-                budget=budget,
+            config = replace(
+                shared,
                 trials=s.trials,
                 space=no_distill_space if s.no_distill else space,
-                out=out,
                 study_name=name,
                 seed=seed,
-                measure_seconds=measure_seconds,
-                predict=predict,
                 sampler=s.sampler,
-                fixed_plans=uniform_plans if s.uniform else None,
-                final_remeasure=False,
-                progress=progress,
-                runtime=runtime,
                 warm_start=s.warm_start,
             )
+            search(task, config, progress, uniform_plans if s.uniform else None)
 
     first_summary = read_json(
         next(out / n / "summary.json" for n in names if (out / n / "summary.json").exists())

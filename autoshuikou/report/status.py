@@ -9,6 +9,7 @@ import optuna
 
 from autoshuikou.errors import UserError
 from autoshuikou.study.pareto import is_feasible
+from autoshuikou.study.record import TrialRecord, TrialTags
 from autoshuikou.study.storage import make_storage
 
 
@@ -29,9 +30,11 @@ def study_status(run_dir: str | None, storage: str | None, study_name: str | Non
         raise UserError(f"no study named {name!r} in that storage", "check --study-name") from exc
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state.name for t in trials)
-    workers = sorted({str(t.user_attrs["worker"]) for t in trials if "worker" in t.user_attrs})
+    tags = [TrialTags.from_trial(t) for t in trials]
+    workers = sorted({str(tag.worker) for tag in tags if tag.worker is not None})
     feasible = [t for t in trials if is_feasible(t)]
-    best = max(feasible, key=lambda t: t.user_attrs["metric"], default=None)
+    best = max(feasible, key=lambda t: TrialRecord.from_trial(t).metric, default=None)
+    record = None if best is None else TrialRecord.from_trial(best)
     lines = [
         f"study {name}: {len(trials)} trials: "
         + ", ".join(
@@ -42,8 +45,8 @@ def study_status(run_dir: str | None, storage: str | None, study_name: str | Non
         f"workers seen: {len(workers)} ({', '.join(workers) or 'none'})",
         "best feasible: "
         + (
-            f"trial {best.number}, metric {best.user_attrs['metric']:.4f} at {best.user_attrs['latency_ms']:.3f} ms"
-            if best
+            f"trial {best.number}, metric {record.metric:.4f} at {record.latency_ms:.3f} ms"
+            if best and record
             else "none yet"
         ),
     ]

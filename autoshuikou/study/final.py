@@ -12,20 +12,48 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from autoshuikou.measure.latency import REMEASURE_SECONDS, measure_ratios
 from autoshuikou.study.context import RunContext
+from autoshuikou.study.objectives import Objective, point
 from autoshuikou.study.pareto import pareto_indices
+from autoshuikou.study.record import TrialRecord
 from autoshuikou.util import read_json, write_json
 
 NOISY_WINDOW_SPREAD = 0.15  # window ratios moving more than this mark the machine as noisy
 
 
-def remeasure(ctx: RunContext, trials: list[int]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class FrontModel:
+    """A model of the search's front: its record, and its final timing (as metrics.json's
+    "final" holds it: re-measured, or the search's own)."""
+
+    trial: int
+    record: TrialRecord
+    ratio: float
+    spread: float
+    latency_ms: float
+    feasible: bool
+
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, Any]) -> FrontModel:
+        final = metrics["final"]
+        return cls(
+            trial=metrics["trial"],
+            record=TrialRecord.from_metrics(metrics),
+            ratio=final["ratio"],
+            spread=final["spread"],
+            latency_ms=final["latency_ms"],
+            feasible=final["feasible"],
+        )
+
+
+def remeasure(ctx: RunContext, trials: list[int]) -> list[FrontModel]:
     """Re-time the trials' models together (in turns, against the baseline); update each
-    metrics.json; return the updated records.
+    metrics.json; return the models with their new timing.
 
     The models are timed from copies: another worker may meanwhile delete a model that its
     newer trial dominates. A model already gone is dropped (it is off the front).
@@ -50,7 +78,7 @@ def remeasure(ctx: RunContext, trials: list[int]) -> list[dict[str, Any]]:
             seconds,
             at_reference_ms=ctx.baseline.latency_ms,
         )
-    records = []
+    models = []
     for folder, stats in zip(folders, all_stats, strict=True):
         metrics = read_json(folder / "metrics.json")
         metrics["final"] = {
@@ -59,11 +87,11 @@ def remeasure(ctx: RunContext, trials: list[int]) -> list[dict[str, Any]]:
             "feasible": stats.ratio * ctx.baseline.latency_ms <= ctx.budget_ms,
         }
         write_json(folder / "metrics.json", metrics)
-        records.append(metrics)
-    return records
+        models.append(FrontModel.from_metrics(metrics))
+    return models
 
 
-def search_time_record(ctx: RunContext, number: int) -> dict[str, Any]:
+def search_time_record(ctx: RunContext, number: int) -> FrontModel:
     """A trial's record with its search-time timing as the final one, marked not re-measured."""
     metrics: dict[str, Any] = read_json(ctx.trials_dir / f"{number:04d}" / "metrics.json")
     metrics["final"] = {
@@ -73,19 +101,15 @@ def search_time_record(ctx: RunContext, number: int) -> dict[str, Any]:
         "feasible": metrics["feasible"],
         "remeasured": False,
     }
-    return metrics
+    return FrontModel.from_metrics(metrics)
 
 
 def final_front(
-    records: list[dict[str, Any]], with_energy: bool = False
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(front, dropped): the Pareto set by re-measured latency, and models that left it."""
-    feasible = [r for r in records if r["final"]["feasible"]]
-    points = [
-        (r["metric"], r["final"]["latency_ms"], float(r["size_bytes"]))
-        + ((r["energy_mj"],) if with_energy else ())
-        for r in feasible
-    ]
+    models: list[FrontModel], objectives: tuple[Objective, ...]
+) -> tuple[list[FrontModel], list[FrontModel]]:
+    """(front, dropped): the Pareto set by final latency, and models that left it."""
+    feasible = [m for m in models if m.feasible]
+    points = [point(replace(m.record, latency_ms=m.latency_ms), objectives) for m in feasible]
     front = [feasible[i] for i in pareto_indices(points)]
-    kept = {r["trial"] for r in front}
-    return front, [r for r in records if r["trial"] not in kept]
+    kept = {m.trial for m in front}
+    return front, [m for m in models if m.trial not in kept]

@@ -179,20 +179,15 @@ def profile(
 ) -> tuple[LatencyModel, Path]:
     """`autoshuikou profile`: (re)build the latency model for a task on this machine."""
     from autoshuikou.report.progress import Progress
-    from autoshuikou.study.search import prepare_context
+    from autoshuikou.study.config import SearchConfig
+    from autoshuikou.study.search import context_for
     from autoshuikou.tasks import load_task
 
-    loaded = load_task(task)
-    ctx, _ = prepare_context(
-        loaded,
-        space,
-        out / f"{loaded.name}-{runtime}-profile",
-        0,
-        threads,
-        1.0,
-        Progress(),
-        runtime,
-    )
+    # The baseline is measured as a search with these settings would measure it.
+    config = SearchConfig(task=task, space=space, out=out, threads=threads, runtime=runtime)
+    loaded = load_task(config.task)
+    run_dir = Path(config.out) / f"{loaded.name}-{runtime}-profile"
+    ctx, _ = context_for(loaded, config, run_dir, Progress())
     with file_lock(cache_path(ctx).with_suffix(".lock")):
         model = _build_and_save(ctx, probes or probe_count(ctx), print)
     return model, cache_path(ctx)

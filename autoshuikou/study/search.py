@@ -8,12 +8,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from math import nan
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
-from optuna.storages import fail_stale_trials
+from optuna.storages import BaseStorage, fail_stale_trials
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
@@ -26,7 +27,7 @@ from autoshuikou.interrupt import raise_if_interrupted
 from autoshuikou.measure.energy import find_energy_counter
 from autoshuikou.measure.fingerprint import hardware_fingerprint
 from autoshuikou.measure.latency import REMEASURE_MAX_WINDOWS, REMEASURE_MIN_WINDOWS
-from autoshuikou.measure.latency_model import layer_macs
+from autoshuikou.measure.latency_model import LatencyModel, layer_macs
 from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.plan import Plan
 from autoshuikou.report.plots import plot_search_front
@@ -36,19 +37,27 @@ from autoshuikou.space.bind import BoundSpace, bind_space, warm_start_params
 from autoshuikou.space.schema import load_space
 from autoshuikou.study.baseline import model_digest, prepare_baseline
 from autoshuikou.study.budget import parse_budget
+from autoshuikou.study.config import SearchConfig
 from autoshuikou.study.context import RunContext
 from autoshuikou.study.final import (
     NOISY_WINDOW_SPREAD,
+    FrontModel,
     final_front,
     remeasure,
     search_time_record,
 )
-from autoshuikou.study.pareto import Point, is_feasible, pareto_indices
+from autoshuikou.study.objectives import (
+    ENERGY,
+    Objective,
+    objectives_for,
+    point,
+    study_objectives,
+)
+from autoshuikou.study.pareto import is_feasible, pareto_indices
 from autoshuikou.study.profile import load_or_build_latency_model
-from autoshuikou.study.samplers import DEFAULT_SAMPLER, make_sampler
+from autoshuikou.study.record import TrialRecord, TrialTags
+from autoshuikou.study.samplers import make_sampler
 from autoshuikou.study.storage import (
-    DIRECTIONS,
-    ENERGY_DIRECTIONS,
     WORKER,
     fail_orphaned_trials,
     make_storage,
@@ -62,7 +71,6 @@ from autoshuikou.util import file_lock, write_json
 
 FLOOR_MARGIN = 0.9  # timing noise allowance when comparing a budget with the fastest plan
 MAX_CONSECUTIVE_FAILURES = 3
-DEFAULT_TRIALS = 30
 # A plan is rejected before fine-tuning only when predicted > budget * (1 + margin), the
 # margin being the latency model's own 90th-percentile cross-validated error on this
 # machine (at least this): so a plan that would fit is rarely thrown away.
@@ -116,31 +124,18 @@ def bind_task_space(task: Task, space: str | Path | None) -> BoundSpace:
     return bind_space(loaded, groups, layer_names(task), modules)
 
 
-def _attrs(trial: FrozenTrial) -> dict[str, Any]:
-    return dict(trial.user_attrs)
-
-
-def _point(trial: FrozenTrial, with_energy: bool) -> Point:
-    a = trial.user_attrs
-    point = (a["metric"], a["latency_ms"], a["size_bytes"])
-    return (*point, a["energy_mj"]) if with_energy else point
-
-
-def has_energy_objective(study: optuna.Study) -> bool:
-    return len(study.directions) == len(ENERGY_DIRECTIONS)
-
-
 def front(study: optuna.Study) -> list[FrozenTrial]:
-    with_energy = has_energy_objective(study)
+    objectives = study_objectives(study)
     feasible = [t for t in study.get_trials(deepcopy=False) if is_feasible(t)]
-    return [feasible[i] for i in pareto_indices([_point(t, with_energy) for t in feasible])]
+    return [feasible[i] for i in pareto_indices([point(t, objectives) for t in feasible])]
 
 
 def _best_text(study: optuna.Study) -> str:
-    best = max(front(study), key=lambda t: t.user_attrs["metric"], default=None)
+    best = max(front(study), key=lambda t: TrialRecord.from_trial(t).metric, default=None)
     if best is None:
         return "none feasible yet"
-    return f"metric {best.user_attrs['metric']:.4f} @ {best.user_attrs['latency_ms']:.3f} ms (trial {best.number})"
+    record = TrialRecord.from_trial(best)
+    return f"metric {record.metric:.4f} @ {record.latency_ms:.3f} ms (trial {best.number})"
 
 
 def prune_artifacts(study: optuna.Study, run_dir: Path, artifact_name: str) -> None:
@@ -154,42 +149,43 @@ def prune_artifacts(study: optuna.Study, run_dir: Path, artifact_name: str) -> N
             (run_dir / "trials" / f"{trial.number:04d}" / artifact_name).unlink(missing_ok=True)
 
 
-def _summary_point(record: dict[str, Any], artifact_name: str) -> dict[str, Any]:
-    final = record["final"]
+def _summary_point(model: FrontModel, artifact_name: str) -> dict[str, Any]:
+    r = model.record
     return {
-        "trial": record["trial"],
-        "path": f"trials/{record['trial']:04d}/{artifact_name}",
-        "metric": record["metric"],
-        "metric_retained": record["metric_retained"],
-        "latency_ms": final["latency_ms"],
-        "latency_ratio": final["ratio"],
-        "ratio_spread": final["spread"],
-        "latency_ms_search": record["latency_ms"],
-        "speedup": 1 / final["ratio"],
-        "size_bytes": record["size_bytes"],
-        "macs": record["macs"],
-        "params": record["params"],
-        "peak_memory_mb": record["peak_memory_mb"],
-        "model_sha256": record["model_sha256"],
-        **({"energy_mj": record["energy_mj"]} if "energy_mj" in record else {}),
+        "trial": model.trial,
+        "path": f"trials/{model.trial:04d}/{artifact_name}",
+        "metric": r.metric,
+        "metric_retained": r.metric_retained,
+        "latency_ms": model.latency_ms,
+        "latency_ratio": model.ratio,
+        "ratio_spread": model.spread,
+        "latency_ms_search": r.latency_ms,
+        "speedup": 1 / model.ratio,
+        "size_bytes": r.size_bytes,
+        "macs": r.macs,
+        "params": r.params,
+        "peak_memory_mb": r.peak_memory_mb,
+        "model_sha256": r.model_sha256,
+        **({"energy_mj": r.energy_mj} if r.energy_mj is not None else {}),
     }
 
 
 def build_summary(
     study: optuna.Study,
     ctx: RunContext,
-    records: list[dict[str, Any]],
+    models: list[FrontModel],
     budget_text: str,
     wall_s: float,
 ) -> dict[str, Any]:
     """The run's summary from the study and the re-measured front (no I/O)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     b = ctx.baseline
-    energy_objective = has_energy_objective(study)
-    front_records, dropped = final_front(records, energy_objective)
-    spreads = [r["final"]["spread"] for r in records]
+    objectives = study_objectives(study)
+    front_models, dropped = final_front(models, objectives)
+    spreads = [m.spread for m in models]
     closest = sorted(
-        (t for t in complete if not is_feasible(t)), key=lambda t: t.user_attrs["latency_ms"]
+        (t for t in complete if not is_feasible(t)),
+        key=lambda t: TrialRecord.from_trial(t).latency_ms,
     )[:3]
     return {
         "study_name": study.study_name,
@@ -220,33 +216,37 @@ def build_summary(
         "int8_format": b.int8_format.name,
         "fastest_plan_latency_ms": b.fastest_latency_ms,
         "pareto": sorted(
-            (_summary_point(r, ctx.artifact_name) for r in front_records),
+            (_summary_point(m, ctx.artifact_name) for m in front_models),
             key=lambda p: p["latency_ms"],
         ),
         "dropped_on_remeasure": [
             {
-                "trial": r["trial"],
-                "latency_ms_search": r["latency_ms"],
-                "latency_ms_final": r["final"]["latency_ms"],
-                "feasible_final": r["final"]["feasible"],
+                "trial": m.trial,
+                "latency_ms_search": m.record.latency_ms,
+                "latency_ms_final": m.latency_ms,
+                "feasible_final": m.feasible,
             }
-            for r in dropped
+            for m in dropped
         ],
-        "closest": [{"trial": t.number, **_attrs(t)} for t in closest],
+        # Everything the trial stores, its tags (reference, worker, ...) too.
+        "closest": [{"trial": t.number, **t.user_attrs} for t in closest],
         "hardware": ctx.hardware,
         "runtime": ctx.settings.to_dict(),
         "energy": {
             "available": ctx.energy is not None,
             "source": find_energy_counter()[1],
-            "objective": energy_objective,
+            "objective": ENERGY in objectives,
         },
     }
 
 
 def _plot_front(study: optuna.Study, summary: dict[str, Any], path: Path) -> None:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    records = [(TrialRecord.from_trial(t), is_feasible(t)) for t in complete]
+    # No retained share where the baseline scores 0: matplotlib leaves NaN out.
     measured = [
-        ((t.user_attrs["latency_ratio"], t.user_attrs["metric_retained"]), is_feasible(t))
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ((r.latency_ratio, nan if r.metric_retained is None else r.metric_retained), ok)
+        for r, ok in records
     ]
     front_points = [(p["latency_ratio"], p["metric_retained"]) for p in summary["pareto"]]
     budget_ratio = summary["budget_ms"] / summary["baseline"]["latency_ms"]
@@ -305,52 +305,87 @@ def prepare_context(
     return ctx, identity
 
 
+def context_for(
+    task: Task, config: SearchConfig, run_dir: Path, progress: Progress
+) -> tuple[RunContext, dict[str, Any]]:
+    """:func:`prepare_context` with the settings of ``config``."""
+    return prepare_context(
+        task,
+        config.space,
+        run_dir,
+        config.seed,
+        config.threads,
+        config.measure_seconds,
+        progress,
+        config.runtime,
+    )
+
+
+FixedPlans = Callable[[BoundSpace], dict[str, Plan]]
+
+
+@dataclass
+class _Run:
+    """What the steps of one search share."""
+
+    config: SearchConfig
+    ctx: RunContext
+    identity: dict[str, Any]  # task, model, hardware, version: part of the study's fingerprint
+    name: str
+    objectives: tuple[Objective, ...]
+    fixed: dict[str, dict[str, Any]]  # label -> Plan dict
+    latency_model: LatencyModel | None
+    margin: float | None  # predicted over budget x (1 + margin): rejected
+    progress: Progress
+    started: float
+
+
 def search(
     task: Task | str | None = None,
-    budget: str = "50%",
-    trials: int = DEFAULT_TRIALS,
-    space: str | Path | None = None,
-    out: str | Path = "runs",
-    study_name: str | None = None,
-    seed: int = 0,
-    threads: int = 1,
-    timeout: float | None = None,
-    min_accuracy: str | float | None = None,
-    measure_seconds: float = 1.0,
-    predict: bool = True,
-    storage: str | None = None,
+    config: SearchConfig | None = None,
     progress: Progress | None = None,
-    sampler: str = DEFAULT_SAMPLER,
-    fixed_plans: Callable[[BoundSpace], dict[str, Plan]] | None = None,
-    final_remeasure: bool = True,
-    runtime: str = DEFAULT_RUNTIME,
-    warm_start: bool = True,
-    energy_objective: bool = False,
+    fixed_plans: FixedPlans | None = None,
+    **settings: Any,
 ) -> SearchResult:
-    """Find the Pareto-optimal compressed models of ``task`` under a latency ``budget``.
+    """Find the Pareto-optimal compressed models of ``task`` under a latency budget.
 
-    Running it again with the same arguments resumes the study under ``out/<study_name>``;
+    ``task`` is a Task, or a spec that overrides ``config.task``; ``settings`` override
+    fields of ``config`` (default ``SearchConfig()``), so ``search(task, budget="60%")``
+    works as the README shows.
+
+    Running it again with the same settings resumes the study under ``out/<study_name>``;
     workers started with the same ``storage`` and ``study_name`` share one study, and
-    ``trials`` is their common total. With ``predict``, a latency model learned on this machine (built on first use, cached)
-    rejects plans predicted to miss the budget before they are fine-tuned.
+    ``trials`` is their common total. With ``predict``, a latency model learned on this
+    machine (built on first use, cached) rejects plans predicted to miss the budget before
+    they are fine-tuned.
 
-    ``sampler`` names the strategy (see ``study.samplers``). ``fixed_plans`` makes plans
-    (label -> Plan) from the bound space, once its rounding is measured; they run first and
-    are never rejected by prediction: baselines for comparisons. Without
-    ``final_remeasure`` the front keeps its search-time latencies (labelled so). ``runtime``
-    runs and times the artifacts (see ``autoshuikou.runtimes``); the budget refers to it.
-    ``warm_start`` begins the study with the uniform plans (same prune ratio everywhere,
-    fp32 and int8), so the sampler starts from the classic baselines instead of from
-    nothing; plans predicted over budget among them are rejected as any other.
+    ``fixed_plans`` makes plans (label -> Plan) from the bound space, once its rounding is
+    measured; they run first and are never rejected by prediction: baselines for
+    comparisons. Without ``final_remeasure`` the front keeps its search-time latencies
+    (labelled so). ``warm_start`` begins the study with the uniform plans (same prune ratio
+    everywhere, fp32 and int8), so the sampler starts from the classic baselines instead of
+    from nothing; plans predicted over budget among them are rejected as any other.
     ``energy_objective`` adds energy per inference (minimized) as a fourth objective; only
     where the machine has readable energy counters.
     """
     started = time.monotonic()
-    progress = progress or Progress()
-    parsed_budget = parse_budget(budget)
-    if trials < 1:
-        raise UserError(f"--trials must be at least 1, got {trials}", "e.g. --trials 30")
-    if energy_objective:
+    config = replace(config or SearchConfig(), **settings)
+    run = _prepare(task, config, progress or Progress(), fixed_plans, started)
+    study, storage = _open(run)
+    stopped_early = _run_trials(run, study, storage)
+    return _finish(run, study, stopped_early)
+
+
+def _prepare(
+    task: Task | str | None,
+    config: SearchConfig,
+    progress: Progress,
+    fixed_plans: FixedPlans | None,
+    started: float,
+) -> _Run:
+    """Load the task, measure the baseline, resolve the budget, load the latency model."""
+    budget = parse_budget(config.budget)
+    if config.energy_objective:
         counter, why = find_energy_counter()
         if counter is None:
             raise UserError(
@@ -359,17 +394,15 @@ def search(
                 "usually root on bare metal)",
             )
     if not isinstance(task, Task):
-        task = load_task(task)
-    name = study_name or f"{task.name}-{parsed_budget.slug}"
-    run_dir = Path(out) / name
-    ctx, identity = prepare_context(
-        task, space, run_dir, seed, threads, measure_seconds, progress, runtime
-    )
+        task = load_task(task if task is not None else config.task)
+    name = config.study_name or f"{task.name}-{budget.slug}"
+    ctx, identity = context_for(task, config, Path(config.out) / name, progress)
     b = ctx.baseline
-    bound = ctx.space
-    fixed = {label: p.to_dict() for label, p in (fixed_plans(bound) if fixed_plans else {}).items()}
-    ctx.budget_ms = parsed_budget.resolve_ms(b.latency_ms)
-    ctx.min_metric = parse_min_metric(min_accuracy, b.metric)
+    fixed = {
+        label: p.to_dict() for label, p in (fixed_plans(ctx.space) if fixed_plans else {}).items()
+    }
+    ctx.budget_ms = budget.resolve_ms(b.latency_ms)
+    ctx.min_metric = parse_min_metric(config.min_accuracy, b.metric)
     progress.line(
         f"baseline: {task.metric_name} {b.metric:.4f}, {b.latency_ms:.3f} ms (spread {b.latency_spread:.0%}), "
         f"{b.size_bytes / 1024:.0f} KiB; int8 format {b.int8_format.name}; "
@@ -377,152 +410,173 @@ def search(
     )
     if ctx.budget_ms < b.fastest_latency_ms * FLOOR_MARGIN:
         raise UserError(
-            f"the budget {ctx.budget_ms:.3f} ms ({budget}) is below the fastest model this search space "
+            f"the budget {ctx.budget_ms:.3f} ms ({config.budget}) is below the fastest model this search space "
             f"can produce: {b.fastest_latency_ms:.3f} ms measured here (every group pruned to its "
             "maximum, every allowed layer int8)",
             f"raise --budget to at least {b.fastest_latency_ms:.3f}ms, or allow more pruning in the space",
         )
-    latency_model = load_or_build_latency_model(ctx, progress.line) if predict else None
+    latency_model = load_or_build_latency_model(ctx, progress.line) if config.predict else None
     margin = max(REJECT_MARGIN, latency_model.holdout_p90) if latency_model else None
-    if latency_model and margin is not None:
+    if margin is not None:
         progress.line(
             f"plans predicted above {ctx.budget_ms * (1 + margin):.3f} ms (budget + {margin:.0%}, "
             "the latency model's 90th-percentile error, at least 10%) are rejected before fine-tuning"
         )
+    objectives = objectives_for(config.energy_objective)
+    return _Run(
+        config, ctx, identity, name, objectives, fixed, latency_model, margin, progress, started
+    )
+
+
+def _open(run: _Run) -> tuple[optuna.Study, BaseStorage]:
+    """Create or join the study; the creator's baseline latency and budget then hold here."""
+    config, ctx = run.config, run.ctx
     fingerprint = {
-        **identity,
-        "space_sha256": hashlib.sha256(bound.space.text.encode()).hexdigest()[:16],
-        "budget": parsed_budget.text,
-        "min_accuracy": None if min_accuracy is None else str(min_accuracy),
-        "sampler": sampler,
-        "fixed_plans": sorted(fixed),
-        "warm_start": warm_start,
+        **run.identity,
+        "space_sha256": hashlib.sha256(ctx.space.space.text.encode()).hexdigest()[:16],
+        "budget": parse_budget(config.budget).text,
+        "min_accuracy": None if config.min_accuracy is None else str(config.min_accuracy),
+        "sampler": config.sampler,
+        "fixed_plans": sorted(run.fixed),
+        "warm_start": config.warm_start,
     }
-    study_sampler = make_sampler(sampler, seed)
-    study_storage = make_storage(storage, run_dir)
+    sampler = make_sampler(config.sampler, config.seed)
+    storage = make_storage(config.storage, ctx.run_dir)
     # The creator's reference latency and budget hold for every worker, so all trials'
     # latencies (ratio to the local baseline x the reference) share one scale.
-    shared = {"baseline_latency_ms": b.latency_ms, "budget_ms": ctx.budget_ms}
-    warm = warm_start_params(bound) if warm_start else {}
-    directions = ENERGY_DIRECTIONS if energy_objective else DIRECTIONS
+    shared = {"baseline_latency_ms": ctx.baseline.latency_ms, "budget_ms": ctx.budget_ms}
+    warm = warm_start_params(ctx.space) if config.warm_start else {}
     study = open_study(
-        study_storage, run_dir, name, fingerprint, study_sampler, shared, fixed, warm, directions
+        storage,
+        ctx.run_dir,
+        run.name,
+        fingerprint,
+        sampler,
+        shared,
+        run.fixed,
+        warm,
+        run.objectives,
     )
-    ctx.baseline = b = replace(b, latency_ms=study.user_attrs["baseline_latency_ms"])
+    ctx.baseline = replace(ctx.baseline, latency_ms=study.user_attrs["baseline_latency_ms"])
     ctx.budget_ms = study.user_attrs["budget_ms"]
+    return study, storage
 
-    def objective(trial: optuna.Trial) -> tuple[float, ...]:
-        reference = trial.user_attrs.get("reference")
-        fixed_plan = trial.user_attrs.get("plan")
-        if reference:
-            plan = bound.reference_plan(reference)
-        elif fixed_plan:
-            plan = Plan.from_dict(fixed_plan)
-        else:
-            plan = bound.suggest(trial)
-        predicted = None
-        if latency_model is not None:
-            student = prune(ctx.teacher, ctx.inputs, plan.prune, plan.round_to, ctx.family)
-            predicted = (
-                latency_model.predict_ratio(layer_macs(student, ctx.inputs), plan) * b.latency_ms
-            )
-            trial.set_user_attr("latency_predicted_ms", predicted)
-            exempt = reference or fixed_plan  # baselines are always measured
-            assert margin is not None
-            if not exempt and predicted > ctx.budget_ms * (1 + margin):
-                # Recorded as infeasible, so the sampler learns to avoid the region.
-                reason = (
-                    f"predicted {predicted:.3f} ms > budget {ctx.budget_ms:.3f} ms + {margin:.0%}"
-                )
-                trial.set_user_attr("rejected", reason)
-                trial.set_constraint("latency", predicted - ctx.budget_ms)
-                folder = ctx.trials_dir / f"{trial.number:04d}"
-                write_json(folder / "plan.json", plan.to_dict())
-                write_json(
-                    folder / "metrics.json",
-                    {
-                        "trial": trial.number,
-                        "rejected": reason,
-                        "latency_predicted_ms": predicted,
-                        "budget_ms": ctx.budget_ms,
-                    },
-                )
-                raise optuna.TrialPruned(trial.user_attrs["rejected"])
-        try:
-            extra = {} if predicted is None else {"latency_predicted_ms": predicted}
-            metrics = run_trial(
-                ctx, trial.number, plan, lambda s: progress.stage(trial.number, s), extra
-            )
-        except Exception as exc:
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-            raise
-        for key in (
-            "metric",
-            "latency_ms",
-            "latency_ratio",
-            "size_bytes",
-            "macs",
-            "params",
-            "peak_memory_mb",
-            "feasible",
-            "speedup",
-            "metric_retained",
-            "trial_seconds",
-        ):
-            trial.set_user_attr(key, metrics[key])
-        trial.set_user_attr("latency_spread", metrics["latency_raw"]["spread"])
-        trial.set_user_attr("model_sha256", metrics["model_sha256"])
-        if "energy_mj" in metrics:
-            trial.set_user_attr("energy_mj", metrics["energy_mj"])
-        if predicted is not None:
-            trial.set_user_attr("prediction_error", predicted / metrics["latency_ms"] - 1)
-        trial.set_constraint("latency", metrics["latency_ms"] - ctx.budget_ms)
-        if ctx.min_metric is not None:
-            trial.set_constraint("metric", ctx.min_metric - metrics["metric"])
-        values = (metrics["metric"], metrics["latency_ms"], float(metrics["size_bytes"]))
-        return (*values, metrics["energy_mj"]) if energy_objective else values
 
+def _plan(run: _Run, trial: optuna.Trial) -> tuple[Plan, bool]:
+    """The trial's plan (a reference, a fixed plan, or the sampler's suggestion), and
+    whether it is a baseline: those are always measured, never rejected by prediction."""
+    attrs = trial.user_attrs
+    if attrs.get("reference"):
+        return run.ctx.space.reference_plan(attrs["reference"]), True
+    if attrs.get("plan"):
+        return Plan.from_dict(attrs["plan"]), True
+    return run.ctx.space.suggest(trial), False
+
+
+def _predict(run: _Run, trial: optuna.Trial, plan: Plan, exempt: bool) -> float | None:
+    """The plan's predicted latency (None without a latency model); a plan predicted over
+    the budget (plus the margin) is recorded and rejected: optuna.TrialPruned."""
+    if run.latency_model is None or run.margin is None:
+        return None
+    ctx, example = run.ctx, run.ctx.inputs
+    student = prune(ctx.teacher, example, plan.prune, plan.round_to, ctx.family)
+    ratio = run.latency_model.predict_ratio(layer_macs(student, example), plan)
+    predicted = ratio * ctx.baseline.latency_ms
+    trial.set_user_attr("latency_predicted_ms", predicted)
+    if exempt or predicted <= ctx.budget_ms * (1 + run.margin):
+        return predicted
+    # Recorded as infeasible, so the sampler learns to avoid the region.
+    reason = f"predicted {predicted:.3f} ms > budget {ctx.budget_ms:.3f} ms + {run.margin:.0%}"
+    trial.set_user_attr("rejected", reason)
+    trial.set_constraint("latency", predicted - ctx.budget_ms)
+    folder = ctx.trials_dir / f"{trial.number:04d}"
+    write_json(folder / "plan.json", plan.to_dict())
+    write_json(
+        folder / "metrics.json",
+        {
+            "trial": trial.number,
+            "rejected": reason,
+            "latency_predicted_ms": predicted,
+            "budget_ms": ctx.budget_ms,
+        },
+    )
+    raise optuna.TrialPruned(reason)
+
+
+def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
+    """Build and measure the trial's plan; its record goes to the study, its files to trials/."""
+    ctx = run.ctx
+    plan, baseline = _plan(run, trial)
+    predicted = _predict(run, trial, plan, exempt=baseline)
+    try:
+        extra = {} if predicted is None else {"latency_predicted_ms": predicted}
+        metrics = run_trial(
+            ctx, trial.number, plan, lambda s: run.progress.stage(trial.number, s), extra
+        )
+    except Exception as exc:
+        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+        raise
+    record = TrialRecord.from_metrics(metrics)
+    for key, value in record.to_attrs().items():
+        trial.set_user_attr(key, value)
+    trial.set_constraint("latency", record.latency_ms - ctx.budget_ms)
+    if ctx.min_metric is not None:
+        trial.set_constraint("metric", ctx.min_metric - record.metric)
+    return point(record, run.objectives)
+
+
+def _recover_dead_workers(study: optuna.Study, storage: BaseStorage) -> None:
+    """Fail and queue again the trials of workers that died, before counting."""
+    if is_heartbeat_enabled(storage):
+        fail_stale_trials(study)
+    else:
+        recover_dead_local_workers(study)
+    fail_orphaned_trials(study)
+
+
+def _run_trials(run: _Run, study: optuna.Study, storage: BaseStorage) -> str | None:
+    """Run trials until the study holds ``trials`` counted ones (over all workers), the
+    timeout passes, or too many fail or are rejected in a row; returns why it stopped early
+    (None: it did not)."""
+    config, progress = run.config, run.progress
     failures = rejected_in_a_row = 0
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         nonlocal failures, rejected_in_a_row
         failures = failures + 1 if trial.state == TrialState.FAIL else 0
         rejected_in_a_row = rejected_in_a_row + 1 if trial.state == TrialState.PRUNED else 0
-        prune_artifacts(study, run_dir, ctx.artifact_name)
-        progress.trial_done(trial.number, _attrs(trial), trial.state.name, _best_text(study))
+        prune_artifacts(study, run.ctx.run_dir, run.ctx.artifact_name)
+        progress.trial_done(
+            trial.number, dict(trial.user_attrs), trial.state.name, _best_text(study)
+        )
 
     def run_one(trial: optuna.Trial) -> tuple[float, ...]:
         lock.release()  # the trial now exists as RUNNING: other workers count it
         trial.set_user_attr("worker", WORKER)
-        return objective(trial)
+        return _objective(run, trial)
 
-    lock = reservation_lock(study_storage, run_dir, name)
+    lock = reservation_lock(storage, run.ctx.run_dir, run.name)
     done = len(study.get_trials(deepcopy=False, states=COUNTED))
-    progress.begin(trials, done)
+    progress.begin(config.trials, done)
     progress.line(
-        f"study {name}: {done} of {trials} trials done"
-        + ("" if done >= trials else "; running the rest")
+        f"study {run.name}: {done} of {config.trials} trials done"
+        + ("" if done >= config.trials else "; running the rest")
     )
     waiting_since: float | None = None
     while (
         failures < MAX_CONSECUTIVE_FAILURES
         and rejected_in_a_row < MAX_REJECTED_IN_A_ROW
-        and (timeout is None or time.monotonic() - started < timeout)
+        and (config.timeout is None or time.monotonic() - run.started < config.timeout)
     ):
         raise_if_interrupted()
         lock.acquire()
         try:
-            # Trials of workers that died are failed and queued again before counting.
-            if is_heartbeat_enabled(study_storage):
-                fail_stale_trials(study)
-            else:
-                recover_dead_local_workers(study)
-            fail_orphaned_trials(study)
+            _recover_dead_workers(study, storage)
             finished = len(study.get_trials(deepcopy=False, states=COUNTED))
             running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            if finished >= trials:
+            if finished >= config.trials:
                 break
-            if finished + running < trials:
+            if finished + running < config.trials:
                 waiting_since = None
                 study.optimize(run_one, n_trials=1, catch=(Exception,), callbacks=[after_trial])
                 continue
@@ -534,34 +588,40 @@ def search(
             progress.line(f"waiting for {running} trial(s) running on other workers")
         time.sleep(1.0)
     if failures >= MAX_CONSECUTIVE_FAILURES:
-        last = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1]
+        last = TrialTags.from_trial(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1])
         raise UserError(
-            f"{failures} trials in a row failed; the last: {last.user_attrs.get('error', 'unknown')}",
+            f"{failures} trials in a row failed; the last: {last.error or 'unknown'}",
             "run with --verbose to see the traceback; the study is saved and resumes on rerun",
         )
     raise_if_interrupted()
-    stopped_early = None
-    if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
-        stopped_early = (
-            f"{rejected_in_a_row} plans in a row were predicted over budget: the sampler finds "
-            "little else in this space; raise --budget or allow more pruning"
-        )
-        progress.line(f"stopped early: {stopped_early}")
+    if rejected_in_a_row < MAX_REJECTED_IN_A_ROW:
+        return None
+    reason = (
+        f"{rejected_in_a_row} plans in a row were predicted over budget: the sampler finds "
+        "little else in this space; raise --budget or allow more pruning"
+    )
+    progress.line(f"stopped early: {reason}")
+    return reason
+
+
+def _finish(run: _Run, study: optuna.Study, stopped_early: str | None) -> SearchResult:
+    """Re-measure the front, write summary.json and front.png."""
+    config, ctx = run.config, run.ctx
     candidates = [t.number for t in front(study)]
-    if candidates and final_remeasure:
-        progress.line(
+    if candidates and config.final_remeasure:
+        run.progress.line(
             f"re-measuring the {len(candidates)} Pareto models against the baseline "
             f"({REMEASURE_MIN_WINDOWS} to {REMEASURE_MAX_WINDOWS} timing windows each)"
         )
-    records = (
+    models = (
         remeasure(ctx, candidates)
-        if final_remeasure
+        if config.final_remeasure
         else [search_time_record(ctx, number) for number in candidates]
     )
-    summary = build_summary(study, ctx, records, budget, time.monotonic() - started)
-    summary["front_remeasured"] = final_remeasure
+    summary = build_summary(study, ctx, models, config.budget, time.monotonic() - run.started)
+    summary["front_remeasured"] = config.final_remeasure
     summary["stopped_early"] = stopped_early
-    summary["reject_margin"] = margin
-    write_json(run_dir / "summary.json", summary)
-    _plot_front(study, summary, run_dir / "front.png")
-    return SearchResult(run_dir=run_dir, summary=summary)
+    summary["reject_margin"] = run.margin
+    write_json(ctx.run_dir / "summary.json", summary)
+    _plot_front(study, summary, ctx.run_dir / "front.png")
+    return SearchResult(run_dir=ctx.run_dir, summary=summary)

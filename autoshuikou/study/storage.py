@@ -24,18 +24,19 @@ import optuna
 from optuna.exceptions import DuplicatedStudyError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryFailedTrialCallback
 from optuna.storages.journal import JournalFileBackend
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from autoshuikou.errors import UserError
+from autoshuikou.study.objectives import (
+    ENERGY,
+    STUDY_ATTR,
+    Objective,
+    directions,
+    objectives_for,
+    study_objectives,
+)
 from autoshuikou.util import FileLock
 
-DIRECTIONS: list[StudyDirection] = [
-    StudyDirection.MAXIMIZE,
-    StudyDirection.MINIMIZE,
-    StudyDirection.MINIMIZE,
-]  # metric, latency_ms, size_bytes
-ENERGY_DIRECTIONS = [*DIRECTIONS, StudyDirection.MINIMIZE]  # ... and energy_mj
 REFERENCES = ("fp32", "int8")
 HEARTBEAT_SECONDS = 5
 GRACE_SECONDS = 20  # a trial whose worker has not beaten for this long is failed
@@ -210,7 +211,7 @@ def open_study(
     shared: dict[str, Any],
     fixed_plans: dict[str, dict[str, Any]] | None = None,
     warm_start: dict[str, dict[str, Any]] | None = None,
-    directions: list[StudyDirection] = DIRECTIONS,
+    objectives: tuple[Objective, ...] = objectives_for(energy=False),
 ) -> optuna.Study:
     """Create or join the study; refuse to join one made for something else.
 
@@ -219,7 +220,7 @@ def open_study(
     """
     try:
         study = optuna.create_study(
-            study_name=name, storage=storage, directions=directions, sampler=sampler
+            study_name=name, storage=storage, directions=directions(objectives), sampler=sampler
         )
         created = True
     except DuplicatedStudyError:
@@ -235,6 +236,8 @@ def open_study(
     if created:
         for key, value in shared.items():
             study.set_user_attr(key, value)
+        # By name, so readers need not guess them from the number of directions.
+        study.set_user_attr(STUDY_ATTR, [o.name for o in objectives])
         study.set_user_attr("fingerprint", fingerprint)  # last: joiners wait for it
         for kind in REFERENCES:
             study.enqueue_trial({}, user_attrs={"reference": kind})
@@ -243,10 +246,9 @@ def open_study(
         for label, params in (warm_start or {}).items():
             study.enqueue_trial(params, user_attrs={"warm_start": label})
         return study
-    if study.directions != directions:
-        names = (
-            "with energy" if len(study.directions) == len(ENERGY_DIRECTIONS) else "without energy"
-        )
+    existing = study_objectives(study)
+    if existing != objectives:
+        names = "with energy" if ENERGY in existing else "without energy"
         raise UserError(
             f"study {name!r} exists with other objectives ({names})",
             "use the same --energy-objective setting as the study's first run, or pass a new --study-name",
