@@ -572,8 +572,11 @@ def _run_trials(run: _Run, study: optuna.Study, storage: BaseStorage) -> str | N
         lock.acquire()
         try:
             _recover_dead_workers(study, storage)
-            finished = len(study.get_trials(deepcopy=False, states=COUNTED))
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            # One read for both counts: with two, a trial another worker finishes between
+            # them is counted in neither, and one trial too many is started.
+            states = [t.state for t in study.get_trials(deepcopy=False)]
+            finished = sum(state in COUNTED for state in states)
+            running = states.count(TrialState.RUNNING)
             if finished >= config.trials:
                 break
             if finished + running < config.trials:
