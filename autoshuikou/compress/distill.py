@@ -102,7 +102,7 @@ def distill(
                 with torch.no_grad():
                     t_out = call(teacher, inputs)
                 s_out = call(student, inputs)
-                soft, hard = family.distill_loss(s_out, t_out, targets, temperature, settings.alpha)
+                soft, hard = family.distill_loss(s_out, t_out, targets, temperature)
                 feature = sum(
                     (
                         settings.features[name]

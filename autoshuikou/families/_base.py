@@ -123,7 +123,6 @@ class ModelFamily(ABC):
         teacher: Any,
         targets: torch.Tensor,
         temperature: float,
-        alpha: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(soft, hard) losses of one batch from the student's and teacher's raw outputs."""
 

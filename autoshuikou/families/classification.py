@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -31,11 +31,11 @@ def soft_and_hard(
 
 class Classification(ModelFamily):
     name = "classification"
-    inputs = (InputSpec("input", torch.float32, {0: "batch"}),)
-    outputs = ("logits",)
+    inputs: ClassVar[tuple[InputSpec, ...]] = (InputSpec("input", torch.float32, {0: "batch"}),)
+    outputs: ClassVar[tuple[str, ...]] = ("logits",)
 
     def distill_loss(
-        self, student: Any, teacher: Any, targets: torch.Tensor, temperature: float, alpha: float
+        self, student: Any, teacher: Any, targets: torch.Tensor, temperature: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return soft_and_hard(primary(student), primary(teacher), targets, temperature)
 

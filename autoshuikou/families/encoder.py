@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autoshuikou.families._base import InputSpec, Metric, ModelFamily, primary, top1_accuracy
-from autoshuikou.families.classification import soft_and_hard
+from autoshuikou.families._base import InputSpec
+from autoshuikou.families.classification import Classification
 
 TOKEN_AXES = {0: "batch", 1: "sequence"}
 
@@ -52,7 +52,9 @@ class EncoderClassifier(nn.Module):
         return self.head(pooled), pooled
 
 
-class Encoder(ModelFamily):
+class Encoder(Classification):
+    """A text classifier: distilled and scored on its logits as any classifier is."""
+
     name = "encoder"
     inputs = (
         InputSpec("input_ids", torch.int64, TOKEN_AXES),
@@ -64,15 +66,6 @@ class Encoder(ModelFamily):
     default_space = "encoder.yaml"
     int8_only_layers = True
     calibration_samples = 64  # a 128-token MiniLM inference costs ~30 ms
-
-    def distill_loss(
-        self, student: Any, teacher: Any, targets: torch.Tensor, temperature: float, alpha: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return soft_and_hard(primary(student), primary(teacher), targets, temperature)
-
-    @property
-    def default_metric(self) -> tuple[Metric, str]:
-        return top1_accuracy, "top1_accuracy"
 
     def extra_scores(
         self, outputs: Sequence[torch.Tensor], teacher_outputs: Sequence[torch.Tensor]
