@@ -60,7 +60,7 @@ def test_every_layer_is_named_in_the_exported_graph(task: Task) -> None:
     linear = {
         name
         for name, m in task.model.named_modules()
-        if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)
+        if isinstance(m, torch.nn.Linear | torch.nn.Conv2d | torch.nn.Embedding)
     }
     assert set(layer_names(task)) == linear  # per-layer int8 can reach every layer
 
@@ -147,15 +147,37 @@ def test_dynamic_int8_quantizes_exactly_the_plan_layers(tmp_path: Path) -> None:
     import onnx
 
     task = make_encoder_task()
-    layers = layer_names(task)
+    modules = dict(task.model.named_modules())
+    linears = [n for n in layer_names(task) if isinstance(modules[n], torch.nn.Linear)]
     path = tmp_path / "dyn.onnx"
     fmt = Int8Format("dynamic", "u8", True)
-    OnnxRuntime().build(task.model, task.inputs, layers[:3], [], fmt, path, "encoder")
+    OnnxRuntime().build(task.model, task.inputs, linears[:3], [], fmt, path, "encoder")
     graph = onnx.load(str(path)).graph
     integer = [
         n for n in graph.node if "Integer" in n.op_type or n.op_type.startswith("DynamicQuantize")
     ]
     assert integer  # real int8 kernels
     float_matmuls = {n.name for n in graph.node if n.op_type == "MatMul"}
-    assert not float_matmuls & set(layers[:3])
-    assert set(layers[3:-1]) <= float_matmuls  # the rest stay fp32
+    assert not float_matmuls & set(linears[:3])
+    assert set(linears[3:-1]) <= float_matmuls  # the rest stay fp32
+
+
+@pytest.mark.parametrize("form", ["dynamic", "QDQ"])
+def test_an_int8_embedding_table_is_stored_in_int8(form: str, tmp_path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    task = make_encoder_task(epochs=1)
+    table = "backbone.embeddings.word_embeddings"
+    weight = task.model.get_submodule(table).weight
+    calibration = calibration_batches(task.train_data, 32, task.family_impl)
+    runtime, fmt = OnnxRuntime(), Int8Format(form, "u8", True)
+    fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    runtime.build(task.model, task.inputs, [], calibration, fmt, fp32, task.family)
+    runtime.build(task.model, task.inputs, [table], calibration, fmt, int8, task.family)
+    stored = [numpy_helper.to_array(t) for t in onnx.load(str(int8)).graph.initializer]
+    assert any(a.itemsize == 1 and a.shape == tuple(weight.shape) for a in stored)  # (u)int8
+    saved = fp32.stat().st_size - int8.stat().st_size
+    assert saved >= 0.7 * weight.numel() * 3  # 4 bytes -> 1 per entry
+    metric, _ = artifact_scores(int8, task, RuntimeSettings())
+    assert metric >= torch_metric(task.model, task) - 0.05

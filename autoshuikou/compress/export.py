@@ -1,7 +1,9 @@
-"""PyTorch -> ONNX, with Conv/Gemm/MatMul nodes renamed to the PyTorch layer names.
+"""PyTorch -> ONNX, with Conv/Gemm/MatMul nodes (and embedding-table Gathers) renamed to
+the PyTorch layer names.
 
 Renaming lets plans, search spaces and ONNX Runtime's per-node int8 exclusion all speak
-of ``layer2.conv1`` rather than ``/layer2/conv1/Conv``. Input and output names come from
+of ``layer2.conv1`` rather than ``/layer2/conv1/Conv``. An embedding table is a layer
+too: in a small transformer it is half the file, and int8 stores it in a quarter. Input and output names come from
 the model family (``input`` -> ``logits`` for classifiers).
 """
 
@@ -20,7 +22,8 @@ from autoshuikou.families import DEFAULT_FAMILY, Inputs, get_family
 from autoshuikou.util import atomic_write_bytes
 
 OPSET = 17
-LAYER_OPS = ("Conv", "Gemm", "MatMul")
+LAYER_OPS = ("Conv", "Gemm", "MatMul", "Gather")
+LAYER_TYPES = (nn.Conv2d, nn.Conv1d, nn.Linear, nn.Embedding)
 
 
 def scope_to_module_name(node_name: str, modules: Collection[str]) -> str:
@@ -50,17 +53,13 @@ def export_onnx(
 ) -> list[str]:
     """Export ``model`` (eval mode, BatchNorm folded, dynamic batch) to ``path``.
 
-    Returns the layer names (Conv/Linear modules) that became named ONNX nodes.
+    Returns the layer names (Conv/Linear/Embedding modules) that became named ONNX nodes.
     """
     spec = get_family(family)
     inputs = example if isinstance(example, dict) else spec.named_inputs(example)
     model = model.eval()
     all_modules = {name for name, _ in model.named_modules()}
-    layers = {
-        name
-        for name, m in model.named_modules()
-        if isinstance(m, nn.Conv2d | nn.Conv1d | nn.Linear)
-    }
+    layers = {name for name, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

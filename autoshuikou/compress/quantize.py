@@ -168,15 +168,15 @@ def quantize(
 def _quantize_dynamic(
     prepared: Path, quantized: Path, int8_layers: Sequence[str], fmt: Int8Format
 ) -> None:
-    """Int8 weights for exactly the plan's int8 layers; everything else stays fp32 (the
-    activation x activation MatMuls of attention too: they have no weights to store)."""
+    """Int8 weights for exactly the plan's int8 layers (Linears, embedding tables); everything
+    else stays fp32 (the activation x activation MatMuls of attention too: no weights)."""
     quantize_dynamic(
         str(prepared),
         str(quantized),
         weight_type=QuantType.QInt8,
         per_channel=fmt.per_channel,
         nodes_to_quantize=list(int8_layers),
-        op_types_to_quantize=["MatMul", "Gemm"],
+        op_types_to_quantize=["MatMul", "Gemm", "Gather"],
         # Needed on exporter graphs whose inferred element types are incomplete.
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )

@@ -98,9 +98,10 @@ def choose_int8_format(
         r for r in rows if r["metric"] >= best_metric - FORMAT_METRIC_TOLERANCE * abs(best_metric)
     ]
     fastest = min(r["latency_ratio_to_fp32"] for r in accurate)
-    # Formats within timing noise of the fastest are ties: take the first in the fixed
-    # candidate order, so reruns on the same machine choose the same format.
-    chosen = next(r for r in accurate if r["latency_ratio_to_fp32"] <= fastest * (1 + FORMAT_TIE))
+    # Formats within timing noise of the fastest are ties: the most accurate of them wins,
+    # then the first in the fixed candidate order, so reruns choose the same format.
+    ties = [r for r in accurate if r["latency_ratio_to_fp32"] <= fastest * (1 + FORMAT_TIE)]
+    chosen = max(ties, key=lambda r: r["metric"])
     for row in rows:
         row["chosen"] = row is chosen
     return Int8Format.from_dict(chosen["format"]), rows

