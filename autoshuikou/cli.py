@@ -100,12 +100,14 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _layers(args: argparse.Namespace) -> int:
-    from autoshuikou.compress.prune import channel_groups
+    from autoshuikou.compress.prune import channel_groups, head_pruning_notes
     from autoshuikou.study.search import layer_names
     from autoshuikou.tasks import load_task
 
     task = load_task(args.task)
     print(f"task {task.name} ({task.family}): input {task.input_shape}")
+    for note in head_pruning_notes(task.model):
+        print(note)
     print("channel groups (prune rules match any layer in a group):")
     for group in channel_groups(task.model.eval(), task.inputs, task.family):
         print(

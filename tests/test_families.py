@@ -181,3 +181,33 @@ def test_an_int8_embedding_table_is_stored_in_int8(form: str, tmp_path: Path) ->
     assert saved >= 0.7 * weight.numel() * 3  # 4 bytes -> 1 per entry
     metric, _ = artifact_scores(int8, task, RuntimeSettings())
     assert metric >= torch_metric(task.model, task) - 0.05
+
+
+def test_heads_shared_across_layers_are_kept_and_said_so() -> None:
+    """MPNet adds one relative-position bias per head, shared by every layer: removing a
+    head in one layer cannot work, so only FFN widths are offered, with a note."""
+    from transformers import MPNetConfig, MPNetModel
+
+    from autoshuikou.compress.prune import head_pruning_notes
+    from autoshuikou.families import EncoderClassifier
+
+    torch.manual_seed(0)
+    config = MPNetConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=40,
+    )
+    model = EncoderClassifier(MPNetModel(config, add_pooling_layer=False), 3).eval()
+    ids = torch.randint(4, 64, (2, 16))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    groups = channel_groups(model, inputs, "encoder")
+    assert [g.unit for g in groups] == ["channels", "channels"]  # the FFN of each layer
+    (note,) = head_pruning_notes(model)
+    assert "backbone.encoder.relative_attention_bias" in note
+    student = prune(model, inputs, {g.name: 0.5 for g in groups}, 1, "encoder")
+    assert count_macs_params(student, inputs)[1] < count_macs_params(model, inputs)[1]
+    logits, _ = call(student, inputs)
+    assert logits.shape == (2, 3)

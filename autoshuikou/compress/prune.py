@@ -109,6 +109,32 @@ def _attention_module(model: nn.Module, layers: tuple[str, ...]) -> tuple[str, n
     return None
 
 
+def shared_head_tables(model: nn.Module) -> list[str]:
+    """Embeddings that hold one value per attention head for every layer at once (MPNet's
+    and T5's relative-position bias). The dependency graph then joins every layer's q/k/v
+    and the table in one group, which the encoder keeps whole (it holds an Embedding): no
+    per-layer head count is possible, and the user is told so rather than shown heads."""
+    heads = {
+        int(getattr(m, "num_attention_heads", 0))
+        for m in model.modules()
+        if head_size(m) is not None
+    }
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Embedding) and m.embedding_dim in heads
+    ]
+
+
+def head_pruning_notes(model: nn.Module) -> list[str]:
+    return [
+        f"attention heads are kept in every layer: {name} holds one bias per head shared by "
+        "all layers (pruning a head in one layer would not match it); FFN widths and int8 "
+        "are still searched"
+        for name in shared_head_tables(model)
+    ]
+
+
 def _groups(model: nn.Module, graph: tp.DependencyGraph, example: Inputs, family: ModelFamily):  # type: ignore[no-untyped-def]
     modules = dict(model.named_modules())
     protected = modules[output_layer(model, example)]

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoshuikou import __version__
 from autoshuikou.compress.export import export_onnx
-from autoshuikou.compress.prune import channel_groups, prune
+from autoshuikou.compress.prune import channel_groups, head_pruning_notes, prune
 from autoshuikou.compress.quantize import calibration_batches
 from autoshuikou.errors import UserError
 from autoshuikou.interrupt import raise_if_interrupted
@@ -276,6 +276,8 @@ def prepare_context(
         if energy
         else f"energy per inference: unavailable on this machine, left out ({energy_note})"
     )
+    for note in head_pruning_notes(task.model):
+        progress.line(note)
     ctx = RunContext(
         task=task,
         teacher=task.model.eval(),
