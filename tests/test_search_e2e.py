@@ -166,6 +166,15 @@ def test_a_lost_ctrl_c_still_stops_the_search_after_the_running_trial(
     study = _study(tmp_path / "s")
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 1
     assert not study.get_trials(states=(TrialState.RUNNING,))
+    # What finished is a run: a summary (search-time latencies, labelled so) that show reads.
+    from autoshuikou.cli import main
+    from autoshuikou.report.summary import load_summary
+
+    summary = load_summary(tmp_path / "s")
+    assert summary["stopped_early"] == "interrupted"
+    assert summary["front_remeasured"] is False
+    assert summary["trials_complete"] == 1
+    assert main(["show", str(tmp_path / "s")]) == 0
 
 
 def test_energy_objective_where_counters_exist_and_a_clear_refusal_where_not(

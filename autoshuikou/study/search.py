@@ -374,7 +374,13 @@ def search(
     config = replace(config or SearchConfig(), **settings)
     run = _prepare(task, config, progress or Progress(), fixed_plans, started)
     study, storage = _open(run)
-    stopped_early = _run_trials(run, study, storage)
+    try:
+        stopped_early = _run_trials(run, study, storage)
+    except KeyboardInterrupt:
+        # What finished is a run: show, verify and export work on it (no re-measuring:
+        # the user asked to stop). A rerun resumes and writes the full summary.
+        _finish(run, study, "interrupted", measure_again=False)
+        raise
     return _finish(run, study, stopped_early)
 
 
@@ -609,22 +615,25 @@ def _run_trials(run: _Run, study: optuna.Study, storage: BaseStorage) -> str | N
     return reason
 
 
-def _finish(run: _Run, study: optuna.Study, stopped_early: str | None) -> SearchResult:
-    """Re-measure the front, write summary.json and front.png."""
+def _finish(
+    run: _Run, study: optuna.Study, stopped_early: str | None, measure_again: bool = True
+) -> SearchResult:
+    """Re-measure the front (unless told not to), write summary.json and front.png."""
     config, ctx = run.config, run.ctx
+    measure_again = measure_again and config.final_remeasure
     candidates = [t.number for t in front(study)]
-    if candidates and config.final_remeasure:
+    if candidates and measure_again:
         run.progress.line(
             f"re-measuring the {len(candidates)} Pareto models against the baseline "
             f"({REMEASURE_MIN_WINDOWS} to {REMEASURE_MAX_WINDOWS} timing windows each)"
         )
     models = (
         remeasure(ctx, candidates)
-        if config.final_remeasure
+        if measure_again
         else [search_time_record(ctx, number) for number in candidates]
     )
     summary = build_summary(study, ctx, models, config.budget, time.monotonic() - run.started)
-    summary["front_remeasured"] = config.final_remeasure
+    summary["front_remeasured"] = measure_again
     summary["stopped_early"] = stopped_early
     summary["reject_margin"] = run.margin
     write_json(ctx.run_dir / "summary.json", summary)
