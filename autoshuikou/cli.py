@@ -19,14 +19,18 @@ from autoshuikou.measure.latency import (
     REMEASURE_SECONDS,
 )
 from autoshuikou.runtimes import RUNTIMES
-from autoshuikou.study.config import DEFAULTS, SearchConfig
+from autoshuikou.study.config import DEFAULTS, FIDELITIES, SearchConfig
 
+DEVICE_HELP = (
+    "where fine-tuning runs: auto (CUDA when available, default), cpu, cuda; latency is "
+    "always timed in the runtime on the CPU"
+)
 EXIT_USER_ERROR = 2
 EXIT_NO_FEASIBLE = 3
 EXIT_INTERRUPTED = 130
 
 # `search` flags that switch a SearchConfig field off; every other flag is a field itself.
-NEGATED = {"no_predict": "predict", "no_warm_start": "warm_start"}
+NEGATED = {"no_warm_start": "warm_start"}
 
 
 def search_config(args: argparse.Namespace) -> SearchConfig:
@@ -59,8 +63,8 @@ def _compare(args: argparse.Namespace) -> int:
         strategies=args.strategies,
         space=args.space,
         measure_seconds=args.measure_seconds,
-        predict=not args.no_predict,
         runtime=args.runtime,
+        device=args.device,
     )
     return 0
 
@@ -153,7 +157,8 @@ def _parser() -> argparse.ArgumentParser:
         "--trials",
         type=int,
         default=DEFAULTS.trials,
-        help="trials to train and measure, in total; plans rejected by prediction do not count "
+        help="plans to evaluate, in total: trained and measured, or screened out after a short "
+        "fine-tune; plans rejected on latency before any training do not count "
         f"(default {DEFAULTS.trials})",
     )
     s.add_argument(
@@ -194,10 +199,21 @@ def _parser() -> argparse.ArgumentParser:
         help=f"timing per trial, candidate and baseline interleaved (default {DEFAULTS.measure_seconds})",
     )
     s.add_argument(
-        "--no-predict",
-        action="store_true",
-        help="do not reject plans by predicted latency before fine-tuning",
+        "--fidelity",
+        default=DEFAULTS.fidelity,
+        choices=FIDELITIES,
+        help="screen: time each plan untrained and score it after half an epoch, train fully "
+        "only those that could join the front (default); full: train every plan",
     )
+    s.add_argument(
+        "--predict",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULTS.predict,
+        help="reject plans by a latency model learned on this machine (profiled once, cached) "
+        "before they are built; for models whose artifacts take long to build (default off: "
+        "each plan's untrained artifact is timed instead)",
+    )
+    s.add_argument("--device", default=DEFAULTS.device, help=DEVICE_HELP)
     s.add_argument(
         "--storage",
         default=DEFAULTS.storage,
@@ -233,7 +249,9 @@ def _parser() -> argparse.ArgumentParser:
         "--strategies",
         default=DEFAULT_STRATEGIES,
         help=f"comma-separated NAME or NAME:TRIALS (default {DEFAULT_STRATEGIES}); names: "
-        "tpe-warm (what search runs: TPE started from the uniform plans), tpe, nsga2, random, "
+        "tpe-warm (what search runs: TPE started from the uniform plans, screening), "
+        "full-fidelity (tpe-warm training every plan, with the latency model: the default "
+        "before screening), tpe, nsga2, random, "
         "gp (samplers from scratch), no-distill (tpe-warm without fine-tuning), uniform (same "
         "prune ratio everywhere, fp32 and int8, no search)",
     )
@@ -242,7 +260,7 @@ def _parser() -> argparse.ArgumentParser:
         "--out", default="runs/compare", help="report and studies (default runs/compare)"
     )
     c.add_argument("--measure-seconds", type=float, default=DEFAULTS.measure_seconds)
-    c.add_argument("--no-predict", action="store_true", help="as for search")
+    c.add_argument("--device", default=DEFAULTS.device, help=DEVICE_HELP)
     c.add_argument("--runtime", default=DEFAULTS.runtime, choices=RUNTIMES, help=RUNTIME_HELP)
     c.set_defaults(run=_compare)
 

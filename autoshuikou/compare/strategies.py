@@ -17,8 +17,10 @@ from autoshuikou.space.bind import UNIFORM_RATIOS
 from autoshuikou.space.schema import load_space
 from autoshuikou.study.samplers import DEFAULT_SAMPLER, SAMPLERS
 
-DEFAULT_STRATEGIES = "tpe-warm,tpe,nsga2,random,no-distill,uniform"
+DEFAULT_STRATEGIES = "tpe-warm,full-fidelity,tpe,nsga2,random,no-distill,uniform"
 WARM = "tpe-warm"  # what `autoshuikou search` runs: TPE started from the uniform plans
+# The default before screening: every plan trained fully, the latency model rejecting first.
+FULL = "full-fidelity"
 NO_DISTILL = "no-distill"
 UNIFORM = "uniform"
 
@@ -31,16 +33,24 @@ class Strategy:
     no_distill: bool = False
     uniform: bool = False
     warm_start: bool = False
+    fidelity: str = "screen"
+    predict: bool = False
 
     @property
     def is_default(self) -> bool:
         """The strategy `autoshuikou search` uses."""
-        return self.sampler == DEFAULT_SAMPLER and self.warm_start and not self.no_distill
+        return (
+            self.sampler == DEFAULT_SAMPLER
+            and self.warm_start
+            and not self.no_distill
+            and self.fidelity == "screen"
+            and not self.predict
+        )
 
 
 def parse_strategies(text: str, trials: int) -> list[Strategy]:
     """'tpe,random:60,uniform' -> strategies; unknown names or counts are user errors."""
-    known = [WARM, *SAMPLERS, NO_DISTILL, UNIFORM]
+    known = [WARM, FULL, *SAMPLERS, NO_DISTILL, UNIFORM]
     hint = f"give a comma-separated list of {', '.join(known)}, each optionally NAME:TRIALS"
     strategies: list[Strategy] = []
     for item in (part.strip() for part in text.split(",") if part.strip()):
@@ -58,6 +68,10 @@ def parse_strategies(text: str, trials: int) -> list[Strategy]:
             strategies.append(Strategy(name, DEFAULT_SAMPLER, n, no_distill=True, warm_start=True))
         elif name == WARM:
             strategies.append(Strategy(name, DEFAULT_SAMPLER, n, warm_start=True))
+        elif name == FULL:
+            strategies.append(
+                Strategy(name, DEFAULT_SAMPLER, n, warm_start=True, fidelity="full", predict=True)
+            )
         else:
             strategies.append(Strategy(name, name, n))
     names = [s.name for s in strategies]

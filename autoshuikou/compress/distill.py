@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autoshuikou.families import call, primary
+from autoshuikou.families import Inputs, call, primary
 from autoshuikou.plan import DistillSettings
 from autoshuikou.tasks import Task, iterate_batches
 
@@ -57,12 +58,18 @@ def distill(
     settings: DistillSettings,
     seed: int = 0,
     history: list[dict[str, float]] | None = None,
+    epochs: float | None = None,
+    device: str = "cpu",
 ) -> nn.Module:
     """Fine-tune ``student`` in place for ``settings.epochs`` epochs of ``task.train_data``.
 
-    ``history``, if given, receives each epoch's mean soft, hard and feature losses.
+    ``epochs`` overrides that count and may be a fraction (screening trains a part of an
+    epoch, its cosine schedule compressed to those steps). ``device`` is where training
+    runs ("cpu", "cuda"); the student comes back on the CPU. ``history``, if given,
+    receives each epoch's mean soft, hard and feature losses.
     """
-    if settings.epochs <= 0:
+    epochs = settings.epochs if epochs is None else epochs
+    if epochs <= 0:
         return student.eval()
     torch.manual_seed(seed)
     # A loader built with its own generator would otherwise shuffle differently on every
@@ -73,14 +80,20 @@ def distill(
     teacher.eval()
     features = [name for name, weight in settings.features.items() if weight > 0]
     projections = nn.ModuleDict()
-    steps = settings.epochs * sum(1 for _ in iterate_batches(task.train_data, "train_data"))
+    per_epoch = sum(1 for _ in iterate_batches(task.train_data, "train_data"))
+    steps = max(1, math.ceil(epochs * per_epoch))
+    on_device = torch.device(device)
+    if on_device.type != "cpu":
+        teacher = copy.deepcopy(teacher)  # the caller's teacher stays where it is
+    teacher.to(on_device)
+    student.to(on_device)
     temperature = settings.temperature
     family = task.family_impl
     axis = family.channel_axis
 
     with _capture(student, features) as s_feats, _capture(teacher, features) as t_feats:
         # One probe batch sizes the projections before the optimizer is built.
-        probe = next(task.batches("train_data"))[0]
+        probe = _to(next(task.batches("train_data"))[0], on_device)
         with torch.no_grad():
             call(student.eval(), probe)
             call(teacher, probe)
@@ -89,16 +102,21 @@ def distill(
             projections[name.replace(".", "/")] = _projection(
                 s.shape[axis], t.shape[axis], s.dim(), axis
             )
+        projections.to(on_device)
         params = list(student.parameters()) + list(projections.parameters())
         opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps))
         )
         student.train()
-        for _ in range(settings.epochs):
+        done = 0
+        while done < steps:
             sums = {"soft": 0.0, "hard": 0.0, "feature": 0.0}
             batches = 0
             for inputs, targets in task.batches("train_data"):
+                if done == steps:
+                    break
+                inputs, targets = _to(inputs, on_device), targets.to(on_device)
                 with torch.no_grad():
                     t_out = call(teacher, inputs)
                 s_out = call(student, inputs)
@@ -111,7 +129,7 @@ def distill(
                         )
                         for name in features
                     ),
-                    torch.zeros(()),
+                    torch.zeros((), device=on_device),
                 )
                 loss = settings.alpha * soft + (1 - settings.alpha) * hard + feature
                 opt.zero_grad(set_to_none=True)
@@ -122,6 +140,11 @@ def distill(
                 sums["hard"] += hard.item()
                 sums["feature"] += feature.item()
                 batches += 1
+                done += 1
             if history is not None:
                 history.append({k: v / batches for k, v in sums.items()})
-    return student.eval()
+    return student.cpu().eval()
+
+
+def _to(inputs: Inputs, device: torch.device) -> Inputs:
+    return {name: value.to(device) for name, value in inputs.items()}

@@ -122,3 +122,29 @@ def plot_hypervolume(path: Path, curves: dict[str, list[list[float]]], title: st
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
+
+
+def plot_hypervolume_seconds(
+    path: Path, runs: dict[str, list[tuple[list[float], list[float]]]], title: str
+) -> None:
+    """Hypervolume against wall time: one step line per seed, a colour per strategy."""
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    for name, per_seed in runs.items():
+        color = None
+        for i, (seconds, curve) in enumerate(per_seed):
+            if not curve:
+                continue
+            (line,) = ax.step(
+                [0.0, *seconds],
+                [0.0, *curve],
+                where="post",
+                color=color,
+                alpha=0.8,
+                label=name if i == 0 else None,
+            )
+            color = line.get_color()
+    ax.set(xlabel="seconds (latency profiling included where used)", ylabel="hypervolume")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)

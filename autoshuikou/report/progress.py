@@ -53,9 +53,12 @@ class Progress:
     def trial_done(self, number: int, attrs: dict[str, Any], state: str, best: str) -> None:
         self.best = best
         elapsed = _clock(time.monotonic() - self.started)
-        if state == "PRUNED":  # rejected plans do not count towards --trials
+        if state == "PRUNED":  # screened-out plans count towards --trials, rejected ones not
+            screened = "screen_metric" in attrs
+            self.done += screened
+            what = "" if screened else " rejected before fine-tuning:"
             self.line(
-                f"[{self.done}/{self.total} {elapsed}] trial {number} rejected before fine-tuning: {attrs.get('rejected', '')}"
+                f"[{self.done}/{self.total} {elapsed}] trial {number}{what} {attrs.get('rejected', '')}"
             )
             return
         self.done += state == "COMPLETE"

@@ -10,6 +10,7 @@ import optuna
 from autoshuikou.errors import UserError
 from autoshuikou.study.pareto import is_feasible
 from autoshuikou.study.record import TrialRecord, TrialTags
+from autoshuikou.study.search import time_breakdown
 from autoshuikou.study.storage import make_storage
 
 
@@ -41,7 +42,7 @@ def study_status(run_dir: str | None, storage: str | None, study_name: str | Non
             f"{states.get(s, 0)} {s.lower()}"
             for s in ("COMPLETE", "PRUNED", "RUNNING", "FAIL", "WAITING")
         )
-        + " (pruned = rejected by predicted latency)",
+        + " (pruned = not trained: screened out, or over the budget before training)",
         f"workers seen: {len(workers)} ({', '.join(workers) or 'none'})",
         "best feasible: "
         + (
@@ -50,4 +51,12 @@ def study_status(run_dir: str | None, storage: str | None, study_name: str | Non
             else "none yet"
         ),
     ]
+    spent = time_breakdown(study)
+    total = sum(spent["trial_seconds"].values())
+    if total:
+        lines.append(
+            f"trial time {total:.0f} s: "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in spent["trial_seconds"].items())
+            + f" ({spent['trials_trained']} trained, {spent['trials_screened_out']} screened out)"
+        )
     return "\n".join(lines)

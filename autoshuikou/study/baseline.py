@@ -33,7 +33,7 @@ from autoshuikou.plan import Plan
 from autoshuikou.study.context import BaselineInfo, RunContext
 from autoshuikou.study.trial import artifact_counts, build_artifact
 from autoshuikou.tasks import Task
-from autoshuikou.tasks.digits import cache_dir
+from autoshuikou.tasks._cache import cache_dir
 from autoshuikou.util import file_lock, read_json, write_json
 
 # A format may lose at most this much of the best candidate's metric (relative).

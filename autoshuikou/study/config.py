@@ -11,6 +11,8 @@ from autoshuikou.runtimes import DEFAULT_RUNTIME
 from autoshuikou.study.budget import parse_budget
 from autoshuikou.study.samplers import DEFAULT_SAMPLER
 
+FIDELITIES = ("screen", "full")  # see study.screening
+
 
 @dataclass(frozen=True)
 class SearchConfig:
@@ -30,7 +32,9 @@ class SearchConfig:
     timeout: float | None = None  # seconds after which no new trial starts
     min_accuracy: str | float | None = None  # absolute (0.97) or "99%" of the baseline
     measure_seconds: float = 1.0  # timing per trial, candidate and baseline interleaved
-    predict: bool = True  # reject plans by predicted latency before fine-tuning
+    predict: bool = False  # reject plans by a learned latency model (profiled once) first
+    fidelity: str = "screen"  # "screen": train fully only what could join the front; "full"
+    device: str = "auto"  # fine-tuning: auto (CUDA when available), cpu, cuda
     storage: str | None = None  # None: a journal under the run; a .journal path; postgresql://
     sampler: str = DEFAULT_SAMPLER  # see study.samplers
     final_remeasure: bool = True  # without: the front keeps its search-time latencies
@@ -44,6 +48,10 @@ class SearchConfig:
             raise UserError(f"--trials must be at least 1, got {self.trials}", "e.g. --trials 30")
         if self.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.threads}", "e.g. --threads 1")
+        if self.fidelity not in FIDELITIES:
+            raise UserError(
+                f"unknown --fidelity {self.fidelity!r}", f"give one of {', '.join(FIDELITIES)}"
+            )
         if not self.measure_seconds > 0:
             raise UserError(
                 f"--measure-seconds must be above 0, got {self.measure_seconds}",

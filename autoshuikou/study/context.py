@@ -45,6 +45,7 @@ class RunContext:
     min_metric: float | None = None
     measure_seconds: float = 1.0
     energy: EnergyCounter | None = None  # None where the machine has no readable counter
+    device: str = "cpu"  # where fine-tuning runs; latency is always timed in the runtime
     _baseline: BaselineInfo | None = None
 
     @property

@@ -24,7 +24,7 @@ from autoshuikou.space.bind import uniform_plans
 from autoshuikou.study.baseline import machine_cache_key
 from autoshuikou.study.context import RunContext
 from autoshuikou.study.trial import build_artifact
-from autoshuikou.tasks.digits import cache_dir
+from autoshuikou.tasks._cache import cache_dir
 from autoshuikou.util import file_lock, read_json, write_json
 
 PROBES = 60  # at least; more for deep models (probe_count)

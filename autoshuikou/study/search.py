@@ -54,9 +54,18 @@ from autoshuikou.study.objectives import (
     study_objectives,
 )
 from autoshuikou.study.pareto import is_feasible, pareto_indices
-from autoshuikou.study.profile import load_or_build_latency_model
+from autoshuikou.study.profile import cache_path, load_or_build_latency_model
 from autoshuikou.study.record import TrialRecord, TrialTags
 from autoshuikou.study.samplers import make_sampler
+from autoshuikou.study.screening import (
+    LATENCY_MARGIN,
+    SCREEN_EPOCHS,
+    TOLERANCE,
+    Screen,
+    dominating,
+    screen_plan,
+    screened_trials,
+)
 from autoshuikou.study.storage import (
     WORKER,
     fail_orphaned_trials,
@@ -65,9 +74,9 @@ from autoshuikou.study.storage import (
     recover_dead_local_workers,
     reservation_lock,
 )
-from autoshuikou.study.trial import run_trial
+from autoshuikou.study.trial import PHASES, run_trial
 from autoshuikou.tasks import Task, load_task
-from autoshuikou.util import file_lock, write_json
+from autoshuikou.util import file_lock, read_json, write_json
 
 FLOOR_MARGIN = 0.9  # timing noise allowance when comparing a budget with the fastest plan
 MAX_CONSECUTIVE_FAILURES = 3
@@ -75,11 +84,21 @@ MAX_CONSECUTIVE_FAILURES = 3
 # margin being the latency model's own 90th-percentile cross-validated error on this
 # machine (at least this): so a plan that would fit is rarely thrown away.
 REJECT_MARGIN = 0.10
-# Trials that count towards --trials: trained and measured. A plan rejected by prediction
-# costs well under a second, so it does not use up the count (a tight budget would otherwise
-# train fewer models than asked); MAX_REJECTED_IN_A_ROW stops a search that finds nothing else.
-COUNTED = (TrialState.COMPLETE,)
+# Trials that count towards --trials: trained and measured, or screened (fine-tuned briefly
+# and scored). A plan rejected on latency alone (predicted, or measured untrained) costs
+# seconds, so it does not use up the count (a tight budget would otherwise evaluate fewer
+# plans than asked); MAX_REJECTED_IN_A_ROW stops a search that finds nothing else.
 MAX_REJECTED_IN_A_ROW = 50
+
+
+def counted(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.COMPLETE or (
+        trial.state == TrialState.PRUNED and "screen_metric" in trial.user_attrs
+    )
+
+
+def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False) if counted(t)]
 
 
 @dataclass
@@ -176,9 +195,11 @@ def build_summary(
     models: list[FrontModel],
     budget_text: str,
     wall_s: float,
+    setup_seconds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The run's summary from the study and the re-measured front (no I/O)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
     b = ctx.baseline
     objectives = study_objectives(study)
     front_models, dropped = final_front(models, objectives)
@@ -197,11 +218,18 @@ def build_summary(
         "min_metric": ctx.min_metric,
         "trials_complete": len(complete),
         "trials_failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
-        "trials_rejected_by_prediction": len(
-            study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+        "trials_rejected_by_prediction": sum(
+            "latency_predicted_ms" in t.user_attrs and "screen_latency_ms" not in t.user_attrs
+            for t in pruned
         ),
+        "trials_rejected_untrained": sum(
+            "screen_latency_ms" in t.user_attrs and "screen_metric" not in t.user_attrs
+            for t in pruned
+        ),
+        "trials_screened_out": sum(counted(t) for t in pruned),
         "trials_feasible": sum(1 for t in complete if is_feasible(t)),
         "wall_seconds_this_run": round(wall_s, 1),
+        "time": time_breakdown(study, setup_seconds),
         "baseline": {
             "path": f"baseline/{ctx.artifact_name}",
             "metric": b.metric,
@@ -237,6 +265,26 @@ def build_summary(
             "source": find_energy_counter()[1],
             "objective": ENERGY in objectives,
         },
+    }
+
+
+def time_breakdown(
+    study: optuna.Study, setup_seconds: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """Where the study's time went: this run's setup, and the trials' seconds by phase (all
+    workers, all runs), with the trained and the screened-out trials counted apart."""
+    phases = {phase: 0.0 for phase in PHASES}
+    trained = screened_out = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        for phase, seconds in t.user_attrs.get("seconds", {}).items():
+            phases[phase] = phases.get(phase, 0.0) + seconds
+        trained += t.state == TrialState.COMPLETE
+        screened_out += t.state == TrialState.PRUNED and counted(t)
+    return {
+        "setup_seconds": setup_seconds or {},
+        "trial_seconds": {k: round(v, 1) for k, v in phases.items()},
+        "trials_trained": trained,
+        "trials_screened_out": screened_out,
     }
 
 
@@ -340,6 +388,7 @@ class _Run:
     margin: float | None  # predicted over budget x (1 + margin): rejected
     progress: Progress
     started: float
+    setup_seconds: dict[str, float]  # baseline, latency profiling: before the first trial
 
 
 def search(
@@ -368,7 +417,10 @@ def search(
     everywhere, fp32 and int8), so the sampler starts from the classic baselines instead of
     from nothing; plans predicted over budget among them are rejected as any other.
     ``energy_objective`` adds energy per inference (minimized) as a fourth objective; only
-    where the machine has readable energy counters.
+    where the machine has readable energy counters. ``fidelity="screen"`` (the default)
+    screens each sampled plan (latency measured untrained, metric after half an epoch) and
+    trains fully only those that could join the front (see ``study.screening``); ``"full"``
+    trains every plan. ``device`` is where fine-tuning runs ("auto": CUDA when available).
     """
     started = time.monotonic()
     config = replace(config or SearchConfig(), **settings)
@@ -404,7 +456,10 @@ def _prepare(
     if not isinstance(task, Task):
         task = load_task(task if task is not None else config.task)
     name = config.study_name or f"{task.name}-{budget.slug}"
+    device = resolve_device(config.device)
     ctx, identity = context_for(task, config, Path(config.out) / name, progress)
+    ctx.device = device
+    setup = {"baseline": round(time.monotonic() - started, 1)}
     b = ctx.baseline
     fixed = {
         label: p.to_dict() for label, p in (fixed_plans(ctx.space) if fixed_plans else {}).items()
@@ -423,7 +478,12 @@ def _prepare(
             "maximum, every allowed layer int8)",
             f"raise --budget to at least {b.fastest_latency_ms:.3f}ms, or allow more pruning in the space",
         )
-    latency_model = load_or_build_latency_model(ctx, progress.line) if config.predict else None
+    latency_model = None
+    if config.predict:
+        latency_model = load_or_build_latency_model(ctx, progress.line)
+        # What building it cost, charged to every run that uses it (cached or not), so
+        # that strategies compare by what they would cost on a fresh machine.
+        setup["profiling"] = float(read_json(cache_path(ctx)).get("seconds", 0.0))
     margin = max(REJECT_MARGIN, latency_model.holdout_p90) if latency_model else None
     if margin is not None:
         progress.line(
@@ -431,9 +491,39 @@ def _prepare(
             "the latency model's 90th-percentile error, at least 10%) are rejected before fine-tuning"
         )
     objectives = objectives_for(config.energy_objective)
+    if device != "cpu":
+        progress.line(f"fine-tuning on {device}; latency is timed in {config.runtime} on the CPU")
     return _Run(
-        config, ctx, identity, name, objectives, fixed, latency_model, margin, progress, started
+        config,
+        ctx,
+        identity,
+        name,
+        objectives,
+        fixed,
+        latency_model,
+        margin,
+        progress,
+        started,
+        setup,
     )
+
+
+def resolve_device(device: str) -> str:
+    """--device auto|cpu|cuda[:N] -> where fine-tuning runs."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"--device {device}: this machine has no CUDA device PyTorch can use",
+                "use --device auto (CUDA where available, else the CPU) or --device cpu",
+            )
+        return device
+    raise UserError(f"unknown --device {device!r}", "give auto, cpu or cuda")
 
 
 def _open(run: _Run) -> tuple[optuna.Study, BaseStorage]:
@@ -481,6 +571,23 @@ def _plan(run: _Run, trial: optuna.Trial) -> tuple[Plan, bool]:
     return run.ctx.space.suggest(trial), False
 
 
+def _reject(
+    run: _Run, trial: optuna.Trial, plan: Plan, reason: str, latency_ms: float, **facts: Any
+) -> None:
+    """Record ``plan`` as not trained (its plan and the reason under trials/, the latency as
+    the constraint, so the sampler learns the region) and stop the trial: TrialPruned."""
+    ctx = run.ctx
+    trial.set_user_attr("rejected", reason)
+    trial.set_constraint("latency", latency_ms - ctx.budget_ms)
+    folder = ctx.trials_dir / f"{trial.number:04d}"
+    write_json(folder / "plan.json", plan.to_dict())
+    write_json(
+        folder / "metrics.json",
+        {"trial": trial.number, "rejected": reason, "budget_ms": ctx.budget_ms, **facts},
+    )
+    raise optuna.TrialPruned(reason)
+
+
 def _predict(run: _Run, trial: optuna.Trial, plan: Plan, exempt: bool) -> float | None:
     """The plan's predicted latency (None without a latency model); a plan predicted over
     the budget (plus the margin) is recorded and rejected: optuna.TrialPruned."""
@@ -493,22 +600,44 @@ def _predict(run: _Run, trial: optuna.Trial, plan: Plan, exempt: bool) -> float 
     trial.set_user_attr("latency_predicted_ms", predicted)
     if exempt or predicted <= ctx.budget_ms * (1 + run.margin):
         return predicted
-    # Recorded as infeasible, so the sampler learns to avoid the region.
     reason = f"predicted {predicted:.3f} ms > budget {ctx.budget_ms:.3f} ms + {run.margin:.0%}"
-    trial.set_user_attr("rejected", reason)
-    trial.set_constraint("latency", predicted - ctx.budget_ms)
-    folder = ctx.trials_dir / f"{trial.number:04d}"
-    write_json(folder / "plan.json", plan.to_dict())
-    write_json(
-        folder / "metrics.json",
-        {
-            "trial": trial.number,
-            "rejected": reason,
-            "latency_predicted_ms": predicted,
-            "budget_ms": ctx.budget_ms,
-        },
+    _reject(run, trial, plan, reason, predicted, latency_predicted_ms=predicted)
+    return None  # not reached: _reject raises
+
+
+def _screen(run: _Run, trial: optuna.Trial, plan: Plan, exempt: bool) -> Screen | None:
+    """Screen the plan (``study.screening``); a plan over the budget or dominated at the
+    screening fidelity is recorded and not trained (TrialPruned). Baselines are screened
+    too, so later plans have something to be compared with, but always trained."""
+    if run.config.fidelity != "screen" or plan.distill.epochs <= 0:
+        return None  # nothing to save: the full trial trains nothing either
+    ctx = run.ctx
+    limit = None if exempt else ctx.budget_ms * (1 + LATENCY_MARGIN)
+    screen = screen_plan(
+        ctx, trial.number, plan, lambda s: run.progress.stage(trial.number, s), limit
     )
-    raise optuna.TrialPruned(reason)
+    for key, value in screen.to_attrs().items():
+        trial.set_user_attr(key, value)
+    trial.set_user_attr("seconds", {"screening": screen.seconds})
+    if screen.metric is None:
+        reason = (
+            f"measured untrained: {screen.latency_ms:.3f} ms > budget {ctx.budget_ms:.3f} ms "
+            f"+ {LATENCY_MARGIN:.0%}"
+        )
+        _reject(run, trial, plan, reason, screen.latency_ms, **screen.to_attrs())
+    if exempt:
+        return screen
+    trained = screened_trials(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    beaten = dominating(screen, trained, TOLERANCE * ctx.baseline.metric)
+    if beaten is None:
+        return screen
+    reason = (
+        f"screened out: {ctx.task.metric_name} {screen.metric:.4f} after {SCREEN_EPOCHS:g} "
+        f"epoch at {screen.latency_ms:.3f} ms; trial {beaten.trial} is as fast and small "
+        f"and screened {beaten.screen_metric:.4f}"
+    )
+    _reject(run, trial, plan, reason, screen.latency_ms, **screen.to_attrs())
+    return None  # not reached
 
 
 def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
@@ -516,8 +645,10 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
     ctx = run.ctx
     plan, baseline = _plan(run, trial)
     predicted = _predict(run, trial, plan, exempt=baseline)
+    screen = _screen(run, trial, plan, exempt=baseline)
     try:
-        extra = {} if predicted is None else {"latency_predicted_ms": predicted}
+        extra: dict[str, Any] = {} if predicted is None else {"latency_predicted_ms": predicted}
+        extra.update(screen.to_attrs() if screen else {})
         metrics = run_trial(
             ctx, trial.number, plan, lambda s: run.progress.stage(trial.number, s), extra
         )
@@ -527,6 +658,9 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
     record = TrialRecord.from_metrics(metrics)
     for key, value in record.to_attrs().items():
         trial.set_user_attr(key, value)
+    trial.set_user_attr("seconds", metrics["seconds"])
+    if screen is None:  # not fine-tuned, or every plan trained fully: its one metric
+        trial.set_user_attr("screen_metric", record.metric)
     trial.set_constraint("latency", record.latency_ms - ctx.budget_ms)
     if ctx.min_metric is not None:
         trial.set_constraint("metric", ctx.min_metric - record.metric)
@@ -552,7 +686,8 @@ def _run_trials(run: _Run, study: optuna.Study, storage: BaseStorage) -> str | N
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         nonlocal failures, rejected_in_a_row
         failures = failures + 1 if trial.state == TrialState.FAIL else 0
-        rejected_in_a_row = rejected_in_a_row + 1 if trial.state == TrialState.PRUNED else 0
+        rejected = trial.state == TrialState.PRUNED and not counted(trial)
+        rejected_in_a_row = rejected_in_a_row + 1 if rejected else 0
         prune_artifacts(study, run.ctx.run_dir, run.ctx.artifact_name)
         progress.trial_done(
             trial.number, dict(trial.user_attrs), trial.state.name, _best_text(study)
@@ -564,7 +699,7 @@ def _run_trials(run: _Run, study: optuna.Study, storage: BaseStorage) -> str | N
         return _objective(run, trial)
 
     lock = reservation_lock(storage, run.ctx.run_dir, run.name)
-    done = len(study.get_trials(deepcopy=False, states=COUNTED))
+    done = len(counted_trials(study))
     progress.begin(config.trials, done)
     progress.line(
         f"study {run.name}: {done} of {config.trials} trials done"
@@ -582,9 +717,9 @@ def _run_trials(run: _Run, study: optuna.Study, storage: BaseStorage) -> str | N
             _recover_dead_workers(study, storage)
             # One read for both counts: with two, a trial another worker finishes between
             # them is counted in neither, and one trial too many is started.
-            states = [t.state for t in study.get_trials(deepcopy=False)]
-            finished = sum(state in COUNTED for state in states)
-            running = states.count(TrialState.RUNNING)
+            trials = study.get_trials(deepcopy=False)
+            finished = sum(counted(t) for t in trials)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
             if finished >= config.trials:
                 break
             if finished + running < config.trials:
@@ -608,7 +743,8 @@ def _run_trials(run: _Run, study: optuna.Study, storage: BaseStorage) -> str | N
     if rejected_in_a_row < MAX_REJECTED_IN_A_ROW:
         return None
     reason = (
-        f"{rejected_in_a_row} plans in a row were predicted over budget: the sampler finds "
+        f"{rejected_in_a_row} plans in a row were over the budget before training (predicted, "
+        "or measured untrained): the sampler finds "
         "little else in this space; raise --budget or allow more pruning"
     )
     progress.line(f"stopped early: {reason}")
@@ -632,7 +768,9 @@ def _finish(
         if measure_again
         else [search_time_record(ctx, number) for number in candidates]
     )
-    summary = build_summary(study, ctx, models, config.budget, time.monotonic() - run.started)
+    summary = build_summary(
+        study, ctx, models, config.budget, time.monotonic() - run.started, run.setup_seconds
+    )
     summary["front_remeasured"] = measure_again
     summary["stopped_early"] = stopped_early
     summary["reject_margin"] = run.margin

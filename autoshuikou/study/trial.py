@@ -24,21 +24,38 @@ Stage = Callable[[str], None]
 
 
 def build_artifact(
-    ctx: RunContext, plan: Plan, out: Path, stage: Stage = lambda _s: None
+    ctx: RunContext,
+    plan: Plan,
+    out: Path,
+    stage: Stage = lambda _s: None,
+    epochs: float | None = None,
 ) -> dict[str, Any]:
-    """Compress the teacher by ``plan`` into ``out`` (the runtime's artifact); returns build facts."""
+    """Compress the teacher by ``plan`` into ``out`` (the runtime's artifact); returns build
+    facts. ``epochs`` overrides the plan's fine-tuning (0: untrained, for timing; a
+    fraction: screening)."""
+    started = time.monotonic()
     example = ctx.inputs
+    epochs = plan.distill.epochs if epochs is None else epochs
     stage("pruning")
     student = prune(ctx.teacher, example, plan.prune, plan.round_to, ctx.family)
     torch_macs, torch_params = count_macs_params(student, example)
-    stage(f"distilling {plan.distill.epochs} epochs" if plan.distill.epochs else "no fine-tuning")
-    started = time.monotonic()
+    stage(f"distilling {epochs:g} epochs on {ctx.device}" if epochs else "no fine-tuning")
+    distill_started = time.monotonic()
     history: list[dict[str, float]] = []
     # Training holds the host's timing lock shared: no worker times a model while another
     # trains (which would load the cores), while several workers may train at once.
     with file_lock(LOCK_PATH, shared=True):
-        distill(student, ctx.teacher, ctx.task, plan.distill, seed=ctx.seed, history=history)
-    distill_s = time.monotonic() - started
+        distill(
+            student,
+            ctx.teacher,
+            ctx.task,
+            plan.distill,
+            seed=ctx.seed,
+            history=history,
+            epochs=epochs,
+            device=ctx.device,
+        )
+    distill_s = time.monotonic() - distill_started
     stage("quantizing")
     ctx.settings.backend.build(
         student,
@@ -51,6 +68,7 @@ def build_artifact(
     )
     return {
         "distill_seconds": round(distill_s, 2),
+        "build_seconds": round(time.monotonic() - started - distill_s, 2),
         "torch_macs": torch_macs,
         "torch_params": torch_params,
         "distill_losses": history[-1] if history else None,
@@ -72,6 +90,7 @@ def measure_artifact(
     ctx: RunContext, model: Path, module_counts: tuple[int, int], stage: Stage = lambda _s: None
 ) -> dict[str, Any]:
     """Metric, latency (interleaved with the baseline), size, counts and memory of ``model``."""
+    started = time.monotonic()
     stage("scoring")
     metric, scores = artifact_scores(model, ctx.task, ctx.settings)
     stage("timing")
@@ -103,6 +122,20 @@ def measure_artifact(
         "peak_memory_mb": peak_memory_mb(
             model, ctx.memory_shapes, ctx.settings.threads, ctx.settings.runtime
         ),
+        "measuring_seconds": round(time.monotonic() - started, 2),
+    }
+
+
+PHASES = ("screening", "training", "building", "measuring")
+
+
+def time_spent(metrics: dict[str, Any]) -> dict[str, float]:
+    """Where a trial's seconds went, by phase (screening counts its own builds and timing)."""
+    return {
+        "screening": float(metrics.get("screen_seconds", 0.0)),
+        "training": float(metrics.get("distill_seconds", 0.0)),
+        "building": float(metrics.get("build_seconds", 0.0)),
+        "measuring": float(metrics.get("measuring_seconds", 0.0)),
     }
 
 
@@ -146,6 +179,7 @@ def run_trial(
         **build,
         **(extra or {}),
     )
+    metrics["seconds"] = time_spent(metrics)
     metrics["model_sha256"] = sha256_file(artifact)
     write_json(work / "plan.json", plan.to_dict())
     write_json(work / "metrics.json", metrics)

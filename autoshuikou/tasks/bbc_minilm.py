@@ -11,11 +11,8 @@ MiniLM student at about 90 ms per article per epoch.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import io
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from autoshuikou.errors import UserError
 from autoshuikou.families import EncoderClassifier
+from autoshuikou.tasks._cache import train_once
 from autoshuikou.tasks._task import Task
-from autoshuikou.tasks.digits import cache_dir
-from autoshuikou.util import atomic_write_bytes, file_lock
 
 SEQUENCE_LENGTH = 128
 TRAIN_SUBSET = 384  # articles used for distillation (the head is trained on all of them)
@@ -130,19 +126,12 @@ def bbc_encoder_task(directory: Path, name: str, train_subset: int = TRAIN_SUBSE
         list(range(len(y))), test_size=0.2, random_state=SEED, stratify=labels
     )
     teacher = EncoderClassifier(encoder, len(classes)).eval()
-    key = hashlib.sha256(f"{name}-{RECIPE}-{torch.__version__}".encode()).hexdigest()[:12]
-    path = cache_dir() / "teachers" / f"{name}-head-{key}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(path.with_suffix(".lock")):
-        if not path.exists():
-            started = time.monotonic()
-            print(f"training the {name} head once (cached afterwards) ...", flush=True)
-            train_head(teacher, ids[train], mask[train], y[train])
-            buffer = io.BytesIO()
-            torch.save(teacher.head.state_dict(), buffer)
-            atomic_write_bytes(path, buffer.getvalue())
-            print(f"head trained in {time.monotonic() - started:.0f} s -> {path}", flush=True)
-    teacher.head.load_state_dict(torch.load(path, weights_only=True))
+
+    def fit_head() -> torch.nn.Module:
+        train_head(teacher, ids[train], mask[train], y[train])
+        return teacher.head
+
+    teacher.head.load_state_dict(train_once(f"{name}-head", f"{name}-{RECIPE}", fit_head))
     subset = train[:train_subset]
     gen = torch.Generator().manual_seed(SEED)
     return Task(

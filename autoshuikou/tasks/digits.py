@@ -8,19 +8,15 @@ seen in training.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
-import time
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from autoshuikou.tasks._cache import cache_dir, train_once
 from autoshuikou.tasks._task import Task
-from autoshuikou.util import atomic_write_bytes, file_lock
+
+__all__ = ["cache_dir", "digits_task", "load_digits_tensors"]
 
 INPUT_SIZE = 16
 WIDTHS = (32, 64, 128)
@@ -68,14 +64,17 @@ class DigitsResNet(nn.Module):
         return logits
 
 
-def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(train_x, train_y, val_x, val_y): a stratified 80/20 split, the same every time."""
+def load_digits_tensors(
+    size: int = INPUT_SIZE,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train_x, train_y, val_x, val_y) at ``size`` px: a stratified 80/20 split, the same
+    every time."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    images = F.interpolate(images, size=INPUT_SIZE, mode="bilinear", align_corners=False)
+    images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
     images = (images - 0.5) / 0.5
     labels = torch.tensor(digits.target, dtype=torch.long)
     idx_train, idx_val = train_test_split(
@@ -110,26 +109,9 @@ def train_teacher(train_x: torch.Tensor, train_y: torch.Tensor) -> DigitsResNet:
     return model.eval()
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("AUTOSHUIKOU_CACHE", Path.home() / ".cache" / "autoshuikou"))
-
-
 def load_or_train_teacher(train_x: torch.Tensor, train_y: torch.Tensor) -> DigitsResNet:
-    """Train once per machine; concurrent workers wait on a lock and share the file."""
-    key = hashlib.sha256(f"{RECIPE}-{torch.__version__}".encode()).hexdigest()[:12]
-    path = cache_dir() / "teachers" / f"digits-{key}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(path.with_suffix(".lock")):
-        if not path.exists():
-            started = time.monotonic()
-            print("training the digits teacher once (cached afterwards) ...", flush=True)
-            model = train_teacher(train_x, train_y)
-            buffer = io.BytesIO()
-            torch.save(model.state_dict(), buffer)
-            atomic_write_bytes(path, buffer.getvalue())
-            print(f"teacher trained in {time.monotonic() - started:.0f} s -> {path}", flush=True)
     model = DigitsResNet()
-    model.load_state_dict(torch.load(path, weights_only=True))
+    model.load_state_dict(train_once("digits", RECIPE, lambda: train_teacher(train_x, train_y)))
     return model.eval()
 
 

@@ -1,0 +1,119 @@
+"""Screening: spend full fine-tuning only on plans that could join the front.
+
+A plan's latency and size do not depend on its training, so both are measured on its
+untrained artifact first (seconds); a plan over the budget is rejected there. Its metric
+after a short fine-tune (``SCREEN_EPOCHS`` of the plan's own schedule, compressed) is then
+compared like with like: with the screened metrics of the trials already trained fully.
+If one of those is at least as fast, as small, and screened better by ``TOLERANCE``, the
+plan is screened out: recorded in the study (pruned, with the reason) and not trained.
+Otherwise it is promoted and trained with its full settings, as `--fidelity full` trains
+every plan. This is successive halving with two rungs, promotion decided against the front.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from optuna.trial import FrozenTrial
+
+from autoshuikou.measure.accuracy import artifact_scores
+from autoshuikou.measure.latency import measure_interleaved
+from autoshuikou.measure.size import artifact_bytes
+from autoshuikou.plan import Plan
+from autoshuikou.study.context import RunContext
+from autoshuikou.study.pareto import is_feasible
+from autoshuikou.study.trial import Stage, build_artifact
+
+SCREEN_EPOCHS = 0.5  # of the plan's fine-tuning, whatever its epochs
+SCREEN_TIMING_SHARE = 0.5  # of --measure-seconds: the untrained artifact, interleaved
+# A plan measured untrained over budget x (1 + this) is rejected: the margin covers the
+# scatter of a half-second timing against the full one.
+LATENCY_MARGIN = 0.05
+# Screened metrics closer than this share of the baseline metric count as a tie: promoted.
+TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class Screen:
+    """What screening learned about a plan, stored with its trial (``screen_*`` attributes)."""
+
+    latency_ms: float  # drift-corrected, as a trial's latency_ms
+    latency_ratio: float
+    size_bytes: int
+    metric: float | None  # after SCREEN_EPOCHS; None when rejected on latency first
+    seconds: float
+
+    def to_attrs(self) -> dict[str, Any]:
+        return {f"screen_{k}": v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A fully trained trial as screening compares with it."""
+
+    trial: int
+    latency_ms: float  # its full measurement
+    size_bytes: int
+    screen_metric: float
+
+
+def screened_trials(trials: Iterable[FrozenTrial]) -> list[Screened]:
+    """The feasible, fully trained trials among ``trials`` that were screened."""
+    found = []
+    for t in trials:
+        attrs = t.user_attrs
+        if "screen_metric" in attrs and "metric" in attrs and is_feasible(t):
+            found.append(
+                Screened(t.number, attrs["latency_ms"], attrs["size_bytes"], attrs["screen_metric"])
+            )
+    return found
+
+
+def dominating(screen: Screen, trained: Iterable[Screened], tolerance: float) -> Screened | None:
+    """A trained trial at least as fast and small as ``screen`` whose screened metric beat it
+    by ``tolerance`` (absolute), the best such; None: the plan could join the front."""
+    assert screen.metric is not None
+    beaten = [
+        t
+        for t in trained
+        if t.latency_ms <= screen.latency_ms
+        and t.size_bytes <= screen.size_bytes
+        and t.screen_metric >= screen.metric + tolerance
+    ]
+    return max(beaten, key=lambda t: t.screen_metric, default=None)
+
+
+def screen_plan(
+    ctx: RunContext, number: int, plan: Plan, stage: Stage, latency_limit_ms: float | None
+) -> Screen:
+    """Measure ``plan``'s untrained artifact and, unless it is over ``latency_limit_ms``,
+    its metric after a short fine-tune. Files go to a scratch folder, removed after."""
+    started = time.monotonic()
+    work = ctx.trials_dir / f".{number:04d}.screen"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        path = work / ctx.artifact_name
+        build_artifact(ctx, plan, path, stage, epochs=0)
+        stage("timing the untrained model")
+        candidate, reference = measure_interleaved(
+            [path, ctx.baseline.model_path],
+            ctx.example_input,
+            ctx.settings,
+            seconds=ctx.measure_seconds * SCREEN_TIMING_SHARE,
+        )
+        ratio = candidate.median_ms / reference.median_ms
+        latency_ms = ratio * ctx.baseline.latency_ms
+        size = artifact_bytes(path)
+        metric = None
+        if latency_limit_ms is None or latency_ms <= latency_limit_ms:
+            build_artifact(ctx, plan, path, stage, epochs=SCREEN_EPOCHS)
+            stage("scoring the screened model")
+            metric, _ = artifact_scores(path, ctx.task, ctx.settings)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return Screen(latency_ms, ratio, size, metric, round(time.monotonic() - started, 2))

@@ -1,0 +1,139 @@
+"""Screening: plans measured untrained and scored after half an epoch; only those that could
+join the front are trained fully, the others recorded and counted."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from conftest import make_tiny_task
+from optuna.trial import TrialState
+
+from autoshuikou import search
+from autoshuikou.compress.distill import distill
+from autoshuikou.compress.prune import prune
+from autoshuikou.plan import DistillSettings
+from autoshuikou.report.status import study_status
+from autoshuikou.study import screening
+from autoshuikou.study import search as search_module
+from autoshuikou.study.screening import Screen, Screened, dominating
+from autoshuikou.study.search import counted
+from autoshuikou.study.storage import journal_storage
+from autoshuikou.tasks import Task
+from autoshuikou.util import read_json
+
+FAST = {"measure_seconds": 0.2, "budget": "300%"}
+
+
+def _screen(latency: float, size: int, metric: float) -> Screen:
+    return Screen(latency, latency / 2, size, metric, 1.0)
+
+
+def test_a_plan_is_screened_out_only_by_a_faster_smaller_better_screened_trial() -> None:
+    trained = [Screened(1, 1.0, 100, 0.90), Screened(2, 0.5, 50, 0.80)]
+    # Trial 1 is as fast and as small and screened 0.10 better: dominated.
+    assert dominating(_screen(1.0, 100, 0.80), trained, 0.01) == trained[0]
+    # Within the tolerance: a tie, promoted.
+    assert dominating(_screen(1.0, 100, 0.895), trained, 0.01) is None
+    # Faster than every trained trial, or smaller: nothing to compare with, promoted.
+    assert dominating(_screen(0.4, 100, 0.10), trained, 0.01) is None
+    assert dominating(_screen(1.0, 40, 0.10), trained, 0.01) is None
+    # Two dominate: the best screened one is named.
+    assert dominating(_screen(2.0, 200, 0.5), trained, 0.01) == trained[0]
+
+
+def test_distill_trains_a_fraction_of_an_epoch(tiny_task: Task) -> None:
+    student = prune(tiny_task.model, tiny_task.inputs, {}, 1, tiny_task.family)
+    calls = []
+    student.register_forward_hook(lambda *_: calls.append(1))
+    batches = sum(1 for _ in tiny_task.train_data)  # 8 of 32
+    distill(student, tiny_task.model, tiny_task, DistillSettings(epochs=3), epochs=0.3)
+    # One probe pass sizes the feature projections, then ceil(0.3 x 8) = 3 training steps.
+    assert len(calls) == 1 + math.ceil(0.3 * batches)
+
+
+def test_screened_out_plans_are_recorded_counted_and_not_trained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Any trained trial as fast and small screens a plan out, whatever its metric: the
+    # fastest uniform plan then screens out nearly every sampled one.
+    monkeypatch.setattr(search_module, "TOLERANCE", -10.0)
+    result = search(make_tiny_task(width=32), trials=12, out=tmp_path, study_name="s", **FAST)
+    study = optuna.load_study(study_name="s", storage=journal_storage(result.run_dir))
+    out = [t for t in study.trials if t.state == TrialState.PRUNED and counted(t)]
+    trained = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert out, "every sampled plan as slow and large as a trained one is screened out"
+    assert len(out) + len(trained) == 12 == sum(counted(t) for t in study.trials)
+    for trial in out:
+        folder = result.run_dir / "trials" / f"{trial.number:04d}"
+        record = read_json(folder / "metrics.json")
+        assert record["rejected"].startswith("screened out") and "metric" not in record
+        assert 0 <= record["screen_metric"] <= 1 and record["screen_latency_ms"] > 0
+        assert not (folder / "model.onnx").exists() and (folder / "plan.json").exists()
+        assert trial.constraints["latency"] <= result.summary["budget_ms"] * 0.05
+        assert trial.user_attrs["seconds"]["screening"] > 0
+    for trial in trained:  # every trained one has a screened metric to be compared with
+        assert "screen_metric" in trial.user_attrs
+        assert set(trial.user_attrs["seconds"]) == {
+            "screening",
+            "training",
+            "building",
+            "measuring",
+        }
+    assert result.summary["trials_screened_out"] == len(out)
+    spent = result.summary["time"]
+    assert spent["trials_screened_out"] == len(out) and spent["trials_trained"] == len(trained)
+    assert spent["trial_seconds"]["screening"] > 0 and "baseline" in spent["setup_seconds"]
+    assert f"{len(out)} screened out" in study_status(str(result.run_dir), None, None)
+
+
+def test_full_fidelity_trains_every_plan(tiny_task: Task, tmp_path: Path) -> None:
+    result = search(tiny_task, trials=10, out=tmp_path, study_name="f", fidelity="full", **FAST)
+    study = optuna.load_study(study_name="f", storage=journal_storage(result.run_dir))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 10
+    assert all("screen_latency_ms" not in t.user_attrs for t in study.trials)
+    assert result.summary["time"]["trial_seconds"]["screening"] == 0
+
+
+def test_a_plan_timed_over_the_budget_untrained_is_rejected_uncounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A margin of -100% puts every plan after the references over the limit once measured.
+    monkeypatch.setattr(search_module, "LATENCY_MARGIN", -1.0)
+    monkeypatch.setattr(search_module, "MAX_REJECTED_IN_A_ROW", 2)
+    result = search(make_tiny_task(), trials=12, out=tmp_path, study_name="u", **FAST)
+    study = optuna.load_study(study_name="u", storage=journal_storage(result.run_dir))
+    rejected = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert len(rejected) == 2 and not any(counted(t) for t in rejected)
+    for trial in rejected:
+        assert trial.user_attrs["rejected"].startswith("measured untrained")
+        budget = result.summary["budget_ms"]  # the measured latency is what the sampler sees
+        assert trial.constraints["latency"] == trial.user_attrs["screen_latency_ms"] - budget
+        assert "screen_metric" not in trial.user_attrs
+    assert result.summary["trials_rejected_untrained"] == 2
+    assert "2 plans in a row" in result.summary["stopped_early"]
+
+
+def test_screening_fine_tunes_less_than_an_epoch() -> None:
+    assert 0 < screening.SCREEN_EPOCHS < 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fine_tuning_on_cuda(tmp_path: Path) -> None:
+    result = search(make_tiny_task(), trials=4, out=tmp_path, study_name="g", device="cuda", **FAST)
+    assert result.feasible
+    metrics = read_json(
+        result.run_dir / result.pareto[0]["path"].replace("model.onnx", "metrics.json")
+    )
+    assert metrics["metric"] > 0.5
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_device_cuda_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
+    from autoshuikou.errors import UserError
+
+    with pytest.raises(UserError, match="no CUDA device"):
+        search(make_tiny_task(), trials=1, out=tmp_path, device="cuda", **FAST)
