@@ -128,6 +128,32 @@ def test_a_search_that_only_finds_rejected_plans_stops(
     assert "3 plans in a row" in result.summary["stopped_early"]
 
 
+def test_an_inaccurate_latency_model_rejects_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model whose 90th-percentile error is over 25% only records its predictions."""
+
+    def inaccurate(ctx: RunContext, say: object) -> LatencyModel:
+        layers = tuple(ctx.space.precision)  # every plan predicted at 100x the baseline
+        return LatencyModel("global", layers, (0, 0, 0, 0, 0, 100.0), 0.3, 0.6, 0)
+
+    monkeypatch.setattr(search_module, "load_or_build_latency_model", inaccurate)
+    result = search(
+        make_tiny_task(),
+        budget="300%",
+        trials=4,
+        out=tmp_path,
+        study_name="i",
+        measure_seconds=0.2,
+        predict=True,
+        fidelity="full",
+    )
+    study = optuna.load_study(study_name="i", storage=journal_storage(result.run_dir))
+    ran = [t for t in study.trials if t.state != optuna.trial.TrialState.WAITING]
+    assert [t.state for t in ran] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert all(t.user_attrs["latency_predicted_ms"] > 0 for t in ran)
+
+
 def test_a_fixed_cost_per_int8_layer_is_learned_and_chosen() -> None:
     # Each layer costs its MACs at its own per-precision rate, and an int8 layer also a
     # fixed amount (quantize/requantize work that does not shrink with pruning).

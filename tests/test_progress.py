@@ -22,11 +22,30 @@ def test_plain_lines_when_not_a_terminal() -> None:
     assert text.startswith("[2/3 ") and "trial 7: metric 0.9900" in text and "feasible" in text
 
 
-def test_live_status_line_on_a_terminal() -> None:
+def test_live_bar_on_a_terminal() -> None:
     out = io.StringIO()
     progress = Progress(out, live=True)
     progress.begin(total=30, done=0)
     progress.stage(4, "quantizing")
-    assert "\r" in out.getvalue() and "trial 1/30 (#4) quantizing" in out.getvalue()
+    assert "\r" in out.getvalue() and "0/30" in out.getvalue() and "#4 quantizing" in out.getvalue()
     progress.trial_done(4, {"error": "ValueError: boom"}, "FAIL", "none feasible yet")
-    assert out.getvalue().endswith("trial 4 fail: ValueError: boom\n")
+    assert "trial 4 fail: ValueError: boom\n" in out.getvalue()
+    progress.trial_done(5, ATTRS, "COMPLETE", "metric 0.99 @ 0.2 ms")
+    progress.end()
+    assert "1/30" in out.getvalue()  # the bar counted the completed trial
+
+
+def test_long_steps_report_the_time_left() -> None:
+    out = io.StringIO()
+    progress = Progress(out)
+    with progress.steps("building probes", 8) as tick:
+        for _ in range(8):
+            tick()
+    lines = out.getvalue().splitlines()
+    # Without a terminal: a plain line each quarter (not at the end), with an estimate.
+    assert len(lines) == 3 and lines[0].startswith("  building probes: 2/8")
+    assert all("left" in line and "\r" not in line for line in lines)
+    live = io.StringIO()
+    with Progress(live, live=True).steps("building probes", 4) as tick:
+        tick()
+    assert "building probes" in live.getvalue() and "0/4" in live.getvalue()  # a tqdm bar

@@ -97,15 +97,18 @@ def read_outcome(
     """``baselines``: collect the fixed plans and the int8 reference as baseline points.
     Times count from the study's first trial, plus ``setup_seconds``."""
     finished = sorted(counted_trials(study), key=lambda t: t.number)
-    start = min(t.datetime_start for t in finished if t.datetime_start)
-    records = {t.number: TrialRecord.from_trial(t) for t in finished}
+    # Time runs over every trial, those rejected on latency included: they cost seconds too.
+    every = study.get_trials(deepcopy=False)
+    start = min(t.datetime_start for t in every if t.datetime_start)
+    # Screened-out trials count as trials (points None: never trained, never on a front).
+    records = {t.number: TrialRecord.from_trial(t) for t in finished if is_feasible(t)}
     tags = {t.number: TrialTags.from_trial(t) for t in finished}
     points: list[XY | None] = [_xy(records[t.number]) if is_feasible(t) else None for t in finished]
     curve = hypervolume_curve(points, reference)
     feasible = [records[t.number] for t in finished if is_feasible(t)]
     first = next((i for i, t in enumerate(finished) if is_feasible(t)), None)
     best = max(feasible, key=lambda r: r.metric, default=None)
-    last = max(t.datetime_complete for t in finished if t.datetime_complete)
+    last = max(t.datetime_complete for t in every if t.datetime_complete)
 
     def since_start(trial: FrozenTrial) -> float:
         assert trial.datetime_complete is not None

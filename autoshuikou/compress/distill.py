@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -60,6 +60,7 @@ def distill(
     history: list[dict[str, float]] | None = None,
     epochs: float | None = None,
     device: str = "cpu",
+    on_epoch: Callable[[int, int], None] = lambda _done, _total: None,
 ) -> nn.Module:
     """Fine-tune ``student`` in place for ``settings.epochs`` epochs of ``task.train_data``.
 
@@ -110,7 +111,9 @@ def distill(
         )
         student.train()
         done = 0
+        passes = math.ceil(steps / per_epoch)
         while done < steps:
+            on_epoch(done // per_epoch + 1, passes)
             sums = {"soft": 0.0, "hard": 0.0, "feature": 0.0}
             batches = 0
             for inputs, targets in task.batches("train_data"):

@@ -1,11 +1,18 @@
-"""Progress: a live status line on a terminal, plain lines otherwise."""
+"""Progress: live tqdm bars on a terminal (trials, and long steps with the time left), plain
+lines otherwise (a log file, CI), so nothing in a log is a terminal escape."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
+
+from tqdm import tqdm
+
+Tick = Callable[[], None]
+PLAIN_REPORTS = 4  # a long step without a terminal says where it is this many times
 
 
 def _clock(seconds: float) -> str:
@@ -21,47 +28,70 @@ class Progress:
         self.total = 0
         self.done = 0
         self.best = "none feasible yet"
-        self._status_shown = False
-
-    def _clear(self) -> None:
-        if self.live and self._status_shown:
-            self.stream.write("\r\033[K")
-            self._status_shown = False
+        self._bar: tqdm[Any] | None = None
 
     def line(self, text: str) -> None:
-        """A permanent line (the live status is redrawn below it)."""
-        self._clear()
-        self.stream.write(text + "\n")
+        """A permanent line (a live bar is redrawn below it)."""
+        if self.live:
+            tqdm.write(text, file=self.stream)
+        else:
+            self.stream.write(text + "\n")
         self.stream.flush()
 
     def begin(self, total: int, done: int) -> None:
         self.total, self.done = total, done
         self.started = time.monotonic()
+        if self.live:
+            self._bar = tqdm(
+                total=total, initial=done, desc="trials", file=self.stream, dynamic_ncols=True
+            )
 
     def stage(self, trial: int, text: str) -> None:
-        if not self.live:
-            return
-        width = shutil.get_terminal_size().columns - 1
-        status = (
-            f"trial {self.done + 1}/{self.total} (#{trial}) {text} | "
-            f"elapsed {_clock(time.monotonic() - self.started)} | best: {self.best}"
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"#{trial} {text} | best: {self.best}")
+
+    @contextmanager
+    def steps(self, what: str, total: int) -> Iterator[Tick]:
+        """A long step of ``total`` parts: call the yielded tick after each. Live: a bar with
+        the time left; otherwise a few plain lines with the estimate."""
+        started = time.monotonic()
+        count = 0
+        bar = (
+            tqdm(total=total, desc=what, file=self.stream, dynamic_ncols=True, leave=False)
+            if self.live
+            else None
         )
-        self.stream.write("\r\033[K" + status[:width])
-        self.stream.flush()
-        self._status_shown = True
+
+        def tick() -> None:
+            nonlocal count
+            count += 1
+            if bar is not None:
+                bar.update(1)
+            elif count < total and count % max(1, total // PLAIN_REPORTS) == 0:
+                elapsed = time.monotonic() - started
+                left = elapsed / count * (total - count)
+                self.line(
+                    f"  {what}: {count}/{total}, {_clock(elapsed)} so far, ~{_clock(left)} left"
+                )
+
+        try:
+            yield tick
+        finally:
+            if bar is not None:
+                bar.close()
 
     def trial_done(self, number: int, attrs: dict[str, Any], state: str, best: str) -> None:
         self.best = best
         elapsed = _clock(time.monotonic() - self.started)
         if state == "PRUNED":  # screened-out plans count towards --trials, rejected ones not
             screened = "screen_metric" in attrs
-            self.done += screened
+            self._advance(screened)
             what = "" if screened else " rejected before fine-tuning:"
             self.line(
                 f"[{self.done}/{self.total} {elapsed}] trial {number}{what} {attrs.get('rejected', '')}"
             )
             return
-        self.done += state == "COMPLETE"
+        self._advance(state == "COMPLETE")
         if state != "COMPLETE":
             self.line(
                 f"[{self.done}/{self.total} {elapsed}] trial {number} {state.lower()}: {attrs.get('error', '')}"
@@ -76,3 +106,13 @@ class Progress:
             f"({attrs['latency_ratio']:.2f}x baseline)  {attrs['size_bytes'] / 1024:.0f} KiB  "
             f"{'feasible' if attrs['feasible'] else 'over budget'} | best: {best}"
         )
+
+    def _advance(self, counted: bool) -> None:
+        self.done += counted
+        if self._bar is not None and counted:
+            self._bar.update(1)
+
+    def end(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -19,6 +19,7 @@ from autoshuikou.compress.prune import prune
 from autoshuikou.measure.latency import measure_ratios
 from autoshuikou.measure.latency_model import LatencyModel, fit_latency_model, layer_macs
 from autoshuikou.plan import Plan
+from autoshuikou.report.progress import Progress, Tick
 from autoshuikou.runtimes import DEFAULT_RUNTIME
 from autoshuikou.space.bind import uniform_plans
 from autoshuikou.study.baseline import machine_cache_key
@@ -89,7 +90,11 @@ def probe_plans(ctx: RunContext, count: int, seed: int) -> list[Plan]:
 
 
 def measure_probes(
-    ctx: RunContext, plans: list[Plan], seconds: float = PROBE_SECONDS, windows: int = PROBE_WINDOWS
+    ctx: RunContext,
+    plans: list[Plan],
+    seconds: float = PROBE_SECONDS,
+    windows: int = PROBE_WINDOWS,
+    tick: Tick = lambda: None,
 ) -> list[dict[str, Any]]:
     """Build each plan without fine-tuning and time it against the baseline.
 
@@ -108,6 +113,7 @@ def measure_probes(
             paths = [Path(tmp) / f"probe{k}{suffix}" for k in range(len(chunk))]
             for plan, path in zip(chunk, paths, strict=True):
                 build_artifact(ctx, plan, path)
+                tick()
             ratios = measure_ratios(
                 paths,
                 ctx.baseline.model_path,
@@ -130,11 +136,16 @@ def measure_probes(
 
 
 def build_latency_model(
-    ctx: RunContext, probes: int | None = None, seed: int = 0, windows: int = PROBE_WINDOWS
+    ctx: RunContext,
+    probes: int | None = None,
+    seed: int = 0,
+    windows: int = PROBE_WINDOWS,
+    progress: Progress | None = None,
 ) -> LatencyModel:
     layers = list(ctx.space.precision)
     plans = probe_plans(ctx, probes or probe_count(ctx), seed)
-    rows = measure_probes(ctx, plans, windows=windows)
+    with (progress or Progress()).steps("building probes", len(plans)) as tick:
+        rows = measure_probes(ctx, plans, windows=windows, tick=tick)
     return fit_latency_model(
         layers, [r["macs"] for r in rows], [r["plan"] for r in rows], [r["ratio"] for r in rows]
     )
@@ -144,29 +155,29 @@ def cache_path(ctx: RunContext) -> Path:
     return cache_dir() / "latency" / f"{model_key(ctx)}.json"
 
 
-def _build_and_save(ctx: RunContext, probes: int, say: Any) -> LatencyModel:
+def _build_and_save(ctx: RunContext, probes: int, progress: Progress) -> LatencyModel:
     path = cache_path(ctx)
-    say(
+    progress.line(
         f"profiling this machine's latency for {ctx.task.name} ({probes} probes, cached afterwards) ..."
     )
     started = time.monotonic()
-    model = build_latency_model(ctx, probes)
+    model = build_latency_model(ctx, probes, progress=progress)
     seconds = round(time.monotonic() - started, 1)
     write_json(path, {**model.to_dict(), "hardware": ctx.hardware, "seconds": seconds})
-    say(
+    progress.line(
         f"latency model ({model.kind}) built in {seconds:.0f} s: cross-validated median error "
         f"{model.holdout_mape:.1%}, 90th percentile {model.holdout_p90:.1%} -> {path}"
     )
     return model
 
 
-def load_or_build_latency_model(ctx: RunContext, say: Any = print) -> LatencyModel:
+def load_or_build_latency_model(ctx: RunContext, progress: Progress) -> LatencyModel:
     """The cached model for this machine and task, built (about a minute) when missing."""
     path = cache_path(ctx)
     with file_lock(path.with_suffix(".lock")):
         if path.exists():
             return LatencyModel.from_dict(read_json(path))
-        return _build_and_save(ctx, probe_count(ctx), say)
+        return _build_and_save(ctx, probe_count(ctx), progress)
 
 
 def profile(
@@ -178,7 +189,6 @@ def profile(
     runtime: str = DEFAULT_RUNTIME,
 ) -> tuple[LatencyModel, Path]:
     """`autoshuikou profile`: (re)build the latency model for a task on this machine."""
-    from autoshuikou.report.progress import Progress
     from autoshuikou.study.config import SearchConfig
     from autoshuikou.study.search import context_for
     from autoshuikou.tasks import load_task
@@ -187,7 +197,8 @@ def profile(
     config = SearchConfig(task=task, space=space, out=out, threads=threads, runtime=runtime)
     loaded = load_task(config.task)
     run_dir = Path(config.out) / f"{loaded.name}-{runtime}-profile"
-    ctx, _ = context_for(loaded, config, run_dir, Progress())
+    progress = Progress()
+    ctx, _ = context_for(loaded, config, run_dir, progress)
     with file_lock(cache_path(ctx).with_suffix(".lock")):
-        model = _build_and_save(ctx, probes or probe_count(ctx), print)
+        model = _build_and_save(ctx, probes or probe_count(ctx), progress)
     return model, cache_path(ctx)

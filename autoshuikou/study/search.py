@@ -84,6 +84,9 @@ MAX_CONSECUTIVE_FAILURES = 3
 # margin being the latency model's own 90th-percentile cross-validated error on this
 # machine (at least this): so a plan that would fit is rarely thrown away.
 REJECT_MARGIN = 0.10
+# A model less accurate than this (90th-percentile error) would need so wide a margin that it
+# rejects little, and wrongly: it only records its predictions then.
+MAX_TRUSTED_P90 = 0.25
 # Trials that count towards --trials: trained and measured, or screened (fine-tuned briefly
 # and scored). A plan rejected on latency alone (predicted, or measured untrained) costs
 # seconds, so it does not use up the count (a tight budget would otherwise evaluate fewer
@@ -428,7 +431,9 @@ def search(
     study, storage = _open(run)
     try:
         stopped_early = _run_trials(run, study, storage)
+        run.progress.end()
     except KeyboardInterrupt:
+        run.progress.end()
         # What finished is a run: show, verify and export work on it (no re-measuring:
         # the user asked to stop). A rerun resumes and writes the full summary.
         _finish(run, study, "interrupted", measure_again=False)
@@ -480,11 +485,25 @@ def _prepare(
         )
     latency_model = None
     if config.predict:
-        latency_model = load_or_build_latency_model(ctx, progress.line)
+        latency_model = load_or_build_latency_model(ctx, progress)
         # What building it cost, charged to every run that uses it (cached or not), so
         # that strategies compare by what they would cost on a fresh machine.
-        setup["profiling"] = float(read_json(cache_path(ctx)).get("seconds", 0.0))
+        cached = cache_path(ctx)
+        setup["profiling"] = (
+            float(read_json(cached).get("seconds", 0.0)) if cached.exists() else 0.0
+        )
     margin = max(REJECT_MARGIN, latency_model.holdout_p90) if latency_model else None
+    if latency_model is not None and latency_model.holdout_p90 > MAX_TRUSTED_P90:
+        margin = None  # predictions are still recorded beside the measurements
+        progress.line(
+            f"the latency model's 90th-percentile error is {latency_model.holdout_p90:.0%} "
+            f"(over {MAX_TRUSTED_P90:.0%}): it rejects no plans"
+            + (
+                "; each plan's untrained artifact is timed instead"
+                if config.fidelity == "screen"
+                else ""
+            )
+        )
     if margin is not None:
         progress.line(
             f"plans predicted above {ctx.budget_ms * (1 + margin):.3f} ms (budget + {margin:.0%}, "
@@ -591,14 +610,14 @@ def _reject(
 def _predict(run: _Run, trial: optuna.Trial, plan: Plan, exempt: bool) -> float | None:
     """The plan's predicted latency (None without a latency model); a plan predicted over
     the budget (plus the margin) is recorded and rejected: optuna.TrialPruned."""
-    if run.latency_model is None or run.margin is None:
+    if run.latency_model is None:
         return None
     ctx, example = run.ctx, run.ctx.inputs
     student = prune(ctx.teacher, example, plan.prune, plan.round_to, ctx.family)
     ratio = run.latency_model.predict_ratio(layer_macs(student, example), plan)
     predicted = ratio * ctx.baseline.latency_ms
     trial.set_user_attr("latency_predicted_ms", predicted)
-    if exempt or predicted <= ctx.budget_ms * (1 + run.margin):
+    if exempt or run.margin is None or predicted <= ctx.budget_ms * (1 + run.margin):
         return predicted
     reason = f"predicted {predicted:.3f} ms > budget {ctx.budget_ms:.3f} ms + {run.margin:.0%}"
     _reject(run, trial, plan, reason, predicted, latency_predicted_ms=predicted)

@@ -54,6 +54,7 @@ def build_artifact(
             history=history,
             epochs=epochs,
             device=ctx.device,
+            on_epoch=lambda i, n: stage(f"distilling, epoch {i}/{n} on {ctx.device}"),
         )
     distill_s = time.monotonic() - distill_started
     stage("quantizing")
