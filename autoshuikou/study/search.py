@@ -624,14 +624,17 @@ def _predict(run: _Run, trial: optuna.Trial, plan: Plan, exempt: bool) -> float 
     return None  # not reached: _reject raises
 
 
-def _screen(run: _Run, trial: optuna.Trial, plan: Plan, exempt: bool) -> Screen | None:
-    """Screen the plan (``study.screening``); a plan over the budget or dominated at the
-    screening fidelity is recorded and not trained (TrialPruned). Baselines are screened
-    too, so later plans have something to be compared with, but always trained."""
+def _screen(
+    run: _Run, trial: optuna.Trial, plan: Plan, exempt_budget: bool, anchor: bool
+) -> Screen | None:
+    """Screen the plan (``study.screening``); a plan over the budget (unless
+    ``exempt_budget``) or dominated at the screening fidelity (unless an ``anchor``) is
+    recorded and not trained (TrialPruned). Anchors are screened too, so later plans have
+    something to be compared with."""
     if run.config.fidelity != "screen" or plan.distill.epochs <= 0:
         return None  # nothing to save: the full trial trains nothing either
     ctx = run.ctx
-    limit = None if exempt else ctx.budget_ms * (1 + LATENCY_MARGIN)
+    limit = None if exempt_budget else ctx.budget_ms * (1 + LATENCY_MARGIN)
     screen = screen_plan(
         ctx, trial.number, plan, lambda s: run.progress.stage(trial.number, s), limit
     )
@@ -644,7 +647,7 @@ def _screen(run: _Run, trial: optuna.Trial, plan: Plan, exempt: bool) -> Screen 
             f"+ {LATENCY_MARGIN:.0%}"
         )
         _reject(run, trial, plan, reason, screen.latency_ms, **screen.to_attrs())
-    if exempt:
+    if anchor:
         return screen
     trained = screened_trials(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     beaten = dominating(screen, trained, TOLERANCE * ctx.baseline.metric)
@@ -664,7 +667,10 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
     ctx = run.ctx
     plan, baseline = _plan(run, trial)
     predicted = _predict(run, trial, plan, exempt=baseline)
-    screen = _screen(run, trial, plan, exempt=baseline)
+    # The uniform plans the study starts from are always trained once they fit the budget:
+    # they are what later plans are screened against.
+    anchor = baseline or "warm_start" in trial.user_attrs
+    screen = _screen(run, trial, plan, exempt_budget=baseline, anchor=anchor)
     try:
         extra: dict[str, Any] = {} if predicted is None else {"latency_predicted_ms": predicted}
         extra.update(screen.to_attrs() if screen else {})
