@@ -17,7 +17,7 @@ from autoshuikou.compare.metrics import (
     hypervolume_curve,
     pareto_front,
 )
-from autoshuikou.compare.run import compare
+from autoshuikou.compare.run import StudyOutcome, compare, seconds_to_reach, time_shares
 from autoshuikou.compare.strategies import UNIFORM_RATIOS, parse_strategies
 from autoshuikou.errors import UserError
 from autoshuikou.plan import Plan
@@ -69,15 +69,38 @@ def test_curve_reaching_and_rank_test() -> None:
     assert greater_p_value([1, 1], [1, 1]) == 1.0
 
 
+def _outcome(strategy: str, seed: int, seconds: list[float], curve: list[float]) -> StudyOutcome:
+    return StudyOutcome(
+        strategy, seed, len(curve), 0, curve[-1], None, None, None, None, seconds[-1], 0.0,
+        curve, seconds, [], {}, {}, [],
+    )  # fmt: skip
+
+
+def test_time_to_reach_another_strategys_final_hypervolume() -> None:
+    fast = [_outcome("a", 0, [10, 20, 30], [0.01, 0.02, 0.03]), _outcome("a", 1, [5, 9], [0, 0.01])]
+    slow = [_outcome("b", 0, [50, 100], [0.01, 0.02]), _outcome("b", 1, [40, 80], [0.01, 0.02])]
+    assert seconds_to_reach(fast[0], 0.02) == 20 and seconds_to_reach(fast[1], 0.02) is None
+    # Per seed: when "a" reached "b"'s final hypervolume, and as a share of b's wall time.
+    assert time_shares(fast, slow) == [
+        {"seed": 0, "seconds": 20, "share": 0.2},
+        {"seed": 1, "seconds": None, "share": None},
+    ]
+
+
 def test_strategy_names_are_checked() -> None:
-    parsed = parse_strategies("tpe-warm,tpe,random:60,uniform", 30)
+    parsed = parse_strategies("tpe-warm,tpe,random:60,uniform,full-fidelity", 30)
     assert [(s.name, s.trials) for s in parsed] == [
         ("tpe-warm", 30),
         ("tpe", 30),
         ("random", 60),
         ("uniform", 8),
+        ("full-fidelity", 30),
     ]
-    assert [s.is_default for s in parsed] == [True, False, False, False]
+    assert [s.is_default for s in parsed] == [True, False, False, False, False]
+    # full-fidelity is the default before screening: every plan trained, the latency model on.
+    full = parsed[-1]
+    assert (full.fidelity, full.predict, full.warm_start) == ("full", True, True)
+    assert (parsed[0].fidelity, parsed[0].predict) == ("screen", False)
     for bad in ("annealing", "tpe:0", "tpe,tpe", "uniform:5", ""):
         with pytest.raises(UserError):
             parse_strategies(bad, 30)
@@ -108,7 +131,12 @@ def test_compare_runs_end_to_end_and_reproduces(tiny_task: Task, tmp_path: Path)
     assert len(rows) == 1 + 3 * 2
     assert [r["strategy"] for r in summary["rows"]] == ["tpe-warm", "no-distill", "uniform"]
     assert summary["default"] == "tpe-warm"
-    for name in ("fronts.png", "hypervolume.png", "tpe-warm-seed0/front.png"):
+    for name in (
+        "fronts.png",
+        "hypervolume.png",
+        "hypervolume_seconds.png",
+        "tpe-warm-seed0/front.png",
+    ):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     record = read_json(out / "compare.json")
     assert record["setup"]["seeds"] == 2 and record["versions"]["optuna"] == optuna.__version__

@@ -55,6 +55,34 @@ def test_distill_trains_a_fraction_of_an_epoch(tiny_task: Task) -> None:
     assert len(calls) == 1 + math.ceil(0.3 * batches)
 
 
+def test_a_rung_sees_the_student_part_way_and_changes_nothing(tiny_task: Task) -> None:
+    def student() -> torch.nn.Module:
+        return prune(tiny_task.model, tiny_task.inputs, {}, 1, tiny_task.family)
+
+    settings = DistillSettings(epochs=2)
+    seen: list[bool] = []
+    checked = distill(
+        student(),
+        tiny_task.model,
+        tiny_task,
+        settings,
+        rung=(0.5, lambda m: seen.append(m.training)),
+    )
+    plain = distill(student(), tiny_task.model, tiny_task, settings)
+    assert seen == [False]  # called once, in eval mode
+    for a, b in zip(checked.state_dict().values(), plain.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # the same model as training without the rung
+
+    class Stop(Exception):
+        pass
+
+    def stop(_m: torch.nn.Module) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        distill(student(), tiny_task.model, tiny_task, settings, rung=(0.5, stop))
+
+
 def test_screened_out_plans_are_recorded_counted_and_not_trained(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -71,6 +99,7 @@ def test_screened_out_plans_are_recorded_counted_and_not_trained(
         folder = result.run_dir / "trials" / f"{trial.number:04d}"
         record = read_json(folder / "metrics.json")
         assert record["rejected"].startswith("screened out") and "metric" not in record
+        assert not (result.run_dir / "trials" / f".{trial.number:04d}.tmp").exists()
         assert 0 <= record["screen_metric"] <= 1 and record["screen_latency_ms"] > 0
         assert not (folder / "model.onnx").exists() and (folder / "plan.json").exists()
         assert trial.constraints["latency"] <= result.summary["budget_ms"] * 0.05

@@ -15,6 +15,9 @@ from autoshuikou.families import Inputs, call, primary
 from autoshuikou.plan import DistillSettings
 from autoshuikou.tasks import Task, iterate_batches
 
+# (fraction of an epoch, check): see ``distill``.
+Rung = tuple[float, Callable[[nn.Module], None]]
+
 
 @contextmanager
 def _capture(model: nn.Module, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
@@ -61,13 +64,16 @@ def distill(
     epochs: float | None = None,
     device: str = "cpu",
     on_epoch: Callable[[int, int], None] = lambda _done, _total: None,
+    rung: Rung | None = None,
 ) -> nn.Module:
     """Fine-tune ``student`` in place for ``settings.epochs`` epochs of ``task.train_data``.
 
-    ``epochs`` overrides that count and may be a fraction (screening trains a part of an
-    epoch, its cosine schedule compressed to those steps). ``device`` is where training
-    runs ("cpu", "cuda"); the student comes back on the CPU. ``history``, if given,
-    receives each epoch's mean soft, hard and feature losses.
+    ``epochs`` overrides that count and may be a fraction (the cosine schedule compressed
+    to those steps). ``device`` is where training runs ("cpu", "cuda"); the student comes
+    back on the CPU. ``history``, if given, receives each epoch's mean soft, hard and
+    feature losses. ``rung`` (fraction of an epoch, check): after that part of the training, ``check`` is
+    given the student (in eval mode) and may raise to stop here; otherwise training goes on
+    unchanged, so the model is the one a run without the rung trains.
     """
     epochs = settings.epochs if epochs is None else epochs
     if epochs <= 0:
@@ -83,6 +89,7 @@ def distill(
     projections = nn.ModuleDict()
     per_epoch = sum(1 for _ in iterate_batches(task.train_data, "train_data"))
     steps = max(1, math.ceil(epochs * per_epoch))
+    rung_step = math.ceil(rung[0] * per_epoch) if rung else None
     on_device = torch.device(device)
     if on_device.type != "cpu":
         teacher = copy.deepcopy(teacher)  # the caller's teacher stays where it is
@@ -144,6 +151,9 @@ def distill(
                 sums["feature"] += feature.item()
                 batches += 1
                 done += 1
+                if rung is not None and done == rung_step and done < steps:
+                    rung[1](student.eval())  # no randomness, no BatchNorm updates in eval
+                    student.train()
             if history is not None:
                 history.append({k: v / batches for k, v in sums.items()})
     return student.cpu().eval()

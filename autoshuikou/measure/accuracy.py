@@ -38,10 +38,13 @@ def artifact_metric(path: Path, task: Task, settings: RuntimeSettings) -> float:
 
 
 def torch_metric(model: torch.nn.Module, task: Task) -> float:
+    """The metric of the PyTorch module itself (in eval mode, on whatever device it is)."""
     model.eval()
+    device = next(model.parameters()).device
     logits, targets = [], []
     with torch.no_grad():
         for inputs, target in task.batches("val_data"):
-            logits.append(primary(call(model, inputs)))
+            on_device = {name: value.to(device) for name, value in inputs.items()}
+            logits.append(primary(call(model, on_device)).cpu())
             targets.append(target)
     return task.score(torch.cat(logits), torch.cat(targets))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -176,6 +176,7 @@ def measure_ratios(
     max_windows: int = REMEASURE_MAX_WINDOWS,
     target_error: float = 0.01,
     at_reference_ms: float | None = None,
+    tick: Callable[[], None] = lambda: None,
 ) -> list[RatioStats]:
     """Each model's latency ratio to ``reference``: the median over separate interleaved windows.
 
@@ -209,6 +210,7 @@ def measure_ratios(
                     [model, reference], example_input, settings, seconds
                 )
                 pairs[i].append((candidate, base))
+        tick()  # one round: a window of every model not yet settled
     results = []
     for windows in pairs:
         ratios = np.array([c.median_ms / r.median_ms for c, r in windows])

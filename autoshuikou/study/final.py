@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,9 @@ class FrontModel:
         )
 
 
-def remeasure(ctx: RunContext, trials: list[int]) -> list[FrontModel]:
+def remeasure(
+    ctx: RunContext, trials: list[int], tick: Callable[[], None] = lambda: None
+) -> list[FrontModel]:
     """Re-time the trials' models together (in turns, against the baseline); update each
     metrics.json; return the models with their new timing.
 
@@ -77,6 +80,7 @@ def remeasure(ctx: RunContext, trials: list[int]) -> list[FrontModel]:
             ctx.settings,
             seconds,
             at_reference_ms=ctx.baseline.latency_ms,
+            tick=tick,
         )
     models = []
     for folder, stats in zip(folders, all_stats, strict=True):

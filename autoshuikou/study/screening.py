@@ -1,13 +1,14 @@
 """Screening: spend full fine-tuning only on plans that could join the front.
 
 A plan's latency and size do not depend on its training, so both are measured on its
-untrained artifact first (seconds); a plan over the budget is rejected there. Its metric
-after a short fine-tune (``SCREEN_EPOCHS`` of the plan's own schedule, compressed) is then
-compared like with like: with the screened metrics of the trials already trained fully.
-If one of those is at least as fast, as small, and screened better by ``TOLERANCE``, the
-plan is screened out: recorded in the study (pruned, with the reason) and not trained.
-Otherwise it is promoted and trained with its full settings, as `--fidelity full` trains
-every plan. This is successive halving with two rungs, promotion decided against the front.
+untrained artifact first (seconds); a plan over the budget is rejected there. Its
+fine-tuning then starts as it would in any case, and after ``SCREEN_EPOCHS`` of it (a rung,
+as in successive halving) the student is scored in PyTorch and compared like with like:
+with the trials already trained fully, scored at the same point of their own training. If
+one of those is at least as fast, as small, and scored better by ``TOLERANCE``, the plan is
+screened out: recorded in the study (pruned, with the reason) and its training stopped.
+Otherwise training simply goes on, so a promoted plan costs nothing extra and ends as the
+very model `--fidelity full` trains.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from autoshuikou.measure.accuracy import artifact_scores
 from autoshuikou.measure.latency import measure_interleaved
 from autoshuikou.measure.size import artifact_bytes
 from autoshuikou.plan import Plan
@@ -28,8 +28,8 @@ from autoshuikou.study.context import RunContext
 from autoshuikou.study.pareto import is_feasible
 from autoshuikou.study.trial import Stage, build_artifact
 
-SCREEN_EPOCHS = 0.5  # of the plan's fine-tuning, whatever its epochs
-SCREEN_TIMING_SHARE = 0.5  # of --measure-seconds: the untrained artifact, interleaved
+SCREEN_EPOCHS = 0.5  # the rung: this much of the plan's own fine-tuning, then the check
+SCREEN_TIMING_SHARE = 0.25  # of --measure-seconds: the untrained artifact, interleaved
 # A plan measured untrained over budget x (1 + this) is rejected: the margin covers the
 # scatter of a half-second timing against the full one.
 LATENCY_MARGIN = 0.05
@@ -44,8 +44,8 @@ class Screen:
     latency_ms: float  # drift-corrected, as a trial's latency_ms
     latency_ratio: float
     size_bytes: int
-    metric: float | None  # after SCREEN_EPOCHS; None when rejected on latency first
-    seconds: float
+    metric: float | None  # PyTorch, at the rung; None before it (or rejected on latency)
+    seconds: float  # timing the untrained artifact and scoring at the rung
 
     def to_attrs(self) -> dict[str, Any]:
         return {f"screen_{k}": v for k, v in asdict(self).items() if v is not None}
@@ -87,11 +87,17 @@ def dominating(screen: Screen, trained: Iterable[Screened], tolerance: float) ->
     return max(beaten, key=lambda t: t.screen_metric, default=None)
 
 
-def screen_plan(
-    ctx: RunContext, number: int, plan: Plan, stage: Stage, latency_limit_ms: float | None
-) -> Screen:
-    """Measure ``plan``'s untrained artifact and, unless it is over ``latency_limit_ms``,
-    its metric after a short fine-tune. Files go to a scratch folder, removed after."""
+class ScreenedOut(Exception):
+    """Raised at the rung to stop a plan's fine-tuning: a trained trial beats it there."""
+
+    def __init__(self, reason: str, screen: Screen) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.screen = screen
+
+
+def time_untrained(ctx: RunContext, number: int, plan: Plan, stage: Stage) -> Screen:
+    """Latency and size of ``plan``'s untrained artifact (a scratch build, removed after)."""
     started = time.monotonic()
     work = ctx.trials_dir / f".{number:04d}.screen"
     shutil.rmtree(work, ignore_errors=True)
@@ -106,14 +112,9 @@ def screen_plan(
             ctx.settings,
             seconds=ctx.measure_seconds * SCREEN_TIMING_SHARE,
         )
-        ratio = candidate.median_ms / reference.median_ms
-        latency_ms = ratio * ctx.baseline.latency_ms
         size = artifact_bytes(path)
-        metric = None
-        if latency_limit_ms is None or latency_ms <= latency_limit_ms:
-            build_artifact(ctx, plan, path, stage, epochs=SCREEN_EPOCHS)
-            stage("scoring the screened model")
-            metric, _ = artifact_scores(path, ctx.task, ctx.settings)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return Screen(latency_ms, ratio, size, metric, round(time.monotonic() - started, 2))
+    ratio = candidate.median_ms / reference.median_ms
+    seconds = round(time.monotonic() - started, 2)
+    return Screen(ratio * ctx.baseline.latency_ms, ratio, size, None, seconds)

@@ -14,16 +14,19 @@ from typing import Any
 
 import numpy as np
 import optuna
+import torch
 from optuna.storages import BaseStorage, fail_stale_trials
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from autoshuikou import __version__
+from autoshuikou.compress.distill import Rung
 from autoshuikou.compress.export import export_onnx
 from autoshuikou.compress.prune import channel_groups, head_pruning_notes, prune
 from autoshuikou.compress.quantize import calibration_batches
 from autoshuikou.errors import UserError
 from autoshuikou.interrupt import raise_if_interrupted
+from autoshuikou.measure.accuracy import torch_metric
 from autoshuikou.measure.energy import find_energy_counter
 from autoshuikou.measure.fingerprint import hardware_fingerprint
 from autoshuikou.measure.latency import REMEASURE_MAX_WINDOWS, REMEASURE_MIN_WINDOWS
@@ -62,9 +65,10 @@ from autoshuikou.study.screening import (
     SCREEN_EPOCHS,
     TOLERANCE,
     Screen,
+    ScreenedOut,
     dominating,
-    screen_plan,
     screened_trials,
+    time_untrained,
 )
 from autoshuikou.study.storage import (
     WORKER,
@@ -624,42 +628,58 @@ def _predict(run: _Run, trial: optuna.Trial, plan: Plan, exempt: bool) -> float 
     return None  # not reached: _reject raises
 
 
-def _screen(
-    run: _Run, trial: optuna.Trial, plan: Plan, exempt_budget: bool, anchor: bool
+def _time_untrained(
+    run: _Run, trial: optuna.Trial, plan: Plan, exempt_budget: bool
 ) -> Screen | None:
-    """Screen the plan (``study.screening``); a plan over the budget (unless
-    ``exempt_budget``) or dominated at the screening fidelity (unless an ``anchor``) is
-    recorded and not trained (TrialPruned). Anchors are screened too, so later plans have
-    something to be compared with."""
+    """With screening, the plan's untrained artifact timed (``study.screening``); a plan over
+    the budget (unless ``exempt_budget``) is recorded and not trained (TrialPruned)."""
     if run.config.fidelity != "screen" or plan.distill.epochs <= 0:
         return None  # nothing to save: the full trial trains nothing either
     ctx = run.ctx
-    limit = None if exempt_budget else ctx.budget_ms * (1 + LATENCY_MARGIN)
-    screen = screen_plan(
-        ctx, trial.number, plan, lambda s: run.progress.stage(trial.number, s), limit
-    )
+    screen = time_untrained(ctx, trial.number, plan, lambda s: run.progress.stage(trial.number, s))
     for key, value in screen.to_attrs().items():
         trial.set_user_attr(key, value)
+    limit = ctx.budget_ms * (1 + LATENCY_MARGIN)
+    if exempt_budget or screen.latency_ms <= limit:
+        return screen
     trial.set_user_attr("seconds", {"screening": screen.seconds})
-    if screen.metric is None:
-        reason = (
-            f"measured untrained: {screen.latency_ms:.3f} ms > budget {ctx.budget_ms:.3f} ms "
-            f"+ {LATENCY_MARGIN:.0%}"
-        )
-        _reject(run, trial, plan, reason, screen.latency_ms, **screen.to_attrs())
-    if anchor:
-        return screen
-    trained = screened_trials(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    beaten = dominating(screen, trained, TOLERANCE * ctx.baseline.metric)
-    if beaten is None:
-        return screen
     reason = (
-        f"screened out: {ctx.task.metric_name} {screen.metric:.4f} after {SCREEN_EPOCHS:g} "
-        f"epoch at {screen.latency_ms:.3f} ms; trial {beaten.trial} is as fast and small "
-        f"and screened {beaten.screen_metric:.4f}"
+        f"measured untrained: {screen.latency_ms:.3f} ms > budget {ctx.budget_ms:.3f} ms "
+        f"+ {LATENCY_MARGIN:.0%}"
     )
     _reject(run, trial, plan, reason, screen.latency_ms, **screen.to_attrs())
     return None  # not reached
+
+
+def _rung(
+    run: _Run, trial: optuna.Trial, untrained: Screen, anchor: bool, extra: dict[str, Any]
+) -> Rung:
+    """The check at SCREEN_EPOCHS of the plan's fine-tuning: record the student's metric
+    there (on the trial, and in ``extra`` for its metrics.json); unless an ``anchor``, stop
+    (ScreenedOut) when a trained trial beats it."""
+    ctx = run.ctx
+
+    def check(student: torch.nn.Module) -> None:
+        started = time.monotonic()
+        run.progress.stage(trial.number, f"screening at {SCREEN_EPOCHS:g} epoch")
+        screen = replace(untrained, metric=torch_metric(student, ctx.task))
+        attrs = {**screen.to_attrs(), "screen_check_seconds": round(time.monotonic() - started, 2)}
+        extra.update(attrs)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if anchor:
+            return
+        done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        beaten = dominating(screen, screened_trials(done), TOLERANCE * ctx.baseline.metric)
+        if beaten is not None:
+            raise ScreenedOut(
+                f"screened out: {ctx.task.metric_name} {screen.metric:.4f} after "
+                f"{SCREEN_EPOCHS:g} epoch at {screen.latency_ms:.3f} ms; trial {beaten.trial} "
+                f"is as fast and small and scored {beaten.screen_metric:.4f} there",
+                screen,
+            )
+
+    return (SCREEN_EPOCHS, check)
 
 
 def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
@@ -670,13 +690,31 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
     # The uniform plans the study starts from are always trained once they fit the budget:
     # they are what later plans are screened against.
     anchor = baseline or "warm_start" in trial.user_attrs
-    screen = _screen(run, trial, plan, exempt_budget=baseline, anchor=anchor)
+    untrained = _time_untrained(run, trial, plan, exempt_budget=baseline)
+    extra: dict[str, Any] = {} if predicted is None else {"latency_predicted_ms": predicted}
+    if untrained is not None:
+        extra.update(untrained.to_attrs())
+    started = time.monotonic()
     try:
-        extra: dict[str, Any] = {} if predicted is None else {"latency_predicted_ms": predicted}
-        extra.update(screen.to_attrs() if screen else {})
         metrics = run_trial(
-            ctx, trial.number, plan, lambda s: run.progress.stage(trial.number, s), extra
+            ctx,
+            trial.number,
+            plan,
+            lambda s: run.progress.stage(trial.number, s),
+            extra,
+            _rung(run, trial, untrained, anchor, extra) if untrained else None,
         )
+    except ScreenedOut as out:
+        check = float(extra.get("screen_check_seconds", 0.0))
+        trial.set_user_attr(
+            "seconds",
+            {
+                "screening": round(out.screen.seconds + check, 2),
+                "training": round(time.monotonic() - started - check, 2),
+            },
+        )
+        _reject(run, trial, plan, out.reason, out.screen.latency_ms, **extra)
+        raise  # not reached: _reject raises TrialPruned
     except Exception as exc:
         trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
         raise
@@ -684,7 +722,7 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
     for key, value in record.to_attrs().items():
         trial.set_user_attr(key, value)
     trial.set_user_attr("seconds", metrics["seconds"])
-    if screen is None:  # not fine-tuned, or every plan trained fully: its one metric
+    if plan.distill.epochs <= 0:  # never trained: the same model at any point of training
         trial.set_user_attr("screen_metric", record.metric)
     trial.set_constraint("latency", record.latency_ms - ctx.budget_ms)
     if ctx.min_metric is not None:
@@ -788,11 +826,12 @@ def _finish(
             f"re-measuring the {len(candidates)} Pareto models against the baseline "
             f"({REMEASURE_MIN_WINDOWS} to {REMEASURE_MAX_WINDOWS} timing windows each)"
         )
-    models = (
-        remeasure(ctx, candidates)
-        if measure_again
-        else [search_time_record(ctx, number) for number in candidates]
-    )
+    if candidates and measure_again:
+        # Rounds until every model's ratio settles: at most REMEASURE_MAX_WINDOWS.
+        with run.progress.steps("re-measuring the front", REMEASURE_MAX_WINDOWS) as tick:
+            models = remeasure(ctx, candidates, tick)
+    else:
+        models = [search_time_record(ctx, number) for number in candidates]
     summary = build_summary(
         study, ctx, models, config.budget, time.monotonic() - run.started, run.setup_seconds
     )

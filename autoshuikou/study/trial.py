@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from autoshuikou.compress.distill import distill
+from autoshuikou.compress.distill import Rung, distill
 from autoshuikou.compress.prune import count_macs_params, prune
 from autoshuikou.measure.accuracy import artifact_scores
 from autoshuikou.measure.energy import energy_per_inference_mj
@@ -29,10 +29,11 @@ def build_artifact(
     out: Path,
     stage: Stage = lambda _s: None,
     epochs: float | None = None,
+    rung: Rung | None = None,
 ) -> dict[str, Any]:
     """Compress the teacher by ``plan`` into ``out`` (the runtime's artifact); returns build
-    facts. ``epochs`` overrides the plan's fine-tuning (0: untrained, for timing; a
-    fraction: screening)."""
+    facts. ``epochs`` overrides the plan's fine-tuning (0: untrained, for timing); ``rung``
+    checks the student part-way (see ``distill``)."""
     started = time.monotonic()
     example = ctx.inputs
     epochs = plan.distill.epochs if epochs is None else epochs
@@ -55,6 +56,7 @@ def build_artifact(
             epochs=epochs,
             device=ctx.device,
             on_epoch=lambda i, n: stage(f"distilling, epoch {i}/{n} on {ctx.device}"),
+            rung=rung,
         )
     distill_s = time.monotonic() - distill_started
     stage("quantizing")
@@ -131,10 +133,12 @@ PHASES = ("screening", "training", "building", "measuring")
 
 
 def time_spent(metrics: dict[str, Any]) -> dict[str, float]:
-    """Where a trial's seconds went, by phase (screening counts its own builds and timing)."""
+    """Where a trial's seconds went, by phase: screening is timing the untrained artifact
+    and scoring at the rung (which happens during training, so training is net of it)."""
+    check = float(metrics.get("screen_check_seconds", 0.0))
     return {
-        "screening": float(metrics.get("screen_seconds", 0.0)),
-        "training": float(metrics.get("distill_seconds", 0.0)),
+        "screening": round(float(metrics.get("screen_seconds", 0.0)) + check, 2),
+        "training": round(float(metrics.get("distill_seconds", 0.0)) - check, 2),
         "building": float(metrics.get("build_seconds", 0.0)),
         "measuring": float(metrics.get("measuring_seconds", 0.0)),
     }
@@ -146,6 +150,7 @@ def run_trial(
     plan: Plan,
     stage: Stage = lambda _s: None,
     extra: dict[str, Any] | None = None,
+    rung: Rung | None = None,
 ) -> dict[str, Any]:
     """Build and measure one plan; files land atomically in ``trials/<number>/``."""
     final = ctx.trials_dir / f"{number:04d}"
@@ -154,7 +159,11 @@ def run_trial(
     work.mkdir(parents=True)
     started = time.monotonic()
     artifact = work / ctx.artifact_name
-    build = build_artifact(ctx, plan, artifact, stage)
+    try:
+        build = build_artifact(ctx, plan, artifact, stage, rung=rung)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # a stopped trial leaves nothing behind
+        raise
     module_counts = (build["torch_params"], build["torch_macs"])
     metrics = measure_artifact(ctx, artifact, module_counts, stage)
     b = ctx.baseline
