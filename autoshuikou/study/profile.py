@@ -36,23 +36,30 @@ def probe_count(ctx: RunContext) -> int:
     """The per-layer models have two or three coefficients per layer: deep models need more
     probes (ResNet-18, same labels: 105 probes 10.7% median error, 140 probes 9.2%). Each
     probe costs a build and its timing windows, so the count is capped to what fits in
-    PROFILE_SECONDS (ResNet-18 at 32 px: 147 probes took 302 s), never below MIN_PROBES;
-    the cross-validation then says how good the smaller model is, and a model that is not
-    good enough rejects nothing (search.MAX_TRUSTED_P90)."""
+    PROFILE_SECONDS (ResNet-18 at 32 px: 147 probes took 302 s, 73 took 145 s), never below
+    MIN_PROBES; the cross-validation then says how good the smaller model is, and a model
+    that is not good enough rejects nothing (search.MAX_TRUSTED_P90)."""
     wanted = max(PROBES, PROBES_PER_LAYER * len(ctx.space.precision))
     with tempfile.TemporaryDirectory() as tmp:
         started = time.monotonic()
-        build_artifact(
-            ctx, ctx.space.fastest_plan(), Path(tmp) / f"probe{ctx.settings.backend.suffix}"
+        path = Path(tmp) / f"probe{ctx.settings.backend.suffix}"
+        build_artifact(ctx, ctx.space.fastest_plan(), path)
+        # One probe's windows, as measure_probes takes them (sessions opened per window).
+        measure_ratios(
+            [path],
+            ctx.baseline.model_path,
+            ctx.example_input,
+            ctx.settings,
+            seconds=PROBE_SECONDS / PROBE_WINDOWS,
+            min_windows=PROBE_WINDOWS,
+            max_windows=PROBE_WINDOWS,
         )
-        seconds = time.monotonic() - started
-    # The probe's windows against the baseline's: twice its timing, plus session starts.
-    per_probe = seconds + 2 * PROBE_SECONDS + 0.2
+        per_probe = time.monotonic() - started
     return max(MIN_PROBES, min(wanted, int(PROFILE_SECONDS / per_probe)))
 
 
 MIN_PROBES = 20
-PROFILE_SECONDS = 120.0
+PROFILE_SECONDS = 100.0  # builds and timing (the fastest plan builds quickest), then the fit
 
 
 PROBE_SECONDS = 0.5  # per probe, split into PROBE_WINDOWS windows
