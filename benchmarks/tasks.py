@@ -1,4 +1,9 @@
-"""Extra tasks for benchmarks. SYNTHETIC DATA: these measure latency only; their metric means nothing."""
+"""Extra tasks for benchmarks.
+
+resnet18_64: SYNTHETIC DATA, for latency only (its metric means nothing).
+resnet18_digits: torchvision's ResNet-18 trained here on the real digits, for comparing
+search strategies (`autoshuikou compare --task benchmarks/tasks.py:resnet18_digits`).
+"""
 
 from __future__ import annotations
 

@@ -169,6 +169,7 @@ def test_the_final_front_uses_the_final_latency_and_the_objectives() -> None:
         ({"threads": 0}, "--threads"),
         ({"measure_seconds": 0.0}, "--measure-seconds"),
         ({"budget": "fast"}, "latency budget"),
+        ({"fidelity": "half"}, "--fidelity"),
     ],
 )
 def test_a_bad_setting_is_refused_with_a_hint(settings: dict[str, Any], flag: str) -> None:
@@ -186,7 +187,13 @@ def _search_actions() -> list[argparse.Action]:
 
 
 # A value other than the default, for flags whose type does not give one.
-OTHER = {"budget": "75ms", "min_accuracy": "99%", "storage": "s.journal", "runtime": "torch"}
+OTHER = {
+    "budget": "75ms",
+    "min_accuracy": "99%",
+    "storage": "s.journal",
+    "runtime": "torch",
+    "fidelity": "full",
+}
 
 
 @pytest.mark.parametrize("action", _search_actions(), ids=lambda a: a.option_strings[0])

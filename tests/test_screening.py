@@ -17,6 +17,7 @@ from autoshuikou.compress.distill import distill
 from autoshuikou.compress.prune import prune
 from autoshuikou.plan import DistillSettings
 from autoshuikou.report.status import study_status
+from autoshuikou.report.summary import format_table
 from autoshuikou.study import screening
 from autoshuikou.study import search as search_module
 from autoshuikou.study.screening import Screen, Screened, dominating
@@ -117,6 +118,7 @@ def test_screened_out_plans_are_recorded_counted_and_not_trained(
     assert spent["trials_screened_out"] == len(out) and spent["trials_trained"] == len(trained)
     assert spent["trial_seconds"]["screening"] > 0 and "baseline" in spent["setup_seconds"]
     assert f"{len(out)} screened out" in study_status(str(result.run_dir), None, None)
+    assert f"{len(trained)} trained, {len(out)} screened out" in format_table(result.summary)
 
 
 def test_full_fidelity_trains_every_plan(tiny_task: Task, tmp_path: Path) -> None:

@@ -55,6 +55,15 @@ def format_table(summary: dict[str, Any]) -> str:
             f"trial {d['trial']} left the front on re-measurement: {d['latency_ms_search']:.3f} ms in the "
             f"search, {d['latency_ms_final']:.3f} ms re-measured"
         )
+    spent = summary.get("time")
+    if spent:  # where the time went (summaries older than the breakdown have none)
+        setup = ", ".join(f"{k} {v:.0f} s" for k, v in spent["setup_seconds"].items())
+        phases = ", ".join(f"{k} {v:.0f} s" for k, v in spent["trial_seconds"].items())
+        lines.append(
+            f"time: {summary['wall_seconds_this_run']:.0f} s this run (setup: {setup}); "
+            f"trials: {phases}; {spent['trials_trained']} trained, "
+            f"{spent['trials_screened_out']} screened out"
+        )
     if summary.get("noisy_machine"):
         lines.append(
             f"warning: latency ratios moved by {summary['ratio_spread_median']:.0%} (median) between "
