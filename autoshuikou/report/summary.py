@@ -62,7 +62,8 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append(
             f"time: {summary['wall_seconds_this_run']:.0f} s this run (setup: {setup}); "
             f"trials: {phases}; {spent['trials_trained']} trained, "
-            f"{spent['trials_screened_out']} screened out"
+            f"{spent['trials_screened_out']} screened out; final re-measurement "
+            f"{spent.get('remeasure_seconds', 0):.0f} s"
         )
     if summary.get("noisy_machine"):
         lines.append(

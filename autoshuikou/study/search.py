@@ -826,6 +826,7 @@ def _finish(
             f"re-measuring the {len(candidates)} Pareto models against the baseline "
             f"({REMEASURE_MIN_WINDOWS} to {REMEASURE_MAX_WINDOWS} timing windows each)"
         )
+    remeasure_started = time.monotonic()
     if candidates and measure_again:
         # Rounds until every model's ratio settles: at most REMEASURE_MAX_WINDOWS.
         with run.progress.steps("re-measuring the front", REMEASURE_MAX_WINDOWS) as tick:
@@ -835,6 +836,7 @@ def _finish(
     summary = build_summary(
         study, ctx, models, config.budget, time.monotonic() - run.started, run.setup_seconds
     )
+    summary["time"]["remeasure_seconds"] = round(time.monotonic() - remeasure_started, 1)
     summary["front_remeasured"] = measure_again
     summary["stopped_early"] = stopped_early
     summary["reject_margin"] = run.margin
