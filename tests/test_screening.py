@@ -18,7 +18,6 @@ from autoshuikou.compress.prune import prune
 from autoshuikou.plan import DistillSettings
 from autoshuikou.report.status import study_status
 from autoshuikou.report.summary import format_table
-from autoshuikou.study import screening
 from autoshuikou.study import search as search_module
 from autoshuikou.study.screening import Screen, Screened, dominating
 from autoshuikou.study.search import counted
@@ -146,10 +145,6 @@ def test_a_plan_timed_over_the_budget_untrained_is_rejected_uncounted(
         assert "screen_metric" not in trial.user_attrs
     assert result.summary["trials_rejected_untrained"] == 2
     assert "2 plans in a row" in result.summary["stopped_early"]
-
-
-def test_screening_fine_tunes_less_than_an_epoch() -> None:
-    assert 0 < screening.SCREEN_EPOCHS < 1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -40,21 +40,9 @@ def probe_count(ctx: RunContext) -> int:
     MIN_PROBES; the cross-validation then says how good the smaller model is, and a model
     that is not good enough rejects nothing (search.MAX_TRUSTED_P90)."""
     wanted = max(PROBES, PROBES_PER_LAYER * len(ctx.space.precision))
-    with tempfile.TemporaryDirectory() as tmp:
-        started = time.monotonic()
-        path = Path(tmp) / f"probe{ctx.settings.backend.suffix}"
-        build_artifact(ctx, ctx.space.fastest_plan(), path)
-        # One probe's windows, as measure_probes takes them (sessions opened per window).
-        measure_ratios(
-            [path],
-            ctx.baseline.model_path,
-            ctx.example_input,
-            ctx.settings,
-            seconds=PROBE_SECONDS / PROBE_WINDOWS,
-            min_windows=PROBE_WINDOWS,
-            max_windows=PROBE_WINDOWS,
-        )
-        per_probe = time.monotonic() - started
+    started = time.monotonic()
+    measure_probes(ctx, [ctx.space.fastest_plan()])  # one probe, built and timed as profiling does
+    per_probe = time.monotonic() - started
     return max(MIN_PROBES, min(wanted, int(PROFILE_SECONDS / per_probe)))
 
 

@@ -45,7 +45,7 @@ class Screen:
     latency_ratio: float
     size_bytes: int
     metric: float | None  # PyTorch, at the rung; None before it (or rejected on latency)
-    seconds: float  # timing the untrained artifact and scoring at the rung
+    seconds: float  # timing the untrained artifact (the rung's scoring is recorded apart)
 
     def to_attrs(self) -> dict[str, Any]:
         return {f"screen_{k}": v for k, v in asdict(self).items() if v is not None}
