@@ -9,9 +9,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["SearchConfig", "SearchResult", "Task", "UserError", "__version__", "search"]
+__all__ = [
+    "SearchConfig",
+    "SearchResult",
+    "Task",
+    "UserError",
+    "__version__",
+    "load",
+    "search",
+]
 
 if TYPE_CHECKING:
+    from autoshuikou.deploy import load
     from autoshuikou.errors import UserError
     from autoshuikou.study.config import SearchConfig
     from autoshuikou.study.search import SearchResult, search
@@ -31,6 +40,10 @@ def __getattr__(name: str) -> Any:
         from autoshuikou.study.config import SearchConfig
 
         return SearchConfig
+    if name == "load":
+        from autoshuikou.deploy import load
+
+        return load
     if name == "UserError":
         from autoshuikou.errors import UserError
 

@@ -19,7 +19,7 @@ from autoshuikou.measure.latency import (
     REMEASURE_SECONDS,
 )
 from autoshuikou.runtimes import RUNTIMES
-from autoshuikou.study.config import DEFAULTS, FIDELITIES, SearchConfig
+from autoshuikou.study.config import CONFIG_NAME, DEFAULTS, FIDELITIES, SearchConfig
 
 DEVICE_HELP = (
     "where fine-tuning runs: auto (CUDA when available, default), cpu, cuda; latency is "
@@ -95,12 +95,28 @@ def _show(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     summary = load_summary(run_dir)
     print(format_table(summary))
+    config = run_dir / CONFIG_NAME
+    if config.is_file():
+        print(f"\nsettings ({config}; rerun with `autoshuikou search --config {config}`):")
+        print(
+            "\n".join(
+                f"  {line}" for line in config.read_text().splitlines() if not line.startswith("#")
+            )
+        )
     problems = artifact_problems(run_dir, summary)
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     if problems:
         return 1
     return 0 if summary["pareto"] else EXIT_NO_FEASIBLE
+
+
+def _export(args: argparse.Namespace) -> int:
+    from autoshuikou.deploy import export_run
+
+    out = export_run(Path(args.run_dir), Path(args.out), args.trial)
+    print(f"exported to {out} (README.md says how to run it)")
+    return 0
 
 
 def _layers(args: argparse.Namespace) -> int:
@@ -137,7 +153,9 @@ RUNTIME_HELP = (
 )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(search_defaults: dict[str, object] | None = None) -> argparse.ArgumentParser:
+    """The command table; ``search_defaults`` (from --config) replace search's defaults, so
+    a flag given on the command line still wins over the file."""
     parser = argparse.ArgumentParser(prog="autoshuikou", description=__doc__)
     parser.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +165,50 @@ def _parser() -> argparse.ArgumentParser:
         "--task",
         default=DEFAULTS.task,
         help="built-in task name (default: digits), file.py:function or module:function",
+    )
+    s.add_argument(
+        "--config",
+        default=None,
+        help="YAML file of settings (keys as the flags below); flags given here override it; "
+        "every run writes its own as runs/<study>/config.yaml",
+    )
+    s.add_argument(
+        "--model",
+        default=DEFAULTS.model,
+        help="instead of --task: torchvision:NAME or timm:NAME (with --weights), hf:DIR (a local "
+        "Hugging Face folder) or FILE.pt (a whole module of torch/torchvision classes)",
+    )
+    s.add_argument(
+        "--weights",
+        default=DEFAULTS.weights,
+        help="the trained state dict for --model (or a checkpoint holding one); nothing is downloaded",
+    )
+    s.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="no --weights: random ones, for timing studies (the metric then means nothing)",
+    )
+    s.add_argument(
+        "--data",
+        default=DEFAULTS.data,
+        help="with --model: imagefolder:DIR (a subfolder per class; train/ and val/ if split), "
+        "FILE.csv / FILE.tsv (text and label columns) or textfolder:DIR",
+    )
+    s.add_argument(
+        "--input-size",
+        default=DEFAULTS.input_size,
+        help="images: N or HxW pixels (default: the images' own size)",
+    )
+    s.add_argument(
+        "--normalize",
+        default=DEFAULTS.normalize,
+        help="images: imagenet (default), none, or MEAN/STD per channel, e.g. 0.5,0.5,0.5/0.5,0.5,0.5",
+    )
+    s.add_argument(
+        "--max-length",
+        type=int,
+        default=DEFAULTS.max_length,
+        help=f"text: tokens per sequence (default {DEFAULTS.max_length})",
     )
     s.add_argument(
         "--budget",
@@ -232,6 +294,8 @@ def _parser() -> argparse.ArgumentParser:
         help="minimize energy per inference as a fourth objective (needs readable RAPL counters)",
     )
     s.set_defaults(run=_search)
+    if search_defaults:
+        s.set_defaults(**search_defaults)
 
     c = commands.add_parser(
         "compare", help="run search strategies and fixed baselines side by side, over seeds"
@@ -290,6 +354,20 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("run_dir")
     sh.set_defaults(run=_show)
 
+    ex = commands.add_parser(
+        "export", help="copy one model of a run, with its student, plan and a README, to a folder"
+    )
+    ex.add_argument("run_dir")
+    which = ex.add_mutually_exclusive_group()
+    which.add_argument("--trial", type=int, default=None, help="a Pareto-optimal trial's number")
+    which.add_argument(
+        "--best",
+        action="store_true",
+        help="the feasible model with the highest metric, then the fastest (the default)",
+    )
+    ex.add_argument("--out", required=True, help="a new (or empty) folder")
+    ex.set_defaults(run=_export)
+
     la = commands.add_parser(
         "layers", help="list a task's channel groups and layers, for writing search spaces"
     )
@@ -312,8 +390,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _file_defaults(path: str) -> dict[str, object]:
+    """A --config file's settings as search's argument defaults."""
+    from autoshuikou.study.config import read_config_file
+
+    values: dict[str, object] = dict(read_config_file(path))
+    for flag, field in NEGATED.items():
+        if field in values:
+            values[flag] = not values.pop(field)
+    return values
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "config", None):
+        try:
+            args = _parser(_file_defaults(args.config)).parse_args(argv)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
     if not args.verbose:
         import warnings
 

@@ -193,10 +193,15 @@ OTHER = {
     "storage": "s.journal",
     "runtime": "torch",
     "fidelity": "full",
+    "space": str(Path(__file__).parents[1] / "search_spaces" / "deep_prune.yaml"),
 }
 
 
-@pytest.mark.parametrize("action", _search_actions(), ids=lambda a: a.option_strings[0])
+@pytest.mark.parametrize(
+    "action",
+    [a for a in _search_actions() if a.dest != "config"],  # --config: tests/test_config.py
+    ids=lambda a: a.option_strings[0],
+)
 def test_every_search_flag_reaches_its_config_field(action: argparse.Action) -> None:
     field = NEGATED.get(action.dest, action.dest)
     assert field in {f.name for f in fields(SearchConfig)}, (

@@ -15,7 +15,7 @@ from autoshuikou.families._base import (
     top1_accuracy,
 )
 from autoshuikou.families.classification import Classification
-from autoshuikou.families.encoder import Encoder, EncoderClassifier
+from autoshuikou.families.encoder import Encoder, EncoderClassifier, SequenceClassifier
 
 __all__ = [
     "FAMILIES",
@@ -27,6 +27,7 @@ __all__ = [
     "Inputs",
     "Metric",
     "ModelFamily",
+    "SequenceClassifier",
     "call",
     "get_family",
     "primary",

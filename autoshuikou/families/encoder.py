@@ -26,6 +26,13 @@ def embedding_cosine(student: torch.Tensor, teacher: torch.Tensor) -> float:
     return float(F.cosine_similarity(student.float(), teacher.float(), dim=-1).mean().item())
 
 
+def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the hidden states over the unmasked tokens: the sentence embedding."""
+    weights = attention_mask.unsqueeze(-1).to(states.dtype)
+    pooled: torch.Tensor = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    return pooled
+
+
 class EncoderClassifier(nn.Module):
     """A Hugging Face encoder, mean pooling over the unmasked tokens, and a linear head.
 
@@ -41,15 +48,30 @@ class EncoderClassifier(nn.Module):
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        weights = attention_mask.unsqueeze(-1).to(states.dtype)
-        pooled: torch.Tensor = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        return pooled
+        return mean_pool(states, attention_mask)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = self.embed(input_ids, attention_mask)
         return self.head(pooled), pooled
+
+
+class SequenceClassifier(nn.Module):
+    """A Hugging Face ``...ForSequenceClassification`` model as it is (its own pooling and
+    head), with the encoder family's outputs: ``(logits, mean-pooled last hidden state)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+        )
+        return out.logits, mean_pool(out.hidden_states[-1], attention_mask)
 
 
 class Encoder(Classification):

@@ -20,8 +20,9 @@ def format_table(summary: dict[str, Any]) -> str:
 
     def row(label: str, m: dict[str, Any]) -> str:
         text = (
-            f"{label:<16}{m['metric']:>14.4f}{m['metric'] / base['metric']:>10.2%}"
-            f"{m['latency_ms']:>12.3f}{base['latency_ms'] / m['latency_ms']:>8.2f}x"
+            f"{label:<16}{m['metric']:>14.4f}"
+            + (f"{m['metric'] / base['metric']:>10.2%}" if base["metric"] else f"{'-':>10}")
+            + f"{m['latency_ms']:>12.3f}{base['latency_ms'] / m['latency_ms']:>8.2f}x"
             f"{m['size_bytes'] / 1024:>10.0f}{m['macs'] / 1e6:>9.2f}"
         )
         if energy:

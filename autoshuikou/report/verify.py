@@ -23,6 +23,19 @@ from autoshuikou.util import read_json
 RATIO_TOLERANCE = 0.10  # the promise: a fresh process reproduces the ratio to +-10%
 
 
+def _recorded_task(run_dir: Path, spec: str) -> Task:
+    """The task the run's config.yaml names (a no-code one too), else ``spec``."""
+    from autoshuikou.study.config import CONFIG_NAME, SearchConfig, read_config_file
+    from autoshuikou.tasks import task_for
+
+    file = run_dir / CONFIG_NAME
+    if file.is_file() and spec == load_summary(run_dir)["task"]:
+        config = SearchConfig(**read_config_file(file))
+        if config.model is not None or config.task is not None:
+            return task_for(config)
+    return load_task(spec)
+
+
 def verify_run(
     run_dir: Path,
     task_spec: str | None = None,
@@ -31,7 +44,7 @@ def verify_run(
 ) -> list[dict[str, Any]]:
     """Re-measure the Pareto models; one row of checks per model, printed."""
     summary = load_summary(run_dir)
-    task = task or load_task(task_spec or summary["task"])
+    task = task or _recorded_task(run_dir, task_spec or summary["task"])
     settings = RuntimeSettings(
         threads=int(summary["runtime"]["threads"]),
         runtime=str(summary["runtime"].get("runtime", "onnxruntime")),

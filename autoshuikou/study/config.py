@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from autoshuikou.errors import UserError
 from autoshuikou.runtimes import DEFAULT_RUNTIME
@@ -22,6 +24,14 @@ class SearchConfig:
     """
 
     task: str | None = None  # built-in name, file.py:function or module:function (None: digits)
+    # Or, without code (see tasks.nocode): a model by name and data by path.
+    model: str | None = None  # torchvision:NAME, timm:NAME, hf:DIR, FILE.pt
+    weights: str | None = None  # state dict (or a checkpoint holding one) for torchvision/timm
+    random_weights: bool = False  # no --weights: random ones, for timing studies only
+    data: str | None = None  # imagefolder:DIR, FILE.csv / FILE.tsv, textfolder:DIR
+    input_size: str | None = None  # images: N or HxW (None: the images' own size)
+    normalize: str = "imagenet"  # images: imagenet, none, or MEAN/STD ("0.5,0.5,0.5/0.5,0.5,0.5")
+    max_length: int = 128  # text: tokens per sequence
     budget: str = "50%"  # "75ms", "0.8ms", or "50%" of the fp32 baseline
     trials: int = 30  # trained and measured, in total over all workers
     space: str | Path | None = None  # search-space YAML (None: the shipped default.yaml)
@@ -52,6 +62,20 @@ class SearchConfig:
             raise UserError(
                 f"unknown --fidelity {self.fidelity!r}", f"give one of {', '.join(FIDELITIES)}"
             )
+        if self.task is not None and self.model is not None:
+            raise UserError(
+                f"--task {self.task} and --model {self.model} both name the model",
+                "give --task (a built-in or file.py:function) or --model with --data, not both",
+            )
+        out = Path(self.out)
+        if out.exists() and not out.is_dir():
+            raise UserError(
+                f"--out {self.out} is a file, not a folder", "give a folder for the run's outputs"
+            )
+        if self.space is not None and not Path(self.space).is_file():
+            raise UserError(f"--space {self.space}: no such file", "give a search-space YAML file")
+        if self.max_length < 1:
+            raise UserError(f"--max-length must be at least 1, got {self.max_length}", "e.g. 128")
         if not self.measure_seconds > 0:
             raise UserError(
                 f"--measure-seconds must be above 0, got {self.measure_seconds}",
@@ -60,3 +84,108 @@ class SearchConfig:
 
 
 DEFAULTS = SearchConfig()
+
+
+# --- run configs: every setting from a YAML file, and the resolved one written per run ---
+
+CONFIG_NAME = "config.yaml"
+# Settings that name files or folders: written absolute, so a config reruns from anywhere.
+PATH_FIELDS = ("space", "out", "weights")
+
+
+def _expected(name: str) -> tuple[type, ...]:
+    kind = next(f.type for f in fields(SearchConfig) if f.name == name)
+    text = str(kind)
+    if text.startswith("bool"):
+        return (bool,)
+    if text.startswith("int"):
+        return (int,)
+    if text.startswith("float"):
+        return (int, float)
+    return (str, int, float, Path)  # strings; numbers are fine where a string is read
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The settings in a YAML run config (keys as the flags, with - or _), checked."""
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"--config {path}: no such file", "give a YAML file of search settings")
+    try:
+        values = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"--config {path} is not valid YAML: {exc}", "fix the YAML") from exc
+    if not isinstance(values, dict):
+        raise UserError(f"--config {path} is not a mapping of settings", "write key: value lines")
+    known = {f.name for f in fields(SearchConfig)}
+    settings: dict[str, Any] = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            raise UserError(
+                f"--config {path}: unknown setting {key!r}"
+                + (f" (did you mean {close[0]!r}?)" if close else ""),
+                f"settings are: {', '.join(sorted(known))}",
+            )
+        optional = next(f for f in fields(SearchConfig) if f.name == name).default is None
+        allowed = _expected(name)
+        if value is None and not optional:
+            raise UserError(f"--config {path}: {key} cannot be empty", "give a value or drop it")
+        if value is not None and (
+            not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool))
+        ):
+            want = " or ".join(t.__name__ for t in allowed[:2])
+            raise UserError(
+                f"--config {path}: {key} is {value!r}, not a {want}", f"give {key} a {want}"
+            )
+        if allowed[0] is str and value is not None:
+            value = str(value)
+        settings[name] = value
+    return settings
+
+
+def _absolute(spec: str | None, prefixes: tuple[str, ...] = ()) -> str | None:
+    """A path, or ``prefix:path``, made absolute; names that are not paths stay as they are."""
+    if spec is None:
+        return None
+    prefix, sep, rest = spec.partition(":")
+    if sep and prefix in prefixes:
+        return f"{prefix}:{Path(rest).resolve()}"
+    if sep and (prefix.endswith(".py") or "/" in prefix):  # file.py:function
+        return f"{Path(prefix).resolve()}:{rest}"
+    if not sep and (Path(spec).suffix in (".pt", ".pth", ".csv", ".tsv", ".journal")):
+        return str(Path(spec).resolve())
+    return spec
+
+
+def resolved_config(config: SearchConfig, study_name: str) -> dict[str, Any]:
+    """Every setting of a run, paths absolute and the study named: rerunning it with
+    ``--config`` joins (resumes) the very same study."""
+    values = asdict(config)
+    values["study_name"] = study_name
+    for name in PATH_FIELDS:
+        if values[name] is not None:
+            values[name] = str(Path(values[name]).resolve())
+    values["task"] = _absolute(config.task)
+    values["model"] = _absolute(config.model, ("hf",))
+    values["data"] = _absolute(config.data, ("imagefolder", "textfolder", "csv", "tsv"))
+    if config.storage is not None and "://" not in config.storage:
+        values["storage"] = str(Path(config.storage).resolve())
+    return values
+
+
+def write_config(run_dir: Path, values: dict[str, Any], note: str = "") -> Path:
+    import yaml
+
+    from autoshuikou.util import atomic_write_bytes
+
+    header = (
+        "# The resolved settings of this run. Rerun or resume it with:\n"
+        f"#   autoshuikou search --config {(run_dir / CONFIG_NAME).resolve()}\n"
+        + "".join(f"# {line}\n" for line in note.splitlines())
+    )
+    path = run_dir / CONFIG_NAME
+    atomic_write_bytes(path, (header + yaml.safe_dump(values, sort_keys=False)).encode())
+    return path

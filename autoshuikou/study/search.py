@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tempfile
 import time
@@ -40,7 +41,7 @@ from autoshuikou.space.bind import BoundSpace, bind_space, warm_start_params
 from autoshuikou.space.schema import load_space
 from autoshuikou.study.baseline import model_digest, prepare_baseline
 from autoshuikou.study.budget import parse_budget
-from autoshuikou.study.config import SearchConfig
+from autoshuikou.study.config import SearchConfig, resolved_config, write_config
 from autoshuikou.study.context import RunContext
 from autoshuikou.study.final import (
     NOISY_WINDOW_SPREAD,
@@ -78,8 +79,8 @@ from autoshuikou.study.storage import (
     recover_dead_local_workers,
     reservation_lock,
 )
-from autoshuikou.study.trial import PHASES, run_trial
-from autoshuikou.tasks import Task, load_task
+from autoshuikou.study.trial import PHASES, STUDENT_NAME, run_trial
+from autoshuikou.tasks import Task, load_task, task_for
 from autoshuikou.util import file_lock, read_json, write_json
 
 FLOOR_MARGIN = 0.9  # timing noise allowance when comparing a budget with the fastest plan
@@ -172,7 +173,9 @@ def prune_artifacts(study: optuna.Study, run_dir: Path, artifact_name: str) -> N
     keep = {t.number for t in front(study)}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if trial.number not in keep:
-            (run_dir / "trials" / f"{trial.number:04d}" / artifact_name).unlink(missing_ok=True)
+            folder = run_dir / "trials" / f"{trial.number:04d}"
+            (folder / artifact_name).unlink(missing_ok=True)
+            (folder / STUDENT_NAME).unlink(missing_ok=True)
 
 
 def _summary_point(model: FrontModel, artifact_name: str) -> dict[str, Any]:
@@ -303,7 +306,10 @@ def _plot_front(study: optuna.Study, summary: dict[str, Any], path: Path) -> Non
         ((r.latency_ratio, nan if r.metric_retained is None else r.metric_retained), ok)
         for r, ok in records
     ]
-    front_points = [(p["latency_ratio"], p["metric_retained"]) for p in summary["pareto"]]
+    front_points = [
+        (p["latency_ratio"], nan if p["metric_retained"] is None else p["metric_retained"])
+        for p in summary["pareto"]
+    ]
     budget_ratio = summary["budget_ms"] / summary["baseline"]["latency_ms"]
     title = f"{summary['study_name']}: {len(measured)} trials measured"
     plot_search_front(path, measured, front_points, budget_ratio, title)
@@ -454,6 +460,7 @@ def _prepare(
 ) -> _Run:
     """Load the task, measure the baseline, resolve the budget, load the latency model."""
     budget = parse_budget(config.budget)
+    writable_folder(Path(config.out), "--out")
     if config.energy_objective:
         counter, why = find_energy_counter()
         if counter is None:
@@ -462,12 +469,17 @@ def _prepare(
                 "drop --energy-objective (energy needs readable Linux powercap/RAPL counters, "
                 "usually root on bare metal)",
             )
-    if not isinstance(task, Task):
-        task = load_task(task if task is not None else config.task)
+    from_python = isinstance(task, Task)
+    if isinstance(task, str):
+        config = replace(config, task=task, model=None)
+        task = load_task(task)
+    elif task is None:
+        task = task_for(config)
     name = config.study_name or f"{task.name}-{budget.slug}"
     device = resolve_device(config.device)
     ctx, identity = context_for(task, config, Path(config.out) / name, progress)
     ctx.device = device
+    _record_settings(config, task, name, ctx.run_dir, from_python)
     setup = {"baseline": round(time.monotonic() - started, 1)}
     b = ctx.baseline
     fixed = {
@@ -529,6 +541,36 @@ def _prepare(
         started,
         setup,
     )
+
+
+def writable_folder(path: Path, flag: str) -> None:
+    """Create ``path`` or fail with one message: before any work, not after the baseline."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"{flag} {path} cannot be created: {exc.strerror}", "give a folder you can write"
+        ) from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path} is not writable", "give a folder you can write")
+
+
+def _record_settings(
+    config: SearchConfig, task: Task, name: str, run_dir: Path, from_python: bool
+) -> None:
+    """runs/<study>/config.yaml (rerun with --config) and, for a no-code task, data.json."""
+    note = (
+        "The Task was passed from Python: --config reruns it once --task names the "
+        "function that makes it."
+        if from_python
+        else ""
+    )
+    values = resolved_config(config, name)
+    if from_python:
+        values["task"] = None
+    write_config(run_dir, values, note)
+    if task.provenance:
+        write_json(run_dir / "data.json", task.provenance)
 
 
 def resolve_device(device: str) -> str:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from autoshuikou.compress.distill import Rung, distill
 from autoshuikou.compress.prune import count_macs_params, prune
 from autoshuikou.measure.accuracy import artifact_scores
@@ -21,6 +23,9 @@ from autoshuikou.study.context import RunContext
 from autoshuikou.util import file_lock, sha256_file, write_json
 
 Stage = Callable[[str], None]
+# Beside each kept model: the pruned, fine-tuned PyTorch student (its state dict; the plan
+# rebuilds its architecture from the teacher's), so that a user can keep training it.
+STUDENT_NAME = "student.pt"
 
 
 def build_artifact(
@@ -30,10 +35,12 @@ def build_artifact(
     stage: Stage = lambda _s: None,
     epochs: float | None = None,
     rung: Rung | None = None,
+    student_out: Path | None = None,
 ) -> dict[str, Any]:
     """Compress the teacher by ``plan`` into ``out`` (the runtime's artifact); returns build
     facts. ``epochs`` overrides the plan's fine-tuning (0: untrained, for timing); ``rung``
-    checks the student part-way (see ``distill``)."""
+    checks the student part-way (see ``distill``); ``student_out`` receives the pruned,
+    fine-tuned PyTorch student's state dict (rebuilt by ``deploy.load_student``)."""
     started = time.monotonic()
     example = ctx.inputs
     epochs = plan.distill.epochs if epochs is None else epochs
@@ -59,6 +66,8 @@ def build_artifact(
             rung=rung,
         )
     distill_s = time.monotonic() - distill_started
+    if student_out is not None:
+        torch.save({k: v.cpu() for k, v in student.state_dict().items()}, student_out)
     stage("quantizing")
     ctx.settings.backend.build(
         student,
@@ -160,7 +169,9 @@ def run_trial(
     started = time.monotonic()
     artifact = work / ctx.artifact_name
     try:
-        build = build_artifact(ctx, plan, artifact, stage, rung=rung)
+        build = build_artifact(
+            ctx, plan, artifact, stage, rung=rung, student_out=work / STUDENT_NAME
+        )
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)  # a stopped trial leaves nothing behind
         raise
@@ -170,6 +181,7 @@ def run_trial(
     metrics.update(
         trial=number,
         metric_name=ctx.task.metric_name,
+        family=ctx.family,
         metric_retained=metrics["metric"] / b.metric if b.metric else None,
         speedup=1 / metrics["latency_ratio"],
         budget_ms=ctx.budget_ms,

@@ -7,6 +7,7 @@ import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autoshuikou.errors import UserError
 from autoshuikou.tasks._task import (
@@ -27,9 +28,13 @@ __all__ = [
     "Task",
     "iterate_batches",
     "load_task",
+    "task_for",
     "top1_accuracy",
     "validate_task",
 ]
+
+if TYPE_CHECKING:
+    from autoshuikou.study.config import SearchConfig
 
 BUILTIN_TASKS: dict[str, Callable[[], Task]] = {
     "digits": digits_task,
@@ -101,3 +106,26 @@ def load_task(spec: str | None) -> Task:
     if task.name == "custom":
         task.name = spec.rpartition(":")[2]
     return task
+
+
+def task_for(config: SearchConfig) -> Task:
+    """The task a search's settings name: ``--model``/``--data`` or ``--task``."""
+    if config.model is None:
+        if config.data or config.weights or config.random_weights:
+            raise UserError(
+                "--data, --weights and --random-weights go with --model",
+                "add --model (e.g. --model torchvision:resnet50), or drop them to use --task",
+            )
+        return load_task(config.task)
+    from autoshuikou.tasks.nocode import nocode_task
+
+    task = nocode_task(
+        config.model,
+        config.data,
+        config.weights,
+        config.random_weights,
+        config.input_size,
+        config.normalize,
+        config.max_length,
+    )
+    return validate_task(task, f"--model {config.model} with --data {config.data}")

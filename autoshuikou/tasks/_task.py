@@ -19,6 +19,7 @@ from autoshuikou.families import (
     ModelFamily,
     call,
     get_family,
+    primary,
     top1_accuracy,
 )
 
@@ -50,6 +51,9 @@ class Task:
     name: str = "custom"
     metric_name: str = field(default="")
     family: str = DEFAULT_FAMILY
+    # How a no-code task read its model and data (classes, split, preprocessing): written
+    # to the run's data.json and the exported README.
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.family in FAMILIES and self.metric is None:
@@ -153,4 +157,53 @@ def validate_task(task: object, source: str) -> Task:
             )
         if next(iterate_batches(data, what), None) is None:
             raise UserError(f"{source}: Task.{what} yields no batches", "give it some data")
+    _check_model_runs(task, source)
     return task
+
+
+def _check_model_runs(task: Task, source: str) -> None:
+    """Run the model once on the example and on a first batch of each data set, so that a
+    mismatch is one message now rather than a traceback from a stage later."""
+    family = task.family_impl
+    task.model.eval()
+    batches: list[tuple[str, Inputs, torch.Tensor | None]] = [
+        ("Task.example_input", task.inputs, None)
+    ]
+    for what in ("train_data", "val_data"):
+        raw_inputs, first_targets = next(iterate_batches(getattr(task, what), what))
+        try:
+            inputs = family.named_inputs(raw_inputs)
+        except (ValueError, TypeError) as exc:
+            raise UserError(
+                f"{source}: the inputs of Task.{what} do not fit the {family.name} family: {exc}",
+                f"make each batch (inputs, targets) with inputs for {family.input_names}",
+            ) from exc
+        batches.append((f"the first batch of Task.{what}", inputs, first_targets))
+    for what, inputs, targets in batches:
+        try:
+            with torch.no_grad():
+                outputs = primary(call(task.model, inputs))
+        except Exception as exc:
+            shapes = ", ".join(f"{n} {tuple(t.shape)} {t.dtype}" for n, t in inputs.items())
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise UserError(
+                f"{source}: the model fails on {what} ({shapes}): {type(exc).__name__}: {reason}",
+                "give inputs of the shape, dtype and channels the model takes",
+            ) from exc
+        if targets is None:
+            continue
+        batch = len(next(iter(inputs.values())))
+        if outputs.shape[0] != batch or len(targets) != batch:
+            raise UserError(
+                f"{source}: {what} has {batch} inputs, {len(targets)} targets and the model "
+                f"returns {outputs.shape[0]} outputs",
+                "give one target per sample",
+            )
+        if outputs.dim() == 2 and not targets.is_floating_point() and len(targets):
+            low, high = int(targets.min()), int(targets.max())
+            if low < 0 or high >= outputs.shape[1]:
+                raise UserError(
+                    f"{source}: {what} has class labels {low}..{high} but the model has "
+                    f"{outputs.shape[1]} outputs",
+                    "number classes 0..outputs-1, or give a model with one output per class",
+                )
