@@ -77,7 +77,9 @@ def test_file_task_search_show_and_no_feasible(tmp_path: Path, tiny_task_file: s
     assert summary["trials_complete"] == 3 and summary["pareto"]
     shown = cli("show", "runs/t", cwd=tmp_path)
     assert shown.returncode == 0
-    assert ok.stdout.rstrip().endswith(shown.stdout.rstrip())  # the same table as at the end
+    table, _, settings = shown.stdout.partition("\nsettings (")
+    assert ok.stdout.rstrip().endswith(table.rstrip())  # the same table as at the end
+    assert "budget: 300%" in settings and "trials: 3" in settings  # and the run's config
 
     # An impossible metric floor: nothing feasible -> closest trials and a non-zero exit.
     none = cli(

@@ -349,3 +349,59 @@ def test_hugging_face_folder_on_a_csv_searched_exported_and_loaded(tmp_path: Pat
         "input_ids",
         "attention_mask",
     ]
+
+
+def test_timm_models_by_name_take_their_classes_from_the_weights(tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm")
+    from autoshuikou.tasks.models import load_model
+
+    weights = tmp_path / "r10t.pt"
+    torch.save({"state_dict": timm.create_model("resnet10t", num_classes=3).state_dict()}, weights)
+    loaded = load_model("timm:resnet10t", weights, False, 3)
+    assert loaded.classes == 3 and loaded.model(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+
+
+def _tokenizer(folder: Path, words: list[str]) -> None:
+    from transformers import BertTokenizerFast
+
+    vocab = folder.parent / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]))
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+
+
+def test_hugging_face_sequence_classifier_folder_is_used_as_it_is(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from autoshuikou.compress.prune import channel_groups, prune
+    from autoshuikou.families import SequenceClassifier
+    from autoshuikou.tasks.models import load_model
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=16,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=16,
+        num_labels=3,
+    )
+    folder = tmp_path / "clf"
+    BertForSequenceClassification(config).save_pretrained(folder)
+    _tokenizer(folder, ["good", "bad"])
+    loaded = load_model(f"hf:{folder}", None, False, 3)
+    assert isinstance(loaded.model, SequenceClassifier) and loaded.classes == 3
+    assert loaded.family == "encoder" and not loaded.needs_head
+    ids, mask = torch.ones(1, 8, dtype=torch.long), torch.ones(1, 8, dtype=torch.long)
+    logits, embedding = loaded.model(ids, mask)
+    assert logits.shape == (1, 3) and embedding.shape == (1, 32)
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    groups = channel_groups(loaded.model, inputs, "encoder")
+    heads = [g for g in groups if g.unit == "heads"]
+    assert len(heads) == 2  # one per layer, found by the dependency graph
+    student = prune(loaded.model, inputs, {heads[0].name: 0.5}, 1, "encoder")
+    assert student(ids, mask)[0].shape == (1, 3)
+    assert sum(p.numel() for p in student.parameters()) < sum(
+        p.numel() for p in loaded.model.parameters()
+    )
