@@ -122,9 +122,12 @@ def _export(args: argparse.Namespace) -> int:
 def _layers(args: argparse.Namespace) -> int:
     from autoshuikou.compress.prune import channel_groups, head_pruning_notes
     from autoshuikou.study.search import layer_names
-    from autoshuikou.tasks import load_task
+    from autoshuikou.tasks import task_for
 
-    task = load_task(args.task)
+    given = vars(args)
+    task = task_for(
+        SearchConfig(**{f.name: given[f.name] for f in fields(SearchConfig) if f.name in given})
+    )
     print(f"task {task.name} ({task.family}): input {task.input_shape}")
     for note in head_pruning_notes(task.model):
         print(note)
@@ -153,6 +156,53 @@ RUNTIME_HELP = (
 )
 
 
+def _add_task_arguments(p: argparse.ArgumentParser) -> None:
+    """What names the task: --task, or --model with --data (and how to read them)."""
+    p.add_argument(
+        "--task",
+        default=DEFAULTS.task,
+        help="built-in task name (default: digits), file.py:function or module:function",
+    )
+    p.add_argument(
+        "--model",
+        default=DEFAULTS.model,
+        help="instead of --task: torchvision:NAME or timm:NAME (with --weights), hf:DIR (a local "
+        "Hugging Face folder) or FILE.pt (a whole module of torch/torchvision classes)",
+    )
+    p.add_argument(
+        "--weights",
+        default=DEFAULTS.weights,
+        help="the trained state dict for --model (or a checkpoint holding one); nothing is downloaded",
+    )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="no --weights: random ones, for timing studies (the metric then means nothing)",
+    )
+    p.add_argument(
+        "--data",
+        default=DEFAULTS.data,
+        help="with --model: imagefolder:DIR (a subfolder per class; train/ and val/ if split), "
+        "FILE.csv / FILE.tsv (text and label columns) or textfolder:DIR",
+    )
+    p.add_argument(
+        "--input-size",
+        default=DEFAULTS.input_size,
+        help="images: N or HxW pixels (default: the images' own size)",
+    )
+    p.add_argument(
+        "--normalize",
+        default=DEFAULTS.normalize,
+        help="images: imagenet (default), none, or MEAN/STD per channel, e.g. 0.5,0.5,0.5/0.5,0.5,0.5",
+    )
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=DEFAULTS.max_length,
+        help=f"text: tokens per sequence (default {DEFAULTS.max_length})",
+    )
+
+
 def _parser(search_defaults: dict[str, object] | None = None) -> argparse.ArgumentParser:
     """The command table; ``search_defaults`` (from --config) replace search's defaults, so
     a flag given on the command line still wins over the file."""
@@ -161,54 +211,12 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
     commands = parser.add_subparsers(dest="command", required=True)
 
     s = commands.add_parser("search", help="search compression plans under a latency budget")
-    s.add_argument(
-        "--task",
-        default=DEFAULTS.task,
-        help="built-in task name (default: digits), file.py:function or module:function",
-    )
+    _add_task_arguments(s)
     s.add_argument(
         "--config",
         default=None,
         help="YAML file of settings (keys as the flags below); flags given here override it; "
         "every run writes its own as runs/<study>/config.yaml",
-    )
-    s.add_argument(
-        "--model",
-        default=DEFAULTS.model,
-        help="instead of --task: torchvision:NAME or timm:NAME (with --weights), hf:DIR (a local "
-        "Hugging Face folder) or FILE.pt (a whole module of torch/torchvision classes)",
-    )
-    s.add_argument(
-        "--weights",
-        default=DEFAULTS.weights,
-        help="the trained state dict for --model (or a checkpoint holding one); nothing is downloaded",
-    )
-    s.add_argument(
-        "--random-weights",
-        action="store_true",
-        help="no --weights: random ones, for timing studies (the metric then means nothing)",
-    )
-    s.add_argument(
-        "--data",
-        default=DEFAULTS.data,
-        help="with --model: imagefolder:DIR (a subfolder per class; train/ and val/ if split), "
-        "FILE.csv / FILE.tsv (text and label columns) or textfolder:DIR",
-    )
-    s.add_argument(
-        "--input-size",
-        default=DEFAULTS.input_size,
-        help="images: N or HxW pixels (default: the images' own size)",
-    )
-    s.add_argument(
-        "--normalize",
-        default=DEFAULTS.normalize,
-        help="images: imagenet (default), none, or MEAN/STD per channel, e.g. 0.5,0.5,0.5/0.5,0.5,0.5",
-    )
-    s.add_argument(
-        "--max-length",
-        type=int,
-        default=DEFAULTS.max_length,
-        help=f"text: tokens per sequence (default {DEFAULTS.max_length})",
     )
     s.add_argument(
         "--budget",
@@ -371,7 +379,7 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
     la = commands.add_parser(
         "layers", help="list a task's channel groups and layers, for writing search spaces"
     )
-    la.add_argument("--task", default=None)
+    _add_task_arguments(la)
     la.set_defaults(run=_layers)
 
     v = commands.add_parser(
