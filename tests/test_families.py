@@ -22,9 +22,14 @@ from autoshuikou.tasks import Task, validate_task
 pytest.importorskip("transformers")
 
 from conftest import make_tiny_task
+from detection_task import make_detection_task
 from encoder_task import make_encoder_task
 
-TINY = {"classification": make_tiny_task, "encoder": make_encoder_task}
+TINY = {
+    "classification": make_tiny_task,
+    "encoder": make_encoder_task,
+    "detection": make_detection_task,
+}
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))

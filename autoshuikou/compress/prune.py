@@ -135,10 +135,39 @@ def head_pruning_notes(model: nn.Module) -> list[str]:
     ]
 
 
-def _groups(model: nn.Module, graph: tp.DependencyGraph, example: Inputs, family: ModelFamily):  # type: ignore[no-untyped-def]
+def terminal_layers(graph: tp.DependencyGraph) -> list[str]:
+    """Conv/Linear layers whose output reaches the model's outputs without passing another
+    Conv/Linear: every head of a multi-head model (a detector's box and class maps)."""
+    terminal = []
+    for module, node in graph.module2node.items():
+        if not isinstance(module, PRUNABLE_TYPES):
+            continue
+        seen, todo, feeds_layer = set(), list(node.outputs), False
+        while todo and not feeds_layer:
+            nxt = todo.pop()
+            if id(nxt) in seen:
+                continue
+            seen.add(id(nxt))
+            feeds_layer = isinstance(nxt.module, PRUNABLE_TYPES)
+            todo.extend(nxt.outputs)
+        if not feeds_layer:
+            terminal.append(graph._module2name[module])
+    return terminal
+
+
+def protected_layers(
+    model: nn.Module, graph: tp.DependencyGraph, example: Inputs, family: ModelFamily
+) -> list[nn.Module]:
+    """Layers whose output channels are never pruned: the output layer, or with a family
+    whose outputs are several heads, every terminal layer."""
     modules = dict(model.named_modules())
-    protected = modules[output_layer(model, example)]
-    for group in graph.get_all_groups(ignored_layers=[protected], root_module_types=PRUNABLE_TYPES):
+    names = terminal_layers(graph) if family.multi_head else [output_layer(model, example)]
+    return [modules[name] for name in names]
+
+
+def _groups(model: nn.Module, graph: tp.DependencyGraph, example: Inputs, family: ModelFamily):  # type: ignore[no-untyped-def]
+    protected = protected_layers(model, graph, example, family)
+    for group in graph.get_all_groups(ignored_layers=protected, root_module_types=PRUNABLE_TYPES):
         types = [type(dep.target.module) for dep, _ in group]
         if not family.keeps_width(types):
             yield group

@@ -15,11 +15,13 @@ from autoshuikou.families._base import (
     top1_accuracy,
 )
 from autoshuikou.families.classification import Classification
+from autoshuikou.families.detection import Detection
 from autoshuikou.families.encoder import Encoder, EncoderClassifier, SequenceClassifier
 
 __all__ = [
     "FAMILIES",
     "Classification",
+    "Detection",
     "Encoder",
     "EncoderClassifier",
     "Feed",
@@ -38,6 +40,7 @@ __all__ = [
 FAMILIES: dict[str, type[ModelFamily]] = {
     Classification.name: Classification,
     Encoder.name: Encoder,
+    Detection.name: Detection,
 }
 DEFAULT_FAMILY = Classification.name
 

@@ -77,6 +77,9 @@ class ModelFamily(ABC):
     # Static int8 quantizes exactly the plan's int8 layers (True), or also the operators
     # between them that ONNX Runtime can run in int8 (False: a CNN's adds and pools).
     int8_only_layers: ClassVar[bool] = False
+    # Outputs come from several head layers (a detector): every terminal layer keeps its
+    # width, not only the last one to run.
+    multi_head: ClassVar[bool] = False
     # Training inputs that calibrate static int8 (each costs an inference per build).
     calibration_samples: ClassVar[int] = 256
 
@@ -132,7 +135,10 @@ class ModelFamily(ABC):
         """(metric, name) used when a task gives none."""
 
     def extra_scores(
-        self, outputs: Sequence[torch.Tensor], teacher_outputs: Sequence[torch.Tensor]
+        self,
+        outputs: Sequence[torch.Tensor],
+        teacher_outputs: Sequence[torch.Tensor],
+        targets: torch.Tensor,
     ) -> dict[str, float]:
         """Scores recorded beside the metric, from every output over the validation set."""
         return {}

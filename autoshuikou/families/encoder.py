@@ -90,7 +90,10 @@ class Encoder(Classification):
     calibration_samples = 64  # a 128-token MiniLM inference costs ~30 ms
 
     def extra_scores(
-        self, outputs: Sequence[torch.Tensor], teacher_outputs: Sequence[torch.Tensor]
+        self,
+        outputs: Sequence[torch.Tensor],
+        teacher_outputs: Sequence[torch.Tensor],
+        targets: torch.Tensor,
     ) -> dict[str, float]:
         if len(outputs) < 2 or len(teacher_outputs) < 2:
             return {}

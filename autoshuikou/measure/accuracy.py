@@ -27,8 +27,9 @@ def artifact_scores(
             chunks.append([torch.from_numpy(np.asarray(o)) for o in run(to_feed(inputs))])
             targets.append(target)
     outputs = [torch.cat(parts) for parts in zip(*chunks, strict=True)]
-    metric = task.score(outputs[0], torch.cat(targets))
-    extra = task.family_impl.extra_scores(outputs, task.teacher_outputs) if len(outputs) > 1 else {}
+    all_targets = torch.cat(targets)
+    metric = task.score(outputs[0], all_targets)
+    extra = task.family_impl.extra_scores(outputs, task.teacher_outputs, all_targets)
     return metric, extra
 
 

@@ -20,6 +20,7 @@ from autoshuikou.tasks._task import (
 )
 from autoshuikou.tasks.bbc_minilm import bbc_minilm_task
 from autoshuikou.tasks.digits import digits_task
+from autoshuikou.tasks.digits_detect import digits_detect_task
 
 __all__ = [
     "BUILTIN_TASKS",
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 BUILTIN_TASKS: dict[str, Callable[[], Task]] = {
     "digits": digits_task,
     "bbc-minilm": bbc_minilm_task,
+    "digits-detect": digits_detect_task,
 }
 DEFAULT_TASK = "digits"
 

@@ -1,0 +1,60 @@
+"""The detection family end to end on a tiny detector: a user's own file.py:function Task,
+searched, its heads kept whole, mAP (and mAP@.5, post-processing time) recorded and
+reproduced by verify."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch_pruning as tp
+
+from autoshuikou import search
+from autoshuikou.compress.prune import terminal_layers
+from autoshuikou.measure.accuracy import artifact_scores
+from autoshuikou.measure.runtime import RuntimeSettings, open_runner
+from autoshuikou.report.verify import verify_run
+from autoshuikou.tasks import digits_detect as dd
+from autoshuikou.tasks import load_task
+from autoshuikou.util import read_json
+
+TASK_FILE = """
+import sys
+sys.path.insert(0, {tests!r})
+from detection_task import make_detection_task
+
+
+def make_task():
+    return make_detection_task()
+"""
+
+
+def test_every_head_output_layer_is_protected() -> None:
+    model = dd.DigitsDetector(width=0.25)
+    graph = tp.DependencyGraph().build_dependency(
+        model, example_inputs=dd.make_scenes(1, 0, "val")[0]
+    )
+    names = {graph._module2name[m] for m in model.output_layers()}
+    assert set(terminal_layers(graph)) == names and len(names) == 4
+
+
+@pytest.mark.slow
+def test_own_detector_is_searched_with_map_kept_and_verified(tmp_path: Path) -> None:
+    task_file = tmp_path / "my_detector.py"
+    task_file.write_text(TASK_FILE.format(tests=str(Path(__file__).parent)))
+    task = load_task(f"{task_file}:make_task")
+    assert task.family == "detection" and task.metric_name == "map"
+    result = search(task, budget="300%", trials=3, out=tmp_path / "runs", measure_seconds=0.2)
+    assert result.feasible and result.pareto
+    anchors = sum((dd.CANVAS // s) ** 2 for s in dd.STRIDES)
+    for point in result.pareto:
+        model = result.run_dir / point["path"]
+        metrics = read_json(model.parent / "metrics.json")
+        assert metrics["scores"]["postprocess_ms"] > 0 and 0 <= metrics["scores"]["map_50"] <= 1
+        metric, scores = artifact_scores(model, task, RuntimeSettings())
+        assert metric == metrics["metric"] and scores["map_50"] == metrics["scores"]["map_50"]
+        with open_runner(model, RuntimeSettings()) as run:
+            (raw,) = run({"input": task.example_input.numpy()})
+        assert raw.shape == (1, anchors, 5 + dd.NUM_CLASSES)  # every head kept its width
+    rows = verify_run(result.run_dir, task=task, seconds=0.05)
+    assert rows and all(row["metric"] and row["counts"] for row in rows)
