@@ -56,6 +56,14 @@ def test_rules_resolve_first_match_and_suggest_a_plan(tiny_task: Task) -> None:
     assert "conv2" in plan.distill.features
 
 
+def test_fastest_plans_prune_most_in_int8_and_in_fp32(tiny_task: Task) -> None:
+    bound = bind_task_space_from_text(tiny_task, GOOD)
+    int8, fp32 = bound.fastest_plan(), bound.fastest_plan(int8=False)
+    assert int8.prune == fp32.prune == {g: r.high for g, r in bound.prune.items()}
+    assert int8.precision["conv1"] == "int8" and fp32.precision["conv1"] == "fp32"
+    assert int8.precision["head"] == fp32.precision["head"] == "fp32"  # the rule holds
+
+
 def bind_task_space_from_text(task: Task, text: str):  # type: ignore[no-untyped-def]
     from autoshuikou.study.search import layer_names
 

@@ -127,12 +127,15 @@ class BoundSpace:
         0.9, clipped to the space). The classic baseline: the same ratio everywhere."""
         return self.suggest(optuna.trial.FixedTrial(self.uniform_params(ratio, int8)))
 
-    def fastest_plan(self) -> Plan:
-        """The most compressed plan the space allows: a lower bound on reachable latency."""
+    def fastest_plan(self, int8: bool = True) -> Plan:
+        """The most compressed plan the space allows, every allowed layer int8 (or, with
+        ``int8=False``, every allowed layer fp32: on a small model quantize/dequantize
+        overhead can make int8 the slower of the two)."""
+        wanted = "int8" if int8 else "fp32"
         return Plan(
             prune={g: r.high for g, r in self.prune.items()},
             precision={
-                layer: "int8" if "int8" in c else "fp32" for layer, c in self.precision.items()
+                layer: wanted if wanted in c else c[0] for layer, c in self.precision.items()
             },
             round_to=self._rounding(),
         )
