@@ -233,6 +233,10 @@ def test_whole_module_files_load_only_when_safe(tmp_path: Path) -> None:
     torch.jit.script(nn.Linear(3, 2)).save(str(scripted))
     with pytest.raises(UserError, match="TorchScript"):
         load_model(str(scripted), None, False, 2)
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(UserError, match="cannot be read as a file written by torch.save"):
+        load_model(str(junk), None, False, 2)
 
 
 def test_image_folders_are_checked(tmp_path: Path) -> None:

@@ -248,7 +248,14 @@ class WholeModule(ModelSource):
                 "give the nn.Module instead: --model torchvision:NAME --weights FILE, or a "
                 "file.py:function task that builds it",
             )
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception as exc:
+            raise UserError(
+                f"{path} cannot be read as a file written by torch.save: {exc}",
+                "save the model with torch.save(model, path), or give its state dict with "
+                "--model torchvision:NAME --weights FILE",
+            ) from exc
         classes_needed = [_trusted_module_class(name) for name in unsafe]
         refused = [name for name, cls in zip(unsafe, classes_needed, strict=True) if cls is None]
         if refused:
