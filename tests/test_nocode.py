@@ -235,7 +235,7 @@ def test_whole_module_files_load_only_when_safe(tmp_path: Path) -> None:
         load_model(str(scripted), None, False, 2)
     junk = tmp_path / "junk.pt"
     junk.write_text("not a checkpoint")
-    with pytest.raises(UserError, match="cannot be read as a file written by torch.save"):
+    with pytest.raises(UserError, match=r"cannot be read as a file written by torch\.save"):
         load_model(str(junk), None, False, 2)
 
 
