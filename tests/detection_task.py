@@ -4,7 +4,6 @@ built-in network at a quarter of its width, trained for seconds."""
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from autoshuikou import Task
 from autoshuikou.tasks import digits_detect as dd
@@ -23,14 +22,4 @@ def make_detection_task(steps: int = 40) -> Task:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    gen = torch.Generator().manual_seed(0)
-    return Task(
-        model=model.eval(),
-        train_data=DataLoader(
-            TensorDataset(train_x, train_t), batch_size=16, shuffle=True, generator=gen
-        ),
-        val_data=DataLoader(TensorDataset(val_x, val_t), batch_size=32),
-        example_input=val_x[:1].clone(),
-        name="tiny-detect",
-        family="detection",
-    )
+    return dd.scene_task(model, (train_x, train_t, val_x, val_t), "tiny-detect", batch=16)

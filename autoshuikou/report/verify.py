@@ -23,17 +23,17 @@ from autoshuikou.util import read_json
 RATIO_TOLERANCE = 0.10  # the promise: a fresh process reproduces the ratio to +-10%
 
 
-def _recorded_task(run_dir: Path, spec: str) -> Task:
-    """The task the run's config.yaml names (a no-code one too), else ``spec``."""
+def _recorded_task(run_dir: Path, name: str) -> Task:
+    """The task the run's config.yaml names (a no-code one too), else the task ``name``."""
     from autoshuikou.study.config import CONFIG_NAME, SearchConfig, read_config_file
     from autoshuikou.tasks import task_for
 
     file = run_dir / CONFIG_NAME
-    if file.is_file() and spec == load_summary(run_dir)["task"]:
+    if file.is_file():
         config = SearchConfig(**read_config_file(file))
         if config.model is not None or config.task is not None:
             return task_for(config)
-    return load_task(spec)
+    return load_task(name)
 
 
 def verify_run(
@@ -44,7 +44,8 @@ def verify_run(
 ) -> list[dict[str, Any]]:
     """Re-measure the Pareto models; one row of checks per model, printed."""
     summary = load_summary(run_dir)
-    task = task or _recorded_task(run_dir, task_spec or summary["task"])
+    if task is None:
+        task = load_task(task_spec) if task_spec else _recorded_task(run_dir, summary["task"])
     settings = RuntimeSettings(
         threads=int(summary["runtime"]["threads"]),
         runtime=str(summary["runtime"].get("runtime", "onnxruntime")),

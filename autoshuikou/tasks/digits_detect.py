@@ -56,6 +56,7 @@ __all__ = [
     "make_scenes",
     "mean_average_precision",
     "predict",
+    "scene_task",
     "train_teacher",
 ]
 
@@ -339,17 +340,27 @@ def load_teacher() -> DigitsDetector:
     return model.eval()
 
 
-def digits_detect_task() -> Task:
-    """The built-in detection task: the cached teacher, composite scenes, mAP@[.5:.95]."""
-    train_x, train_t, val_x, val_t = load_scene_tensors()
+def scene_task(
+    model: nn.Module,
+    scenes: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    name: str,
+    batch: int = 32,
+) -> Task:
+    """A detection Task of ``model`` on (train_x, train_targets, val_x, val_targets)."""
+    train_x, train_t, val_x, val_t = scenes
     gen = torch.Generator().manual_seed(SEED)
     return Task(
-        model=load_teacher(),
+        model=model.eval(),
         train_data=DataLoader(
-            TensorDataset(train_x, train_t), batch_size=32, shuffle=True, generator=gen
+            TensorDataset(train_x, train_t), batch_size=batch, shuffle=True, generator=gen
         ),
         val_data=DataLoader(TensorDataset(val_x, val_t), batch_size=100),
         example_input=val_x[:1].clone(),
-        name="digits-detect",
+        name=name,
         family="detection",
     )
+
+
+def digits_detect_task() -> Task:
+    """The built-in detection task: the cached teacher, composite scenes, mAP@[.5:.95]."""
+    return scene_task(load_teacher(), load_scene_tensors(), "digits-detect")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import zipfile
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,7 +35,6 @@ class NamedModel:
     name: str  # short, for the default study name
     tokenizer: Any = None  # encoders: the folder's tokenizer
     needs_head: bool = False  # a bare encoder: a linear head is trained on the data first
-    facts: dict[str, Any] = field(default_factory=dict)  # recorded in the run's data.json
 
 
 class ModelSource(ABC):

@@ -74,7 +74,6 @@ def nocode_task(
             "weights": str(Path(weights).resolve()) if weights else None,
             "random_weights": random_weights,
             "classes": loaded.classes,
-            **loaded.facts,
             "data": loaded_data.facts,
         },
     )
