@@ -72,9 +72,11 @@ def test_rejection_before_fine_tuning(tmp_path: Path, monkeypatch: pytest.Monkey
         lambda ctx, say: dataclasses.replace(real(ctx, say), holdout_p90=0.0),
     )
     wide = make_tiny_task(width=64)  # wide enough that pruning and int8 pay off
+    # 40%: the uniform 25%-pruned fp32 plan (measured near 0.56x) is predicted well over it,
+    # not within timing noise of it (at 50% that plan sat on the line and CI drew no rejection).
     result = search(
         wide,
-        budget="50%",
+        budget="40%",
         trials=8,
         out=tmp_path,
         study_name="p",
