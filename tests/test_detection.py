@@ -6,14 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
 import pytest
 import torch_pruning as tp
+from detection_task import make_detection_task
 
 from autoshuikou import search
 from autoshuikou.compress.prune import terminal_layers
+from autoshuikou.compress.quantize import calibration_batches, output_tail
 from autoshuikou.measure.accuracy import artifact_scores
 from autoshuikou.measure.runtime import RuntimeSettings, open_runner
 from autoshuikou.report.verify import verify_run
+from autoshuikou.study.search import bind_task_space, layer_names
 from autoshuikou.tasks import digits_detect as dd
 from autoshuikou.tasks import load_task
 from autoshuikou.util import read_json
@@ -36,6 +40,39 @@ def test_every_head_output_layer_is_protected() -> None:
     )
     names = {graph._module2name[m] for m in model.output_layers()}
     assert set(terminal_layers(graph)) == names and len(names) == 4
+
+
+def test_prediction_convs_and_the_assembled_output_stay_fp32(tmp_path: Path) -> None:
+    """int8 of a detector: the space offers no int8 for its prediction convs, and the
+    operators assembling the output (concat, transpose) are not quantized, so the raw
+    boxes and logits never share one int8 scale."""
+    task = make_detection_task(steps=0)
+    space = bind_task_space(task, None)
+    heads = {n for n, m in task.model.named_modules() if m in task.model.output_layers()}
+    assert {layer for layer, c in space.precision.items() if c == ("fp32",)} == heads
+    reference = space.with_round_to(1).reference_plan("int8")
+    assert reference.int8_layers and not heads & set(reference.int8_layers)
+
+    settings = RuntimeSettings()
+    calibration = calibration_batches(task.train_data, 16, task.family_impl)
+    fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    backend = settings.backend
+    fmt = backend.int8_formats[0]
+    backend.build(task.model, task.inputs, [], [], fmt, fp32, task.family)
+    backend.build(
+        task.model, task.inputs, reference.int8_layers, calibration, fmt, int8, task.family
+    )
+    fp32_graph = onnx.load(str(fp32))
+    tail = output_tail(fp32_graph)
+    assert {n.op_type for n in fp32_graph.graph.node if n.name in tail} >= {"Concat", "Transpose"}
+    graph = onnx.load(str(int8)).graph
+    ops = {node.name: node.op_type for node in graph.node}
+    # Nothing on the way out is quantized: no QuantizeLinear reads a tail node's output.
+    tail_outputs = {out for node in graph.node if node.name in tail for out in node.output}
+    quantized = {node.input[0] for node in graph.node if node.op_type == "QuantizeLinear"}
+    assert not tail_outputs & quantized
+    assert any(op == "QuantizeLinear" for op in ops.values())  # the body really is int8
+    assert set(layer_names(task)) >= heads
 
 
 @pytest.mark.slow

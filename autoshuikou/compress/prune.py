@@ -165,6 +165,16 @@ def protected_layers(
     return [modules[name] for name in names]
 
 
+def output_layer_names(
+    model: nn.Module, example: Inputs | torch.Tensor, family: str = DEFAULT_FAMILY
+) -> list[str]:
+    """Names of the layers that keep their width (see :func:`protected_layers`)."""
+    graph = _dependency_graph(model, example)
+    names = {id(m): name for name, m in model.named_modules()}
+    protected = protected_layers(model, graph, _as_inputs(example), get_family(family))
+    return [names[id(m)] for m in protected]
+
+
 def _groups(model: nn.Module, graph: tp.DependencyGraph, example: Inputs, family: ModelFamily):  # type: ignore[no-untyped-def]
     protected = protected_layers(model, graph, example, family)
     for group in graph.get_all_groups(ignored_layers=protected, root_module_types=PRUNABLE_TYPES):

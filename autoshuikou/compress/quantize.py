@@ -135,6 +135,7 @@ def quantize(
         atomic_write_bytes(out_path, fp32_path.read_bytes())
         return
     keep_fp32 = [name for name in all_layers if name not in set(int8_layers)]
+    keep_fp32 += output_tail(onnx.load(str(fp32_path)))
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quantized = Path(tmp) / "quantized.onnx"
@@ -163,6 +164,27 @@ def quantize(
             if node.name.endswith("_quant") and node.name[: -len("_quant")] in all_layers:
                 node.name = node.name[: -len("_quant")]
         atomic_write_bytes(out_path, model.SerializeToString())
+
+
+# Operators that carry weights: the model's layers. What follows the last of them is output.
+LAYER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather"})
+
+
+def output_tail(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes between the last layers and the graph's outputs (a detector's
+    concat and transpose of its heads). Static int8 would give the assembled output one
+    scale across box offsets and logits of very different ranges: on digits-detect that
+    alone cost a quarter of the mAP@[.5:.95] (0.814 -> 0.61). They stay fp32."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    tail: dict[str, None] = {}
+    todo = [o.name for o in model.graph.output]
+    while todo:
+        node = producer.get(todo.pop())
+        if node is None or node.op_type in LAYER_OPS or node.name in tail:
+            continue
+        tail[node.name] = None
+        todo.extend(node.input)
+    return list(tail)
 
 
 def _quantize_dynamic(

@@ -263,6 +263,8 @@ class Detection(ModelFamily):
     inputs = (InputSpec("input", torch.float32, {0: "batch"}),)
     outputs = ("predictions",)
     multi_head = True
+    default_space = "detection.yaml"
+    int8_outputs = False
     calibration_samples = 128
 
     def distill_loss(

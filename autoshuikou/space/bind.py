@@ -193,8 +193,11 @@ def bind_space(
     groups: Sequence[ChannelGroup],
     layers: Sequence[str],
     modules: Sequence[str],
+    fp32_layers: Sequence[str] = (),
 ) -> BoundSpace:
-    """Resolve rules (first match wins) and reject any rule that matches nothing."""
+    """Resolve rules (first match wins) and reject any rule that matches nothing.
+    ``fp32_layers`` (a family's output layers, see ``ModelFamily.int8_outputs``) stay fp32
+    whatever the rules say."""
     src = space.source
     prune_patterns = [rule.match for rule in space.prune_rules]
     prune: dict[str, FloatRange] = {}
@@ -216,6 +219,8 @@ def bind_space(
         precision[layer] = (
             space.precision_default if hit is None else space.precision_rules[hit].choices
         )
+        if layer in fp32_layers:
+            precision[layer] = ("fp32",)
     for i, prule in enumerate(space.precision_rules):
         if not any(re.search(prule.match, layer) for layer in layers):
             raise UserError(

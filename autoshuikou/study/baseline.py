@@ -220,6 +220,8 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         layers = export_onnx(ctx.teacher, ctx.inputs, Path(tmp) / "layers.onnx", ctx.family)
+    # Formats are compared on the int8 reference: the layers the space lets run in int8.
+    layers = [layer for layer in layers if "int8" in ctx.space.precision.get(layer, ("int8",))]
     runtime = ctx.settings.backend
     # fp32 build: no layer in int8, so the format is unused.
     candidates = int8_candidates(ctx)

@@ -23,7 +23,12 @@ from optuna.trial import FrozenTrial, TrialState
 from autoshuikou import __version__
 from autoshuikou.compress.distill import Rung
 from autoshuikou.compress.export import export_onnx
-from autoshuikou.compress.prune import channel_groups, head_pruning_notes, prune
+from autoshuikou.compress.prune import (
+    channel_groups,
+    head_pruning_notes,
+    output_layer_names,
+    prune,
+)
 from autoshuikou.compress.quantize import calibration_batches
 from autoshuikou.errors import UserError
 from autoshuikou.interrupt import raise_if_interrupted
@@ -147,8 +152,10 @@ def bind_task_space(task: Task, space: str | Path | None) -> BoundSpace:
     teacher = task.model.eval()
     groups = channel_groups(teacher, task.inputs, task.family)
     modules = [name for name, _ in teacher.named_modules()]
-    loaded = load_space(space, task.family_impl.default_space)
-    return bind_space(loaded, groups, layer_names(task), modules)
+    family = task.family_impl
+    loaded = load_space(space, family.default_space)
+    fp32 = [] if family.int8_outputs else output_layer_names(teacher, task.inputs, task.family)
+    return bind_space(loaded, groups, layer_names(task), modules, fp32)
 
 
 def front(study: optuna.Study) -> list[FrozenTrial]:
