@@ -175,6 +175,9 @@ def test_a_lost_ctrl_c_still_stops_the_search_after_the_running_trial(
     assert summary["front_remeasured"] is False
     assert summary["trials_complete"] == 1
     assert main(["show", str(tmp_path / "s")]) == 0
+    # verify reads it too (no final re-measurement: it checks the search-time ratios).
+    rows = verify_run(tmp_path / "s", task=tiny_task, seconds=0.5)
+    assert rows and all(row["metric"] and row["counts"] for row in rows)
 
 
 def test_energy_objective_where_counters_exist_and_a_clear_refusal_where_not(
