@@ -64,6 +64,23 @@ def test_fastest_plans_prune_most_in_int8_and_in_fp32(tiny_task: Task) -> None:
     assert int8.precision["head"] == fp32.precision["head"] == "fp32"  # the rule holds
 
 
+def test_uniform_plans_train_with_the_spaces_start_settings(tiny_task: Task) -> None:
+    classic = bind_task_space_from_text(tiny_task, GOOD).uniform_plan(0.25, int8=True)
+    # Without start: classic KD (lr 1e-3, T 4, alpha 0.9), clipped to the ranges.
+    assert (classic.distill.lr, classic.distill.temperature, classic.distill.alpha) == (
+        pytest.approx(1e-3),
+        4.0,
+        0.9,
+    )
+    started = GOOD.replace("log: true}", "log: true, start: 0.003}").replace(
+        "alpha: {min: 0.0, max: 1.0}", "alpha: {min: 0.0, max: 1.0, start: 0.3}"
+    )
+    plan = bind_task_space_from_text(tiny_task, started).uniform_plan(0.25, int8=True)
+    assert (plan.distill.lr, plan.distill.alpha) == (pytest.approx(0.003), 0.3)
+    assert plan.distill.temperature == 4.0 and plan.distill.epochs == 2  # the longest
+    assert plan.prune == classic.prune and plan.precision == classic.precision
+
+
 def bind_task_space_from_text(task: Task, text: str):  # type: ignore[no-untyped-def]
     from autoshuikou.study.search import layer_names
 
@@ -86,6 +103,11 @@ def bind_task_space_from_text(task: Task, text: str):  # type: ignore[no-untyped
             "test.yaml: distill.alpha.log",
         ),
         (('match: "^conv2$"', 'match: "(["'), "test.yaml: distill.features[0].match"),
+        (
+            ("alpha: {min: 0.0, max: 1.0}", "alpha: {min: 0.0, max: 1.0, start: 1.5}"),
+            "test.yaml: distill.alpha.start",
+        ),
+        (("max: 0.5, step", "max: 0.5, start: 0.25, step"), "test.yaml: prune.default"),
     ],
 )
 def test_bad_space_names_file_and_key(edit: tuple[str, str], where: str) -> None:

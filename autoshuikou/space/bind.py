@@ -111,20 +111,21 @@ class BoundSpace:
         }
         if s.epochs.low != s.epochs.high:
             params["distill:epochs"] = s.epochs.high
-        for name, value, r in (
+        for name, classic, r in (
             ("lr", 1e-3, s.lr),
             ("temperature", 4.0, s.temperature),
             ("alpha", 0.9, s.alpha),
         ):
             if not r.fixed:
-                params[f"distill:{name}"] = _snap(value, r)
+                params[f"distill:{name}"] = _snap(classic if r.start is None else r.start, r)
         params |= {f"feature:{m}": r.low for m, r in self.features.items() if not r.fixed}
         return params
 
     def uniform_plan(self, ratio: float, int8: bool) -> Plan:
         """Every group pruned by ``ratio`` (clipped to its range), every layer int8 (where
-        allowed) or fp32, the longest fine-tuning at fixed settings (lr 1e-3, T 4, alpha
-        0.9, clipped to the space). The classic baseline: the same ratio everywhere."""
+        allowed) or fp32, the longest fine-tuning at the space's ``start`` settings (else
+        classic KD: lr 1e-3, T 4, alpha 0.9, clipped to the space). The classic baseline:
+        the same ratio everywhere."""
         return self.suggest(optuna.trial.FixedTrial(self.uniform_params(ratio, int8)))
 
     def fastest_plan(self, int8: bool = True) -> Plan:

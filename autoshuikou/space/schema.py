@@ -24,6 +24,7 @@ class FloatRange:
     high: float
     step: float | None = None
     log: bool = False
+    start: float | None = None  # distillation only: what the uniform (warm-start) plans use
 
     @property
     def fixed(self) -> bool:
@@ -121,9 +122,16 @@ class _Reader:
         return node
 
     def float_range(
-        self, node: Any, path: str, lo: float, hi: float, hi_open: bool = False
+        self,
+        node: Any,
+        path: str,
+        lo: float,
+        hi: float,
+        hi_open: bool = False,
+        with_start: bool = False,
     ) -> FloatRange:
-        node = self.mapping(node, path, {"min", "max", "step", "log"}, {"min", "max"})
+        keys = {"min", "max", "step", "log"} | ({"start"} if with_start else set())
+        node = self.mapping(node, path, keys, {"min", "max"})
         low, high = self.number(node["min"], f"{path}.min"), self.number(node["max"], f"{path}.max")
         step = self.number(node["step"], f"{path}.step") if "step" in node else None
         log = node.get("log", False)
@@ -143,7 +151,12 @@ class _Reader:
             )
         if log and low <= 0:
             raise self.fail(f"{path}.min", "a log range needs min > 0", "raise min")
-        return FloatRange(low, high, step, log)
+        start = self.number(node["start"], f"{path}.start") if "start" in node else None
+        if start is not None and not low <= start <= high:
+            raise self.fail(
+                f"{path}.start", f"start={start} is outside min={low} max={high}", "fix start"
+            )
+        return FloatRange(low, high, step, log, start)
 
     def int_range(self, node: Any, path: str, lo: int) -> IntRange:
         node = self.mapping(node, path, {"min", "max"}, {"min", "max"})
@@ -243,9 +256,11 @@ def parse_space(text: str, source: str) -> SearchSpace:
         precision_default=r.choices(precision["default"], "precision.default"),
         precision_rules=tuple(precision_rules),
         epochs=r.int_range(distill["epochs"], "distill.epochs", 0),
-        lr=r.float_range(distill["lr"], "distill.lr", 1e-8, 10.0),
-        temperature=r.float_range(distill["temperature"], "distill.temperature", 0.1, 100.0),
-        alpha=r.float_range(distill["alpha"], "distill.alpha", 0.0, 1.0),
+        lr=r.float_range(distill["lr"], "distill.lr", 1e-8, 10.0, with_start=True),
+        temperature=r.float_range(
+            distill["temperature"], "distill.temperature", 0.1, 100.0, with_start=True
+        ),
+        alpha=r.float_range(distill["alpha"], "distill.alpha", 0.0, 1.0, with_start=True),
         features=tuple(features),
         text=text,
     )
