@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PRECISIONS = ("fp32", "int8")
+# Which channels a pruned group keeps: lowest L2 norm removed, or lowest first-order Taylor
+# score |weight x gradient of the label loss| (see compress.prune).
+IMPORTANCES = ("magnitude", "taylor")
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,16 @@ class Plan:
     precision: dict[str, str]  # layer -> "fp32" | "int8"
     distill: DistillSettings = field(default_factory=DistillSettings)
     round_to: int = 1  # kept channel counts are multiples of this
+    importance: str = "magnitude"  # one of IMPORTANCES
 
     def without_training(self) -> Plan:
         """The same architecture and precisions, no fine-tuning: enough for latency."""
-        return Plan(prune=self.prune, precision=self.precision, round_to=self.round_to)
+        return Plan(
+            prune=self.prune,
+            precision=self.precision,
+            round_to=self.round_to,
+            importance=self.importance,
+        )
 
     @property
     def int8_layers(self) -> list[str]:
@@ -43,6 +52,7 @@ class Plan:
             "prune": dict(self.prune),
             "precision": dict(self.precision),
             "round_to": self.round_to,
+            "importance": self.importance,
             "distill": {
                 "epochs": self.distill.epochs,
                 "lr": self.distill.lr,
@@ -60,10 +70,14 @@ class Plan:
         bad = sorted(v for v in precision.values() if v not in PRECISIONS)
         if bad:
             raise ValueError(f"unknown precision {bad[0]!r}; expected one of {PRECISIONS}")
+        importance = str(data.get("importance", "magnitude"))
+        if importance not in IMPORTANCES:
+            raise ValueError(f"unknown importance {importance!r}; expected one of {IMPORTANCES}")
         return cls(
             prune={str(k): float(v) for k, v in data["prune"].items()},
             precision=precision,
             round_to=int(data.get("round_to", 1)),
+            importance=importance,
             distill=DistillSettings(
                 epochs=int(distill.get("epochs", 0)),
                 lr=float(distill.get("lr", 1e-3)),

@@ -4,7 +4,8 @@ under several distillation settings, scored on the validation scenes in PyTorch.
     python benchmarks/detection_recipe.py                       # the table in docs/benchmarks.md
     python benchmarks/detection_recipe.py --ratio 0.5 --runs '[{"lr": 0.003, "alpha": 0.2}]'
 
-Each run: every channel group pruned by --ratio (round_to 8), fp32, then
+Each run: every channel group pruned by --ratio (round_to 8; channels ranked by the run's
+``importance``, magnitude or taylor, as the search space's ``prune.importance``), fp32, then
 ``compress.distill.distill`` with the run's epochs (default 6), lr, alpha and optional
 ``features`` ({module: weight}), seed 0. Prints one JSON line per run (mAP, mAP@.5, seconds).
 The teacher is the cached built-in one (trained on first use, about 9-12 minutes).
@@ -13,6 +14,7 @@ The teacher is the cached built-in one (trained on first use, about 9-12 minutes
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 
 from autoshuikou.compress.distill import distill
-from autoshuikou.compress.prune import channel_groups, prune
+from autoshuikou.compress.prune import channel_groups, label_gradients, prune
 from autoshuikou.plan import DistillSettings
 from autoshuikou.tasks.digits_detect import (
     CANVAS,
@@ -38,6 +40,7 @@ RUNS: list[dict[str, Any]] = [
     {"lr": 3e-3, "alpha": 0.0},
     {"lr": 5e-3, "alpha": 0.3},
     {"lr": 3e-3, "alpha": 0.3, "epochs": 10},
+    {"lr": 3e-3, "alpha": 0.2, "importance": "taylor"},
 ]
 
 
@@ -56,8 +59,22 @@ def main() -> None:
     ratios = {g.name: args.ratio for g in channel_groups(teacher, example, "detection")}
     scores = mean_average_precision(predict(teacher, val_x), val_t, CANVAS)
     print(json.dumps({"teacher": scores}), flush=True)
+    gradients = None
     for run in args.runs:
-        student = prune(teacher, example, ratios, round_to=8, family="detection")
+        if run.get("importance") == "taylor" and gradients is None:
+            # As a search computes them (RunContext.label_gradients): 8 batches, seed 0.
+            task.train_data.generator.manual_seed(0)  # type: ignore[attr-defined]
+            batches = itertools.islice(task.batches("train_data"), 8)
+            gradients = label_gradients(teacher, batches, task.family_impl)
+        by_taylor = run.get("importance") == "taylor"
+        student = prune(
+            teacher,
+            example,
+            ratios,
+            round_to=8,
+            family="detection",
+            gradients=gradients if by_taylor else None,
+        )
         settings = DistillSettings(
             epochs=run.get("epochs", 6),
             lr=run["lr"],

@@ -88,6 +88,8 @@ def test_own_detector_is_searched_with_map_kept_and_verified(tmp_path: Path) -> 
         model = result.run_dir / point["path"]
         metrics = read_json(model.parent / "metrics.json")
         assert metrics["scores"]["postprocess_ms"] > 0 and 0 <= metrics["scores"]["map_50"] <= 1
+        # detection.yaml: channels ranked by Taylor importance (the teacher's label gradients).
+        assert read_json(model.parent / "plan.json")["importance"] == "taylor"
         metric, scores = artifact_scores(model, task, RuntimeSettings())
         assert metric == metrics["metric"] and scores["map_50"] == metrics["scores"]["map_50"]
         with open_runner(model, RuntimeSettings()) as run:

@@ -11,6 +11,7 @@ def test_json_round_trip() -> None:
             epochs=2, lr=0.003, temperature=2.0, alpha=0.7, features={"conv2": 0.5}
         ),
         round_to=8,
+        importance="taylor",
     )
     assert Plan.from_dict(plan.to_dict()) == plan
     assert plan.int8_layers == ["conv1"]
@@ -21,3 +22,11 @@ def test_unknown_precision_is_rejected() -> None:
     data["precision"]["conv1"] = "int3"
     with pytest.raises(ValueError, match="int3"):
         Plan.from_dict(data)
+
+
+def test_plans_written_before_importance_read_as_magnitude() -> None:
+    data = Plan(prune={}, precision={}).to_dict()
+    del data["importance"]
+    assert Plan.from_dict(data).importance == "magnitude"
+    with pytest.raises(ValueError, match="fisher"):
+        Plan.from_dict(data | {"importance": "fisher"})

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torchvision
@@ -6,9 +8,11 @@ from autoshuikou.compress.prune import (
     channel_groups,
     count_macs_params,
     kept_channels,
+    label_gradients,
     output_layer,
     prune,
 )
+from autoshuikou.families import call
 from autoshuikou.tasks import Task
 
 
@@ -42,6 +46,44 @@ def test_pruning_keeps_the_strongest_channels(tiny_task: Task) -> None:
     student = prune(model, x, {"conv1": 0.75}, round_to=1)
     kept = student.conv1.weight.detach()
     assert torch.allclose(kept[:5], model.conv1.weight[:5])
+
+
+def test_taylor_importance_keeps_the_channels_the_loss_needs(tiny_task: Task) -> None:
+    model, x = tiny_task.model, tiny_task.example_input
+    # The loss needs conv1's channels 20-27 only, and they are its smallest: magnitude and
+    # Taylor (|weight x gradient|) disagree.
+    grads = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    grads["conv1.weight"][20:28] = 1.0
+    with torch.no_grad():
+        model.conv1.weight[20:28].mul_(1e-2)
+    by_size = prune(model, x, {"conv1": 0.75}, round_to=1)
+    by_taylor = prune(model, x, {"conv1": 0.75}, round_to=1, gradients=grads)
+    assert torch.equal(by_taylor.conv1.weight, model.conv1.weight[20:28])
+    assert not torch.equal(by_size.conv1.weight, model.conv1.weight[20:28])
+    assert by_size.conv1.out_channels == by_taylor.conv1.out_channels == 8
+    assert all(p.grad is None for p in by_taylor.parameters())  # nothing left behind
+
+
+def test_label_gradients_are_the_loss_gradients_and_leave_the_model_alone(
+    tiny_task: Task,
+) -> None:
+    model = tiny_task.model
+    batches = list(tiny_task.batches("train_data"))[:2]
+    before = {
+        name: None if p.grad is None else p.grad.clone() for name, p in model.named_parameters()
+    }
+    grads = label_gradients(model, batches, tiny_task.family_impl)
+    assert set(grads) == {name for name, _ in model.named_parameters()}
+    assert grads["conv1.weight"].abs().sum() > 0
+    for name, param in model.named_parameters():  # the model's own .grad is as it was
+        kept = before[name]
+        assert (param.grad is None) if kept is None else torch.equal(param.grad, kept)
+    # The sum over the batches of the cross-entropy's gradients, as autograd gives them.
+    reference = copy.deepcopy(model).eval()
+    for inputs, targets in batches:
+        torch.nn.functional.cross_entropy(call(reference, inputs), targets).backward()
+    assert reference.conv1.weight.grad is not None
+    assert torch.allclose(grads["conv1.weight"], reference.conv1.weight.grad, atol=1e-6)
 
 
 @pytest.mark.parametrize(

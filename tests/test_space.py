@@ -79,6 +79,11 @@ def test_uniform_plans_train_with_the_spaces_start_settings(tiny_task: Task) -> 
     assert (plan.distill.lr, plan.distill.alpha) == (pytest.approx(0.003), 0.3)
     assert plan.distill.temperature == 4.0 and plan.distill.epochs == 2  # the longest
     assert plan.prune == classic.prune and plan.precision == classic.precision
+    assert classic.importance == "magnitude"
+    taylor = GOOD.replace("round_to: 4", "round_to: 4\n  importance: taylor")
+    bound = bind_task_space_from_text(tiny_task, taylor)
+    assert bound.uniform_plan(0.5, int8=False).importance == "taylor"
+    assert bound.fastest_plan().importance == bound.reference_plan("int8").importance == "taylor"
 
 
 def bind_task_space_from_text(task: Task, text: str):  # type: ignore[no-untyped-def]
@@ -108,6 +113,7 @@ def bind_task_space_from_text(task: Task, text: str):  # type: ignore[no-untyped
             "test.yaml: distill.alpha.start",
         ),
         (("max: 0.5, step", "max: 0.5, start: 0.25, step"), "test.yaml: prune.default"),
+        (("round_to: 4", "round_to: 4\n  importance: fisher"), "test.yaml: prune.importance"),
     ],
 )
 def test_bad_space_names_file_and_key(edit: tuple[str, str], where: str) -> None:

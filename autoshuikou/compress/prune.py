@@ -13,7 +13,7 @@ the weakest heads, and the module's head count is updated.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -246,17 +246,25 @@ def prune(
     ratios: Mapping[str, float],
     round_to: int = 1,
     family: str = DEFAULT_FAMILY,
+    gradients: Mapping[str, torch.Tensor] | None = None,
 ) -> nn.Module:
     """A pruned copy of ``model``: in each named group, drop the lowest-L2 channels (heads).
 
     ``ratios`` maps group names (see :func:`channel_groups`) to the fraction of channels
-    (heads) to remove; groups not named are kept whole. The copy really is smaller.
+    (heads) to remove; groups not named are kept whole. The copy really is smaller. With
+    ``gradients`` (parameter name -> gradient, see :func:`label_gradients`) channels are
+    ranked by first-order Taylor importance |weight x gradient| summed over the group
+    instead: what removing them would cost the loss, not how large they are.
     """
     student = copy.deepcopy(model).eval()
+    importance: tp.importance.Importance = tp.importance.GroupMagnitudeImportance(p=2)
+    if gradients is not None:
+        for name, param in student.named_parameters():
+            param.grad = gradients[name].clone() if name in gradients else None
+        importance = tp.importance.GroupTaylorImportance()
     graph = _dependency_graph(student, example)
     order = execution_order(student, example)
     inputs = _as_inputs(example)
-    importance = tp.importance.GroupMagnitudeImportance(p=2)
     for group in _groups(student, graph, inputs, get_family(family)):
         layers = _group_layers(graph, group, order)
         attention = _attention_module(student, layers)
@@ -275,7 +283,30 @@ def prune(
         scores = importance(group)
         weakest = torch.argsort(scores)[:remove].tolist()
         group.prune(idxs=weakest)
+    for param in student.parameters():
+        param.grad = None
     return student
+
+
+def label_gradients(
+    model: nn.Module, batches: Iterable[tuple[Inputs, torch.Tensor]], family: ModelFamily
+) -> dict[str, torch.Tensor]:
+    """Gradients of the family's loss on the labels, summed over ``batches``, per parameter
+    of ``model`` (in eval mode: the statistics the deployed model uses), for Taylor
+    importance. ``model`` itself is left untouched."""
+    probe = copy.deepcopy(model).eval()
+    for param in probe.parameters():
+        param.requires_grad_(True)
+        param.grad = None
+    for inputs, targets in batches:
+        outputs = call(probe, inputs)
+        _soft, hard = family.distill_loss(outputs, outputs, targets, 1.0)
+        hard.backward()
+    return {
+        name: param.grad.detach().clone()
+        for name, param in probe.named_parameters()
+        if param.grad is not None
+    }
 
 
 def count_macs_params(model: nn.Module, example: Inputs | torch.Tensor) -> tuple[int, int]:

@@ -85,7 +85,13 @@ class BoundSpace:
             alpha=_float(trial, "distill:alpha", s.alpha),
             features={m: _float(trial, f"feature:{m}", r) for m, r in self.features.items()},
         )
-        return Plan(prune=prune, precision=precision, distill=distill, round_to=self._rounding())
+        return Plan(
+            prune=prune,
+            precision=precision,
+            distill=distill,
+            round_to=self._rounding(),
+            importance=self.space.importance,
+        )
 
     def reference_plan(self, kind: str) -> Plan:
         """'fp32': the original model as exported; 'int8': unpruned, every allowed layer int8."""
@@ -95,7 +101,12 @@ class BoundSpace:
             layer: "int8" if kind == "int8" and "int8" in choices else "fp32"
             for layer, choices in self.precision.items()
         }
-        return Plan(prune={}, precision=precision, round_to=self._rounding())
+        return Plan(
+            prune={},
+            precision=precision,
+            round_to=self._rounding(),
+            importance=self.space.importance,
+        )
 
     def uniform_params(self, ratio: float, int8: bool) -> dict[str, Any]:
         """The trial parameters of a uniform plan (see :meth:`uniform_plan`), as ``suggest``
@@ -139,6 +150,7 @@ class BoundSpace:
                 layer: wanted if wanted in c else c[0] for layer, c in self.precision.items()
             },
             round_to=self._rounding(),
+            importance=self.space.importance,
         )
 
 

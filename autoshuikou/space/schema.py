@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from autoshuikou.errors import UserError
-from autoshuikou.plan import PRECISIONS
+from autoshuikou.plan import IMPORTANCES, PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class FeatureRule:
 class SearchSpace:
     source: str
     round_to: int | None  # None: "auto", measured per machine
+    importance: str  # which channels a group keeps (plan.IMPORTANCES)
     prune_default: FloatRange
     prune_rules: tuple[PruneRule, ...]
     precision_default: tuple[str, ...]
@@ -197,7 +198,16 @@ def parse_space(text: str, source: str) -> SearchSpace:
         raise UserError(f"{source}: not valid YAML: {exc}", "fix the YAML syntax") from exc
     top = r.mapping(raw, "", {"prune", "precision", "distill"}, {"prune", "precision", "distill"})
 
-    prune = r.mapping(top["prune"], "prune", {"round_to", "default", "rules"}, {"default"})
+    prune = r.mapping(
+        top["prune"], "prune", {"round_to", "importance", "default", "rules"}, {"default"}
+    )
+    importance = prune.get("importance", "magnitude")
+    if importance not in IMPORTANCES:
+        raise r.fail(
+            "prune.importance",
+            f"expected one of {list(IMPORTANCES)}, got {importance!r}",
+            "magnitude: drop the lowest-L2 channels; taylor: the lowest |weight x gradient|",
+        )
     round_to = prune.get("round_to", "auto")
     if round_to == "auto":
         round_to = None  # chosen by measurement on the machine, with the baseline
@@ -251,6 +261,7 @@ def parse_space(text: str, source: str) -> SearchSpace:
     return SearchSpace(
         source=source,
         round_to=round_to,
+        importance=importance,
         prune_default=r.float_range(prune["default"], "prune.default", 0.0, 1.0, True),
         prune_rules=tuple(prune_rules),
         precision_default=r.choices(precision["default"], "precision.default"),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import nn
 
+from autoshuikou.compress.prune import label_gradients
 from autoshuikou.compress.quantize import Int8Format
 from autoshuikou.families import Feed, Inputs, to_feed
 from autoshuikou.measure.energy import EnergyCounter
@@ -14,6 +17,8 @@ from autoshuikou.measure.memory import InputShapes, input_shapes
 from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.space.bind import BoundSpace
 from autoshuikou.tasks import Task
+
+TAYLOR_BATCHES = 8  # training batches whose label-loss gradients rank channels (taylor)
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class RunContext:
     energy: EnergyCounter | None = None  # None where the machine has no readable counter
     device: str = "cpu"  # where fine-tuning runs; latency is always timed in the runtime
     _baseline: BaselineInfo | None = None
+    _gradients: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def baseline(self) -> BaselineInfo:
@@ -82,6 +88,18 @@ class RunContext:
     def artifact_name(self) -> str:
         """The deployed file's name in the chosen runtime: model.onnx, model.pt, ..."""
         return f"model{self.settings.backend.suffix}"
+
+    def label_gradients(self) -> dict[str, torch.Tensor]:
+        """The teacher's label-loss gradients for Taylor importance, computed once per run on
+        the first TAYLOR_BATCHES training batches in the order of ``seed`` (so every worker
+        and every rebuild ranks the channels alike)."""
+        if self._gradients is None:
+            generator = getattr(self.task.train_data, "generator", None)
+            if isinstance(generator, torch.Generator):
+                generator.manual_seed(self.seed)
+            batches = itertools.islice(self.task.batches("train_data"), TAYLOR_BATCHES)
+            self._gradients = label_gradients(self.teacher, batches, self.task.family_impl)
+        return self._gradients
 
     @property
     def trials_dir(self) -> Path:

@@ -45,7 +45,8 @@ def build_artifact(
     example = ctx.inputs
     epochs = plan.distill.epochs if epochs is None else epochs
     stage("pruning")
-    student = prune(ctx.teacher, example, plan.prune, plan.round_to, ctx.family)
+    gradients = ctx.label_gradients() if plan.importance == "taylor" else None
+    student = prune(ctx.teacher, example, plan.prune, plan.round_to, ctx.family, gradients)
     torch_macs, torch_params = count_macs_params(student, example)
     stage(f"distilling {epochs:g} epochs on {ctx.device}" if epochs else "no fine-tuning")
     distill_started = time.monotonic()
