@@ -14,7 +14,6 @@ The teacher is the cached built-in one (trained on first use, about 9-12 minutes
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
 from typing import Any
@@ -22,8 +21,9 @@ from typing import Any
 import torch
 
 from autoshuikou.compress.distill import distill
-from autoshuikou.compress.prune import channel_groups, label_gradients, prune
+from autoshuikou.compress.prune import channel_groups, prune
 from autoshuikou.plan import DistillSettings
+from autoshuikou.study.context import taylor_gradients
 from autoshuikou.tasks.digits_detect import (
     CANVAS,
     digits_detect_task,
@@ -62,10 +62,7 @@ def main() -> None:
     gradients = None
     for run in args.runs:
         if run.get("importance") == "taylor" and gradients is None:
-            # As a search computes them (RunContext.label_gradients): 8 batches, seed 0.
-            task.train_data.generator.manual_seed(0)  # type: ignore[attr-defined]
-            batches = itertools.islice(task.batches("train_data"), 8)
-            gradients = label_gradients(teacher, batches, task.family_impl)
+            gradients = taylor_gradients(task, seed=0)  # as a search with seed 0 takes them
         by_taylor = run.get("importance") == "taylor"
         student = prune(
             teacher,

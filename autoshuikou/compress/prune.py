@@ -254,7 +254,8 @@ def prune(
     (heads) to remove; groups not named are kept whole. The copy really is smaller. With
     ``gradients`` (parameter name -> gradient, see :func:`label_gradients`) channels are
     ranked by first-order Taylor importance |weight x gradient| summed over the group
-    instead: what removing them would cost the loss, not how large they are.
+    instead: what removing them would cost the loss, not how large they are (attention
+    heads are still ranked by L2).
     """
     student = copy.deepcopy(model).eval()
     importance: tp.importance.Importance = tp.importance.GroupMagnitudeImportance(p=2)

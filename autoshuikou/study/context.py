@@ -21,6 +21,17 @@ from autoshuikou.tasks import Task
 TAYLOR_BATCHES = 8  # training batches whose label-loss gradients rank channels (taylor)
 
 
+def taylor_gradients(task: Task, seed: int) -> dict[str, torch.Tensor]:
+    """The teacher's label-loss gradients for Taylor importance, on the first TAYLOR_BATCHES
+    training batches in the order of ``seed`` (so every worker and every rebuild ranks the
+    channels alike)."""
+    generator = getattr(task.train_data, "generator", None)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(seed)
+    batches = itertools.islice(task.batches("train_data"), TAYLOR_BATCHES)
+    return label_gradients(task.model, batches, task.family_impl)
+
+
 @dataclass(frozen=True)
 class BaselineInfo:
     """The uncompressed fp32 artifact: the reference every trial is compared with."""
@@ -90,15 +101,9 @@ class RunContext:
         return f"model{self.settings.backend.suffix}"
 
     def label_gradients(self) -> dict[str, torch.Tensor]:
-        """The teacher's label-loss gradients for Taylor importance, computed once per run on
-        the first TAYLOR_BATCHES training batches in the order of ``seed`` (so every worker
-        and every rebuild ranks the channels alike)."""
+        """:func:`taylor_gradients` of the run's task and seed, computed once per run."""
         if self._gradients is None:
-            generator = getattr(self.task.train_data, "generator", None)
-            if isinstance(generator, torch.Generator):
-                generator.manual_seed(self.seed)
-            batches = itertools.islice(self.task.batches("train_data"), TAYLOR_BATCHES)
-            self._gradients = label_gradients(self.teacher, batches, self.task.family_impl)
+            self._gradients = taylor_gradients(self.task, self.seed)
         return self._gradients
 
     @property
