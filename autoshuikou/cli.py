@@ -283,6 +283,14 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
         "before they are built; for models whose artifacts take long to build (default off: "
         "each plan's untrained artifact is timed instead)",
     )
+    s.add_argument(
+        "--refine",
+        type=int,
+        default=DEFAULTS.refine,
+        help="after the trials, train this many front models again with the space's "
+        "refine.epochs (the best feasible one, then each next at least 10%% faster); "
+        "default: the space's refine.models (detectors 2, others 0)",
+    )
     s.add_argument("--device", default=DEFAULTS.device, help=DEVICE_HELP)
     s.add_argument(
         "--storage",

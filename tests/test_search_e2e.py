@@ -225,3 +225,39 @@ def test_the_hardware_choices_are_made_once_per_machine(tiny_task: Task, tmp_pat
     assert second.space.round_to == cached["round_to"] == first.space.round_to
     record = read_json(tmp_path / "b" / "baseline" / "metrics.json")
     assert record["choices_from_cache"] == str(choices_path(first))
+
+
+def test_refinement_trains_the_best_front_model_longer_once(
+    tiny_task: Task, tmp_path: Path
+) -> None:
+    space = tmp_path / "refine.yaml"
+    default = (Path(__file__).parents[1] / "search_spaces" / "default.yaml").read_text()
+    space.write_text(default + "refine: {models: 1, epochs: 6}\n")
+    result = search(tiny_task, trials=3, out=tmp_path, study_name="s", space=space, **FAST)
+    study = _study(result.run_dir)
+    refined = [t for t in study.trials if "refine_of" in t.user_attrs]
+    assert len(refined) == 1 and refined[0].state == TrialState.COMPLETE
+    source = refined[0].user_attrs["refine_of"]
+    # The best feasible model of the search's own trials (no references) is trained again.
+    own = [
+        t
+        for t in study.get_trials(states=(TrialState.COMPLETE,))
+        if t.user_attrs["feasible"] and not {"refine_of", "reference"} & set(t.user_attrs)
+    ]
+    assert study.trials[source] in own
+    assert study.trials[source].user_attrs["metric"] == max(t.user_attrs["metric"] for t in own)
+    folder = result.run_dir / "trials"
+    plan = read_json(folder / f"{refined[0].number:04d}" / "plan.json")
+    original = read_json(folder / f"{source:04d}" / "plan.json")
+    assert plan["distill"]["epochs"] == 6 and original["distill"]["epochs"] < 6
+    assert {**plan, "distill": None} == {**original, "distill": None}
+    metrics = read_json(folder / f"{refined[0].number:04d}" / "metrics.json")
+    assert metrics["refined_from"] == source
+    summary = read_json(result.run_dir / "summary.json")
+    assert summary["time"]["trials_refined"] == 1 and summary["time"]["refine_seconds"] > 0
+    # The three trials are still three: a rerun resumes and trains nothing more.
+    search(tiny_task, trials=3, out=tmp_path, study_name="s", space=space, **FAST)
+    assert len(_study(result.run_dir).trials) == len(study.trials)
+    # verify rebuilds every front model, a refined one too, from its plan.json.
+    rows = verify_run(result.run_dir, None, seconds=0.2, task=tiny_task)
+    assert rows and all(row["metric"] for row in rows)

@@ -6,7 +6,7 @@ import pytest
 from autoshuikou.compress.prune import channel_groups
 from autoshuikou.errors import UserError
 from autoshuikou.space.bind import bind_space
-from autoshuikou.space.schema import load_space, parse_space
+from autoshuikou.space.schema import Refine, load_space, parse_space
 from autoshuikou.study.baseline import pick_round_to
 from autoshuikou.study.search import bind_task_space
 from autoshuikou.tasks import Task
@@ -96,6 +96,15 @@ def bind_task_space_from_text(task: Task, text: str):  # type: ignore[no-untyped
     )
 
 
+def test_refine_defaults_to_none_at_three_times_the_longest_fine_tuning() -> None:
+    assert parse_space(GOOD, "test.yaml").refine == Refine(models=0, epochs=6)
+    two = parse_space(GOOD + "refine: {models: 2}\n", "test.yaml").refine
+    assert two == Refine(models=2, epochs=6)
+    assert parse_space(GOOD + "refine: {models: 1, epochs: 9}\n", "t.yaml").refine.epochs == 9
+    assert load_space(None, "detection.yaml").refine.models > 0  # detectors refine by default
+    assert load_space().refine.models == 0
+
+
 @pytest.mark.parametrize(
     ("edit", "where"),
     [
@@ -114,6 +123,20 @@ def bind_task_space_from_text(task: Task, text: str):  # type: ignore[no-untyped
         ),
         (("max: 0.5, step", "max: 0.5, start: 0.25, step"), "test.yaml: prune.default"),
         (("round_to: 4", "round_to: 4\n  importance: fisher"), "test.yaml: prune.importance"),
+        (
+            (
+                "weight: {min: 0.0, max: 1.0}\n",
+                "weight: {min: 0.0, max: 1.0}\nrefine: {models: -1}\n",
+            ),
+            "test.yaml: refine",
+        ),
+        (
+            (
+                "weight: {min: 0.0, max: 1.0}\n",
+                "weight: {min: 0.0, max: 1.0}\nrefine: {epochs: 9}\n",
+            ),
+            "test.yaml: refine.models",
+        ),
     ],
 )
 def test_bad_space_names_file_and_key(edit: tuple[str, str], where: str) -> None:

@@ -56,6 +56,15 @@ class FeatureRule:
 
 
 @dataclass(frozen=True)
+class Refine:
+    """After the search, ``models`` front models are trained again with ``epochs`` epochs
+    (see ``study.refine``); 0 models: none."""
+
+    models: int = 0
+    epochs: int = 1
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     source: str
     round_to: int | None  # None: "auto", measured per machine
@@ -70,6 +79,7 @@ class SearchSpace:
     alpha: FloatRange
     features: tuple[FeatureRule, ...]
     text: str  # the YAML as read, for the study fingerprint
+    refine: Refine = Refine()  # what is trained longer after the search
 
 
 class _Reader:
@@ -173,6 +183,22 @@ class _Reader:
             )
         return IntRange(low, high)
 
+    def refine(self, node: Any, default_epochs: int) -> Refine:
+        if node is None:
+            return Refine(0, default_epochs)
+        node = self.mapping(node, "refine", {"models", "epochs"}, {"models"})
+        models, epochs = node["models"], node.get("epochs", default_epochs)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (models, epochs)) or (
+            models < 0 or epochs < 1
+        ):
+            raise self.fail(
+                "refine",
+                f"expected integers models >= 0 and epochs >= 1, got models={models!r} "
+                f"epochs={epochs!r}",
+                "e.g. refine: {models: 3, epochs: 24}",
+            )
+        return Refine(models, epochs)
+
     def choices(self, node: Any, path: str) -> tuple[str, ...]:
         if not isinstance(node, list) or not node:
             raise self.fail(
@@ -196,7 +222,9 @@ def parse_space(text: str, source: str) -> SearchSpace:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UserError(f"{source}: not valid YAML: {exc}", "fix the YAML syntax") from exc
-    top = r.mapping(raw, "", {"prune", "precision", "distill"}, {"prune", "precision", "distill"})
+    top = r.mapping(
+        raw, "", {"prune", "precision", "distill", "refine"}, {"prune", "precision", "distill"}
+    )
 
     prune = r.mapping(
         top["prune"], "prune", {"round_to", "importance", "default", "rules"}, {"default"}
@@ -274,6 +302,8 @@ def parse_space(text: str, source: str) -> SearchSpace:
         alpha=r.float_range(distill["alpha"], "distill.alpha", 0.0, 1.0, with_start=True),
         features=tuple(features),
         text=text,
+        # Without refine.epochs: three times the search's longest fine-tuning.
+        refine=r.refine(top.get("refine"), 3 * max(1, int(distill["epochs"]["max"]))),
     )
 
 

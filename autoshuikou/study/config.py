@@ -50,6 +50,7 @@ class SearchConfig:
     final_remeasure: bool = True  # without: the front keeps its search-time latencies
     runtime: str = DEFAULT_RUNTIME  # runs and times the artifacts; the budget refers to it
     warm_start: bool = True  # begin with the uniform plans
+    refine: int | None = None  # front models trained longer after the search (None: the space's)
     energy_objective: bool = False  # minimize energy per inference as a fourth objective
 
     def __post_init__(self) -> None:
@@ -74,6 +75,8 @@ class SearchConfig:
             )
         if self.space is not None and not Path(self.space).is_file():
             raise UserError(f"--space {self.space}: no such file", "give a search-space YAML file")
+        if self.refine is not None and self.refine < 0:
+            raise UserError(f"--refine must be 0 or more, got {self.refine}", "e.g. --refine 2")
         if self.max_length < 1:
             raise UserError(f"--max-length must be at least 1, got {self.max_length}", "e.g. 128")
         if not self.measure_seconds > 0:

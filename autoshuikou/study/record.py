@@ -42,6 +42,7 @@ class TrialRecord:
     energy_mj: float | None = None
     latency_predicted_ms: float | None = None
     prediction_error: float | None = None  # predicted / measured - 1
+    refined_from: int | None = None  # the trial whose plan this one trained longer
 
     def to_attrs(self) -> dict[str, Any]:
         """The user attributes to set on the trial, keyed as studies have always been."""

@@ -65,6 +65,7 @@ from autoshuikou.study.objectives import (
 from autoshuikou.study.pareto import is_feasible, pareto_indices
 from autoshuikou.study.profile import cache_path, load_or_build_latency_model
 from autoshuikou.study.record import TrialRecord, TrialTags
+from autoshuikou.study.refine import REFINE_ATTR, Candidate, refine_targets, refined_plan
 from autoshuikou.study.samplers import make_sampler
 from autoshuikou.study.screening import (
     LATENCY_MARGIN,
@@ -78,6 +79,7 @@ from autoshuikou.study.screening import (
 )
 from autoshuikou.study.storage import (
     WORKER,
+    ReservationLock,
     fail_orphaned_trials,
     make_storage,
     open_study,
@@ -105,6 +107,10 @@ MAX_REJECTED_IN_A_ROW = 50
 
 
 def counted(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` counts towards ``trials``: trained, or screened after training began
+    (refined trials come after the count: see ``study.refine``)."""
+    if REFINE_ATTR in trial.user_attrs:
+        return False
     return trial.state == TrialState.COMPLETE or (
         trial.state == TrialState.PRUNED and "screen_metric" in trial.user_attrs
     )
@@ -203,6 +209,7 @@ def _summary_point(model: FrontModel, artifact_name: str) -> dict[str, Any]:
         "peak_memory_mb": r.peak_memory_mb,
         "model_sha256": r.model_sha256,
         **({"energy_mj": r.energy_mj} if r.energy_mj is not None else {}),
+        **({"refined_from": r.refined_from} if r.refined_from is not None else {}),
     }
 
 
@@ -291,10 +298,16 @@ def time_breakdown(
     """Where the study's time went: this run's setup, and the trials' seconds by phase (all
     workers, all runs), with the trained and the screened-out trials counted apart."""
     phases = {phase: 0.0 for phase in PHASES}
-    trained = screened_out = 0
+    trained = screened_out = refined = 0
+    refine_seconds = 0.0
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        for phase, seconds in t.user_attrs.get("seconds", {}).items():
-            phases[phase] = phases.get(phase, 0.0) + seconds
+        seconds = t.user_attrs.get("seconds", {})
+        if REFINE_ATTR in t.user_attrs:
+            refined += 1
+            refine_seconds += sum(seconds.values())
+            continue
+        for phase, value in seconds.items():
+            phases[phase] = phases.get(phase, 0.0) + value
         trained += t.state == TrialState.COMPLETE
         screened_out += t.state == TrialState.PRUNED and counted(t)
     return {
@@ -302,6 +315,8 @@ def time_breakdown(
         "trial_seconds": {k: round(v, 1) for k, v in phases.items()},
         "trials_trained": trained,
         "trials_screened_out": screened_out,
+        "trials_refined": refined,
+        "refine_seconds": round(refine_seconds, 1),
     }
 
 
@@ -741,6 +756,8 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
     anchor = baseline or "warm_start" in trial.user_attrs
     untrained = _time_untrained(run, trial, plan, exempt_budget=baseline)
     extra: dict[str, Any] = {} if predicted is None else {"latency_predicted_ms": predicted}
+    if REFINE_ATTR in trial.user_attrs:
+        extra["refined_from"] = trial.user_attrs[REFINE_ATTR]
     if untrained is not None:
         extra.update(untrained.to_attrs())
     started = time.monotonic()
@@ -853,6 +870,8 @@ def _run_trials(run: _Run, study: optuna.Study, storage: BaseStorage) -> str | N
         )
     raise_if_interrupted()
     if rejected_in_a_row < MAX_REJECTED_IN_A_ROW:
+        if config.timeout is None or time.monotonic() - run.started < config.timeout:
+            _refine(run, study, lock, run_one, after_trial)
         return None
     reason = (
         f"{rejected_in_a_row} plans in a row were over the budget before training (predicted, "
@@ -861,6 +880,64 @@ def _run_trials(run: _Run, study: optuna.Study, storage: BaseStorage) -> str | N
     )
     progress.line(f"stopped early: {reason}")
     return reason
+
+
+def _refine_candidates(run: _Run, study: optuna.Study, epochs: int) -> list[Candidate]:
+    """The feasible Pareto models of the search's own trials (no references, no refined
+    trials) whose plan trains fewer than ``epochs`` epochs."""
+    objectives = study_objectives(study)
+    own = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if is_feasible(t) and REFINE_ATTR not in t.user_attrs and "reference" not in t.user_attrs
+    ]
+    candidates = []
+    for i in pareto_indices([point(t, objectives) for t in own]):
+        trial = own[i]
+        plan = read_json(run.ctx.trials_dir / f"{trial.number:04d}" / "plan.json")
+        if int(plan["distill"]["epochs"]) < epochs:
+            record = TrialRecord.from_trial(trial)
+            candidates.append(Candidate(trial.number, record.metric, record.latency_ms))
+    return candidates
+
+
+def _refine(
+    run: _Run,
+    study: optuna.Study,
+    lock: ReservationLock,
+    run_one: Callable[[optuna.Trial], tuple[float, ...]],
+    after_trial: Callable[[optuna.Study, FrozenTrial], None],
+) -> None:
+    """Train the front models ``refine_targets`` picks again with the space's refine
+    epochs, one new trial each (see ``study.refine``); a rerun resumes where it stopped."""
+    refine = run.ctx.space.space.refine
+    models = refine.models if run.config.refine is None else run.config.refine
+    if models == 0:
+        return
+    while True:
+        raise_if_interrupted()
+        lock.acquire()
+        try:
+            trials = study.get_trials(deepcopy=False)
+            waiting = [
+                t for t in trials if REFINE_ATTR in t.user_attrs and t.state == TrialState.WAITING
+            ]
+            if not waiting:  # else a worker died before running it: run it now
+                done = {t.user_attrs[REFINE_ATTR] for t in trials if REFINE_ATTR in t.user_attrs}
+                targets = refine_targets(_refine_candidates(run, study, refine.epochs), models)
+                todo = [n for n in targets if n not in done]
+                if not todo:
+                    return
+                folder = run.ctx.trials_dir / f"{todo[0]:04d}"
+                plan = refined_plan(Plan.from_dict(read_json(folder / "plan.json")), refine.epochs)
+                study.enqueue_trial({}, user_attrs={"plan": plan.to_dict(), REFINE_ATTR: todo[0]})
+                run.progress.line(
+                    f"refining trial {todo[0]}: its plan again with {refine.epochs} epochs "
+                    f"({len(done) + 1} of {len(targets)})"
+                )
+            study.optimize(run_one, n_trials=1, catch=(Exception,), callbacks=[after_trial])
+        finally:
+            lock.release()
 
 
 def _finish(

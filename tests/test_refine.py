@@ -1,0 +1,36 @@
+"""Which front models are trained again after the search (study.refine)."""
+
+from autoshuikou.plan import DistillSettings, Plan
+from autoshuikou.study.refine import Candidate, refine_targets, refined_plan
+
+FRONT = [
+    Candidate(trial=4, metric=0.775, latency_ms=0.83),  # the best
+    Candidate(trial=5, metric=0.770, latency_ms=0.86),  # slower and worse: never picked
+    Candidate(trial=9, metric=0.760, latency_ms=0.78),  # within 10% of trial 4: skipped
+    Candidate(trial=12, metric=0.700, latency_ms=0.74),  # the best at <= 0.747 ms
+    Candidate(trial=6, metric=0.400, latency_ms=0.51),
+]
+
+
+def test_refinement_walks_down_the_front_each_step_at_least_ten_percent_faster() -> None:
+    assert refine_targets(FRONT, 1) == [4]
+    assert refine_targets(FRONT, 2) == [4, 12]
+    assert refine_targets(FRONT, 3) == [4, 12, 6]
+    assert refine_targets(FRONT, 9) == [4, 12, 6]  # nothing faster than trial 6 is left
+    assert refine_targets(FRONT, 0) == [] and refine_targets([], 3) == []
+
+
+def test_a_refined_plan_changes_only_the_epochs() -> None:
+    plan = Plan(
+        prune={"g": 0.5},
+        precision={"conv": "int8"},
+        distill=DistillSettings(epochs=4, lr=3e-3, alpha=0.2),
+        round_to=8,
+        importance="taylor",
+    )
+    longer = refined_plan(plan, 24)
+    assert longer.distill.epochs == 24
+    assert longer.to_dict() | {"distill": {}} == plan.to_dict() | {"distill": {}}
+    assert {k: v for k, v in longer.to_dict()["distill"].items() if k != "epochs"} == {
+        k: v for k, v in plan.to_dict()["distill"].items() if k != "epochs"
+    }
