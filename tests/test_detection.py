@@ -81,8 +81,16 @@ def test_own_detector_is_searched_with_map_kept_and_verified(tmp_path: Path) -> 
     task_file.write_text(TASK_FILE.format(tests=str(Path(__file__).parent)))
     task = load_task(f"{task_file}:make_task")
     assert task.family == "detection" and task.metric_name == "map"
-    result = search(task, budget="300%", trials=3, out=tmp_path / "runs", measure_seconds=0.2)
+    result = search(
+        task, budget="300%", trials=3, out=tmp_path / "runs", measure_seconds=0.2, refine=1
+    )
     assert result.feasible and result.pareto
+    # detection.yaml's refinement: the best model trained again, 40 epochs (--refine 1).
+    assert read_json(result.run_dir / "summary.json")["time"]["trials_refined"] == 1
+    refined = [p for p in result.pareto if "refined_from" in p]
+    for point in refined:
+        plan = read_json(result.run_dir / point["path"].replace("model.onnx", "plan.json"))
+        assert plan["distill"]["epochs"] == 40
     anchors = sum((dd.CANVAS // s) ** 2 for s in dd.STRIDES)
     for point in result.pareto:
         model = result.run_dir / point["path"]

@@ -237,6 +237,10 @@ def test_refinement_trains_the_best_front_model_longer_once(
     study = _study(result.run_dir)
     refined = [t for t in study.trials if "refine_of" in t.user_attrs]
     assert len(refined) == 1 and refined[0].state == TrialState.COMPLETE
+    # Refinement is a new trial: the uniform plans beyond the three stay queued for a rerun.
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert waiting and all("warm_start" in t.user_attrs for t in waiting)
+    assert refined[0].number == max(t.number for t in study.trials)
     source = refined[0].user_attrs["refine_of"]
     # The best feasible model of the search's own trials (no references) is trained again.
     own = [

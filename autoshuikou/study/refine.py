@@ -12,7 +12,13 @@ other; it replaces its original on the front when it scores higher.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
+
+import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.trial import FrozenTrial, TrialState
 
 from autoshuikou.plan import Plan
 
@@ -49,3 +55,44 @@ def refine_targets(front: list[Candidate], models: int) -> list[int]:
 def refined_plan(plan: Plan, epochs: int) -> Plan:
     """The same architecture, precisions and distillation settings, trained ``epochs``."""
     return replace(plan, distill=replace(plan.distill, epochs=epochs))
+
+
+def run_new_trial(
+    study: optuna.Study,
+    user_attrs: dict[str, Any],
+    objective: Callable[[optuna.Trial], tuple[float, ...]],
+    after: Callable[[optuna.Study, FrozenTrial], None],
+) -> None:
+    """Run ``objective`` on a trial created now with ``user_attrs``, as ``study.optimize``
+    would (heartbeat, pruned or failed states), but never on a queued one: ``optimize``
+    takes the oldest WAITING trial, and uniform plans beyond ``trials`` stay queued for a
+    larger rerun. Failures are recorded on the trial, not raised (as ``catch`` does)."""
+    storage = study._storage
+    trial_id = storage.create_new_trial(study._study_id)
+    for key, value in user_attrs.items():
+        storage.set_trial_user_attr(trial_id, key, value)
+    trial = optuna.Trial(study, trial_id)
+    values: tuple[float, ...] | None = None
+    state: TrialState | None = None
+    stopped: KeyboardInterrupt | None = None
+    with get_heartbeat_thread(trial_id, storage):
+        try:
+            values = objective(trial)
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except Exception:
+            state = TrialState.FAIL
+        except KeyboardInterrupt as interrupt:  # failed without an error: a rerun retries it
+            state, stopped = TrialState.FAIL, interrupt
+    study.tell(trial, values, state=state)
+    if stopped is not None:
+        raise stopped
+    after(study, storage.get_trial(trial_id))
+
+
+def refinement_done(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` settles its refinement: it finished, runs, or failed with an error
+    (not retried, so an error cannot loop); interrupted, dead-worker or queued ones do not."""
+    if trial.state == TrialState.WAITING:
+        return False
+    return trial.state != TrialState.FAIL or "error" in trial.user_attrs

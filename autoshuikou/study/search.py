@@ -65,7 +65,14 @@ from autoshuikou.study.objectives import (
 from autoshuikou.study.pareto import is_feasible, pareto_indices
 from autoshuikou.study.profile import cache_path, load_or_build_latency_model
 from autoshuikou.study.record import TrialRecord, TrialTags
-from autoshuikou.study.refine import REFINE_ATTR, Candidate, refine_targets, refined_plan
+from autoshuikou.study.refine import (
+    REFINE_ATTR,
+    Candidate,
+    refine_targets,
+    refined_plan,
+    refinement_done,
+    run_new_trial,
+)
 from autoshuikou.study.samplers import make_sampler
 from autoshuikou.study.screening import (
     LATENCY_MARGIN,
@@ -918,24 +925,23 @@ def _refine(
         raise_if_interrupted()
         lock.acquire()
         try:
-            trials = study.get_trials(deepcopy=False)
-            waiting = [
-                t for t in trials if REFINE_ATTR in t.user_attrs and t.state == TrialState.WAITING
-            ]
-            if not waiting:  # else a worker died before running it: run it now
-                done = {t.user_attrs[REFINE_ATTR] for t in trials if REFINE_ATTR in t.user_attrs}
-                targets = refine_targets(_refine_candidates(run, study, refine.epochs), models)
-                todo = [n for n in targets if n not in done]
-                if not todo:
-                    return
-                folder = run.ctx.trials_dir / f"{todo[0]:04d}"
-                plan = refined_plan(Plan.from_dict(read_json(folder / "plan.json")), refine.epochs)
-                study.enqueue_trial({}, user_attrs={"plan": plan.to_dict(), REFINE_ATTR: todo[0]})
-                run.progress.line(
-                    f"refining trial {todo[0]}: its plan again with {refine.epochs} epochs "
-                    f"({len(done) + 1} of {len(targets)})"
-                )
-            study.optimize(run_one, n_trials=1, catch=(Exception,), callbacks=[after_trial])
+            trials = [t for t in study.get_trials(deepcopy=False) if REFINE_ATTR in t.user_attrs]
+            for queued in (t for t in trials if t.state == TrialState.WAITING):
+                # A dead worker's refinement queued again: it is run here, as a new trial.
+                study._storage.set_trial_state_values(queued._trial_id, TrialState.FAIL)
+            done = {t.user_attrs[REFINE_ATTR] for t in trials if refinement_done(t)}
+            targets = refine_targets(_refine_candidates(run, study, refine.epochs), models)
+            todo = [n for n in targets if n not in done]
+            if not todo:
+                return
+            folder = run.ctx.trials_dir / f"{todo[0]:04d}"
+            plan = refined_plan(Plan.from_dict(read_json(folder / "plan.json")), refine.epochs)
+            run.progress.line(
+                f"refining trial {todo[0]}: its plan again with {refine.epochs} epochs "
+                f"({len(targets) - len(todo) + 1} of {len(targets)})"
+            )
+            attrs = {"plan": plan.to_dict(), REFINE_ATTR: todo[0]}
+            run_new_trial(study, attrs, run_one, after_trial)  # run_one releases the lock
         finally:
             lock.release()
 
