@@ -1,7 +1,10 @@
 """Which front models are trained again after the search (study.refine)."""
 
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
 from autoshuikou.plan import DistillSettings, Plan
-from autoshuikou.study.refine import Candidate, refine_targets, refined_plan
+from autoshuikou.study.refine import Candidate, refine_targets, refined_plan, refinement_done
 
 FRONT = [
     Candidate(trial=4, metric=0.775, latency_ms=0.83),  # the best
@@ -34,3 +37,15 @@ def test_a_refined_plan_changes_only_the_epochs() -> None:
     assert {k: v for k, v in longer.to_dict()["distill"].items() if k != "epochs"} == {
         k: v for k, v in plan.to_dict()["distill"].items() if k != "epochs"
     }
+
+
+def test_only_interrupted_dead_or_queued_refinements_are_run_again() -> None:
+    def trial(state: TrialState, **attrs: object) -> FrozenTrial:
+        values = [0.5, 1.0, 100.0] if state == TrialState.COMPLETE else None
+        return optuna.trial.create_trial(state=state, values=values, user_attrs=attrs)
+
+    assert refinement_done(trial(TrialState.COMPLETE))
+    assert refinement_done(trial(TrialState.PRUNED))
+    assert refinement_done(trial(TrialState.FAIL, error="RuntimeError: boom"))  # no loop
+    assert not refinement_done(trial(TrialState.FAIL))  # Ctrl-C or a dead worker
+    assert not refinement_done(trial(TrialState.WAITING))

@@ -171,9 +171,12 @@ def bind_task_space(task: Task, space: str | Path | None) -> BoundSpace:
     return bind_space(loaded, groups, layer_names(task), modules, fp32)
 
 
-def front(study: optuna.Study) -> list[FrozenTrial]:
+def front(
+    study: optuna.Study, among: Callable[[FrozenTrial], bool] = lambda _t: True
+) -> list[FrozenTrial]:
+    """The Pareto set of the feasible trials (of those ``among`` accepts)."""
     objectives = study_objectives(study)
-    feasible = [t for t in study.get_trials(deepcopy=False) if is_feasible(t)]
+    feasible = [t for t in study.get_trials(deepcopy=False) if is_feasible(t) and among(t)]
     return [feasible[i] for i in pareto_indices([point(t, objectives) for t in feasible])]
 
 
@@ -463,6 +466,8 @@ def search(
     screens each sampled plan (latency measured untrained, metric after half an epoch) and
     trains fully only those that could join the front (see ``study.screening``); ``"full"``
     trains every plan. ``device`` is where fine-tuning runs ("auto": CUDA when available).
+    ``refine`` front models (None: the space's ``refine.models``) are then trained again
+    with the space's ``refine.epochs`` (see ``study.refine``).
     """
     started = time.monotonic()
     config = replace(config or SearchConfig(), **settings)
@@ -877,8 +882,7 @@ def _run_trials(run: _Run, study: optuna.Study, storage: BaseStorage) -> str | N
         )
     raise_if_interrupted()
     if rejected_in_a_row < MAX_REJECTED_IN_A_ROW:
-        if config.timeout is None or time.monotonic() - run.started < config.timeout:
-            _refine(run, study, lock, run_one, after_trial)
+        _refine(run, study, lock, run_one, after_trial)
         return None
     reason = (
         f"{rejected_in_a_row} plans in a row were over the budget before training (predicted, "
@@ -892,15 +896,8 @@ def _run_trials(run: _Run, study: optuna.Study, storage: BaseStorage) -> str | N
 def _refine_candidates(run: _Run, study: optuna.Study, epochs: int) -> list[Candidate]:
     """The feasible Pareto models of the search's own trials (no references, no refined
     trials) whose plan trains fewer than ``epochs`` epochs."""
-    objectives = study_objectives(study)
-    own = [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if is_feasible(t) and REFINE_ATTR not in t.user_attrs and "reference" not in t.user_attrs
-    ]
     candidates = []
-    for i in pareto_indices([point(t, objectives) for t in own]):
-        trial = own[i]
+    for trial in front(study, lambda t: not {REFINE_ATTR, "reference"} & set(t.user_attrs)):
         plan = read_json(run.ctx.trials_dir / f"{trial.number:04d}" / "plan.json")
         if int(plan["distill"]["epochs"]) < epochs:
             record = TrialRecord.from_trial(trial)
@@ -916,12 +913,12 @@ def _refine(
     after_trial: Callable[[optuna.Study, FrozenTrial], None],
 ) -> None:
     """Train the front models ``refine_targets`` picks again with the space's refine
-    epochs, one new trial each (see ``study.refine``); a rerun resumes where it stopped."""
+    epochs, one new trial each (see ``study.refine``), until done or the timeout passes (as
+    for trials, none starts after it); a rerun resumes where it stopped."""
     refine = run.ctx.space.space.refine
     models = refine.models if run.config.refine is None else run.config.refine
-    if models == 0:
-        return
-    while True:
+    timeout = run.config.timeout
+    while models > 0 and (timeout is None or time.monotonic() - run.started < timeout):
         raise_if_interrupted()
         lock.acquire()
         try:
