@@ -90,6 +90,21 @@ def _wait_for_running_trial(
     raise AssertionError("the worker never started a trial")
 
 
+def _wait_for_trial_of(
+    tmp_path: Path, storage: str | None, worker: subprocess.Popen[str], timeout: float = 120
+) -> None:
+    """Wait until the study holds a RUNNING trial tagged with ``worker``'s pid."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if worker.poll() is not None:
+            raise AssertionError(f"the worker ended early: {worker.communicate()[1][-3000:]}")
+        running = load(tmp_path, storage).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if any(str(t.user_attrs.get("worker", "")).endswith(f":{worker.pid}") for t in running):
+            return
+        time.sleep(0.02)
+    raise AssertionError("the worker never ran a trial of its own")
+
+
 @pytest.mark.parametrize("backend", ["journal", "postgres"])
 def test_a_killed_worker_loses_nothing(
     backend: str, tmp_path: Path, tiny_task_file: str, request: pytest.FixtureRequest
@@ -99,6 +114,8 @@ def test_a_killed_worker_loses_nothing(
     _wait_for_running_trial(tmp_path, victim)
     survivor = start_worker(tmp_path, tiny_task_file, 8, storage)
     time.sleep(1.0)
+    # Killed inside one of its trials (a tiny trial can end within that second).
+    _wait_for_trial_of(tmp_path, storage, victim)
     os.kill(victim.pid, signal.SIGKILL)
     victim.communicate()
     try:
@@ -221,3 +238,19 @@ def test_a_stale_journal_lock_can_expire_with_a_relative_run_folder(
         assert os.stat(lock._lock_file).st_mtime > 0  # what the grace period reads
     finally:
         lock.release()
+
+
+def test_workers_creating_the_tables_at_once_retry_instead_of_failing() -> None:
+    import sqlalchemy.exc
+
+    from autoshuikou.study.storage import _schema_race
+
+    class DriverError(Exception):
+        def __init__(self, pgcode: str) -> None:
+            self.pgcode = pgcode
+
+    # A duplicate table (42P07) or object (42710) is the other worker's CREATE: retried.
+    for code in ("42P07", "42710", "23505"):
+        assert _schema_race(sqlalchemy.exc.ProgrammingError("CREATE", {}, DriverError(code)))
+    # A refused login (28P01) or an unreachable server is not: reported at once.
+    assert not _schema_race(sqlalchemy.exc.OperationalError("connect", {}, DriverError("28P01")))

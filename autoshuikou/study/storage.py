@@ -81,7 +81,7 @@ def make_storage(url: str | None, run_dir: Path) -> BaseStorage:
                 )
             except Exception as exc:
                 # Workers starting together race to create Optuna's tables: try again.
-                if "IntegrityError" in type(exc).__name__ and attempt < 4:
+                if _schema_race(exc) and attempt < 4:
                     time.sleep(0.5 + attempt)
                     continue
                 raise UserError(
@@ -94,6 +94,17 @@ def make_storage(url: str | None, run_dir: Path) -> BaseStorage:
         f"unsupported --storage {url!r}",
         "use postgresql://user:password@host/db for several machines, or a path ending in .journal",
     )
+
+
+# PostgreSQL errors of two workers creating the same tables at once: unique violation
+# (pg_type rows), duplicate table, duplicate object.
+_SCHEMA_RACE_CODES = frozenset({"23505", "42P07", "42710"})
+
+
+def _schema_race(exc: Exception) -> bool:
+    """Whether ``exc`` (SQLAlchemy's, wrapping the driver's) is that creation race."""
+    code = getattr(getattr(exc, "orig", None), "pgcode", None)
+    return "IntegrityError" in type(exc).__name__ or code in _SCHEMA_RACE_CODES
 
 
 def _redact(url: str) -> str:
