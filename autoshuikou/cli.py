@@ -291,6 +291,13 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
         "refine.epochs (the best feasible one, then each next at least 10%% faster); "
         "default: the space's refine.models (detectors 2, others 0)",
     )
+    s.add_argument(
+        "--refine-epochs",
+        type=int,
+        default=DEFAULTS.refine_epochs,
+        help="epochs of each refinement (default: the space's refine.epochs); raising it "
+        "on a finished run refines its models again, longer",
+    )
     s.add_argument("--device", default=DEFAULTS.device, help=DEVICE_HELP)
     s.add_argument(
         "--storage",

@@ -3,8 +3,10 @@ under several distillation settings, scored on the validation scenes in PyTorch.
 
     python benchmarks/detection_recipe.py                       # the table in docs/benchmarks.md
     python benchmarks/detection_recipe.py --ratio 0.5 --runs '[{"lr": 0.003, "alpha": 0.2}]'
+    python benchmarks/detection_recipe.py --runs '[{"lr": 0.003, "alpha": 0.2, "groups": {"head": 0.75}}]'
 
-Each run: every channel group pruned by --ratio (round_to 8; channels ranked by the run's
+Each run: every channel group pruned by --ratio, except the groups whose names start
+with a key of the run's ``groups`` ({name prefix: ratio}) (round_to 8; channels ranked by the run's
 ``importance``, magnitude or taylor, as the search space's ``prune.importance``), fp32, then
 ``compress.distill.distill`` with the run's epochs (default 6), lr, alpha and optional
 ``features`` ({module: weight}), seed 0. Prints one JSON line per run (mAP, mAP@.5, seconds).
@@ -56,7 +58,7 @@ def main() -> None:
     teacher, example = task.model, task.example_input
     val_x = torch.cat([x for x, _ in task.val_data])
     val_t = torch.cat([t for _, t in task.val_data])
-    ratios = {g.name: args.ratio for g in channel_groups(teacher, example, "detection")}
+    names = [g.name for g in channel_groups(teacher, example, "detection")]
     scores = mean_average_precision(predict(teacher, val_x), val_t, CANVAS)
     print(json.dumps({"teacher": scores}), flush=True)
     gradients = None
@@ -64,6 +66,7 @@ def main() -> None:
         if run.get("importance") == "taylor" and gradients is None:
             gradients = taylor_gradients(task, seed=0)  # as a search with seed 0 takes them
         by_taylor = run.get("importance") == "taylor"
+        ratios = {name: _ratio(name, args.ratio, run.get("groups", {})) for name in names}
         student = prune(
             teacher,
             example,
@@ -85,6 +88,11 @@ def main() -> None:
         scores = mean_average_precision(predict(student, val_x), val_t, CANVAS)
         row = {"ratio": args.ratio, **run, **{k: round(v, 4) for k, v in scores.items()}}
         print(json.dumps(row | {"seconds": round(seconds)}), flush=True)
+
+
+def _ratio(group: str, default: float, groups: dict[str, float]) -> float:
+    """The ratio of the first ``groups`` prefix ``group`` starts with, else ``default``."""
+    return next((r for prefix, r in groups.items() if group.startswith(prefix)), default)
 
 
 if __name__ == "__main__":

@@ -262,6 +262,13 @@ def test_refinement_trains_the_best_front_model_longer_once(
     # The three trials are still three: a rerun resumes and trains nothing more.
     search(tiny_task, trials=3, out=tmp_path, study_name="s", space=space, **FAST)
     assert len(_study(result.run_dir).trials) == len(study.trials)
+    # Raising the epochs refines the same model again, longer, once.
+    longer = dict(trials=3, out=tmp_path, study_name="s", space=space, refine_epochs=8)
+    for _ in range(2):
+        search(tiny_task, **longer, **FAST)
+    again = [t for t in _study(result.run_dir).trials if "refine_of" in t.user_attrs]
+    assert [t.user_attrs["refine_epochs"] for t in again] == [6, 8]
+    assert again[1].user_attrs["refine_of"] == source and again[1].state == TrialState.COMPLETE
     # verify rebuilds every front model, a refined one too, from its plan.json.
     rows = verify_run(result.run_dir, None, seconds=0.2, task=tiny_task)
     assert rows and all(row["metric"] for row in rows)

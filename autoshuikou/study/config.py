@@ -51,6 +51,7 @@ class SearchConfig:
     runtime: str = DEFAULT_RUNTIME  # runs and times the artifacts; the budget refers to it
     warm_start: bool = True  # begin with the uniform plans
     refine: int | None = None  # front models trained longer after the search (None: the space's)
+    refine_epochs: int | None = None  # and with how many epochs (None: the space's)
     energy_objective: bool = False  # minimize energy per inference as a fourth objective
 
     def __post_init__(self) -> None:
@@ -77,6 +78,11 @@ class SearchConfig:
             raise UserError(f"--space {self.space}: no such file", "give a search-space YAML file")
         if self.refine is not None and self.refine < 0:
             raise UserError(f"--refine must be 0 or more, got {self.refine}", "e.g. --refine 2")
+        if self.refine_epochs is not None and self.refine_epochs < 1:
+            raise UserError(
+                f"--refine-epochs must be at least 1, got {self.refine_epochs}",
+                "e.g. --refine-epochs 60",
+            )
         if self.max_length < 1:
             raise UserError(f"--max-length must be at least 1, got {self.max_length}", "e.g. 128")
         if not self.measure_seconds > 0:

@@ -66,6 +66,7 @@ from autoshuikou.study.pareto import is_feasible, pareto_indices
 from autoshuikou.study.profile import cache_path, load_or_build_latency_model
 from autoshuikou.study.record import TrialRecord, TrialTags
 from autoshuikou.study.refine import (
+    EPOCHS_ATTR,
     REFINE_ATTR,
     Candidate,
     refine_targets,
@@ -467,7 +468,7 @@ def search(
     trains fully only those that could join the front (see ``study.screening``); ``"full"``
     trains every plan. ``device`` is where fine-tuning runs ("auto": CUDA when available).
     ``refine`` front models (None: the space's ``refine.models``) are then trained again
-    with the space's ``refine.epochs`` (see ``study.refine``).
+    with ``refine_epochs`` (None: the space's ``refine.epochs``; see ``study.refine``).
     """
     started = time.monotonic()
     config = replace(config or SearchConfig(), **settings)
@@ -912,11 +913,12 @@ def _refine(
     run_one: Callable[[optuna.Trial], tuple[float, ...]],
     after_trial: Callable[[optuna.Study, FrozenTrial], None],
 ) -> None:
-    """Train the front models ``refine_targets`` picks again with the space's refine
-    epochs, one new trial each (see ``study.refine``), until done or the timeout passes (as
+    """Train the front models ``refine_targets`` picks again with the refine epochs (the
+    config's, else the space's), one new trial each (see ``study.refine``), until done or the timeout passes (as
     for trials, none starts after it); a rerun resumes where it stopped."""
     refine = run.ctx.space.space.refine
     models = refine.models if run.config.refine is None else run.config.refine
+    epochs = refine.epochs if run.config.refine_epochs is None else run.config.refine_epochs
     timeout = run.config.timeout
     while models > 0 and (timeout is None or time.monotonic() - run.started < timeout):
         raise_if_interrupted()
@@ -926,18 +928,18 @@ def _refine(
             for queued in (t for t in trials if t.state == TrialState.WAITING):
                 # A dead worker's refinement queued again: it is run here, as a new trial.
                 study._storage.set_trial_state_values(queued._trial_id, TrialState.FAIL)
-            done = {t.user_attrs[REFINE_ATTR] for t in trials if refinement_done(t)}
-            targets = refine_targets(_refine_candidates(run, study, refine.epochs), models)
+            done = {t.user_attrs[REFINE_ATTR] for t in trials if refinement_done(t, epochs)}
+            targets = refine_targets(_refine_candidates(run, study, epochs), models)
             todo = [n for n in targets if n not in done]
             if not todo:
                 return
             folder = run.ctx.trials_dir / f"{todo[0]:04d}"
-            plan = refined_plan(Plan.from_dict(read_json(folder / "plan.json")), refine.epochs)
+            plan = refined_plan(Plan.from_dict(read_json(folder / "plan.json")), epochs)
             run.progress.line(
-                f"refining trial {todo[0]}: its plan again with {refine.epochs} epochs "
+                f"refining trial {todo[0]}: its plan again with {epochs} epochs "
                 f"({len(targets) - len(todo) + 1} of {len(targets)})"
             )
-            attrs = {"plan": plan.to_dict(), REFINE_ATTR: todo[0]}
+            attrs = {"plan": plan.to_dict(), REFINE_ATTR: todo[0], EPOCHS_ATTR: epochs}
             run_new_trial(study, attrs, run_one, after_trial)  # run_one releases the lock
         finally:
             lock.release()
