@@ -42,20 +42,23 @@ def test_a_refined_plan_changes_only_the_epochs() -> None:
 def test_only_interrupted_dead_or_queued_refinements_are_run_again() -> None:
     def trial(state: TrialState, **attrs: object) -> FrozenTrial:
         values = [0.5, 1.0, 100.0] if state == TrialState.COMPLETE else None
-        return optuna.trial.create_trial(state=state, values=values, user_attrs=attrs)
+        plan = {"distill": {"epochs": 40}}
+        return optuna.trial.create_trial(
+            state=state, values=values, user_attrs=attrs | {"plan": plan}
+        )
 
-    assert refinement_done(trial(TrialState.COMPLETE, refine_epochs=40), 40)
-    assert refinement_done(trial(TrialState.PRUNED, refine_epochs=40), 40)
-    failed = trial(TrialState.FAIL, error="RuntimeError: boom", refine_epochs=40)
+    assert refinement_done(trial(TrialState.COMPLETE), 40)
+    assert refinement_done(trial(TrialState.PRUNED), 40)
+    failed = trial(TrialState.FAIL, error="RuntimeError: boom")
     assert refinement_done(failed, 40)  # no loop
-    assert not refinement_done(trial(TrialState.FAIL, refine_epochs=40), 40)  # Ctrl-C, dead worker
-    assert not refinement_done(trial(TrialState.WAITING, refine_epochs=40), 40)
+    assert not refinement_done(trial(TrialState.FAIL), 40)  # Ctrl-C, dead worker
+    assert not refinement_done(trial(TrialState.WAITING), 40)
 
 
 def test_raising_the_refine_epochs_refines_again() -> None:
+    plan = {"distill": {"epochs": 40}}
     done = optuna.trial.create_trial(
-        state=TrialState.COMPLETE, values=[0.5, 1.0, 100.0], user_attrs={"refine_epochs": 40}
+        state=TrialState.COMPLETE, values=[0.5, 1.0, 100.0], user_attrs={"plan": plan}
     )
+    assert refinement_done(done, 40)
     assert not refinement_done(done, 80) and not refinement_done(done, 20)
-    older = optuna.trial.create_trial(state=TrialState.COMPLETE, values=[0.5, 1.0, 100.0])
-    assert refinement_done(older, 80)  # a refinement from before the attribute

@@ -267,7 +267,7 @@ def test_refinement_trains_the_best_front_model_longer_once(
     for _ in range(2):
         search(tiny_task, **longer, **FAST)
     again = [t for t in _study(result.run_dir).trials if "refine_of" in t.user_attrs]
-    assert [t.user_attrs["refine_epochs"] for t in again] == [6, 8]
+    assert [t.user_attrs["plan"]["distill"]["epochs"] for t in again] == [6, 8]
     assert again[1].user_attrs["refine_of"] == source and again[1].state == TrialState.COMPLETE
     # verify rebuilds every front model, a refined one too, from its plan.json.
     rows = verify_run(result.run_dir, None, seconds=0.2, task=tiny_task)

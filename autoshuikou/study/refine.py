@@ -25,7 +25,6 @@ from autoshuikou.plan import Plan
 # Each next refined model is at least this much faster than the one before it.
 REFINE_STEP = 0.1
 REFINE_ATTR = "refine_of"  # the trial a refined trial trains again (user attribute)
-EPOCHS_ATTR = "refine_epochs"  # and with how many epochs: longer ones refine again
 
 
 @dataclass(frozen=True)
@@ -92,10 +91,10 @@ def run_new_trial(
 
 
 def refinement_done(trial: FrozenTrial, epochs: int) -> bool:
-    """Whether ``trial`` settles its refinement with ``epochs``: it trained with them (a
-    refinement before the epochs were raised does not count; one without the attribute
-    predates it and does) and finished, runs, or failed with an error (not retried, so an
-    error cannot loop); interrupted, dead-worker or queued ones do not."""
-    if trial.state == TrialState.WAITING or trial.user_attrs.get(EPOCHS_ATTR, epochs) != epochs:
+    """Whether ``trial`` settles its refinement with ``epochs``: its plan trains them (one
+    from before the epochs were changed does not) and it finished, runs, or failed with an
+    error (not retried, so an error cannot loop); interrupted, dead-worker or queued ones
+    do not."""
+    if trial.state == TrialState.WAITING or trial.user_attrs["plan"]["distill"]["epochs"] != epochs:
         return False
     return trial.state != TrialState.FAIL or "error" in trial.user_attrs

@@ -66,7 +66,6 @@ from autoshuikou.study.pareto import is_feasible, pareto_indices
 from autoshuikou.study.profile import cache_path, load_or_build_latency_model
 from autoshuikou.study.record import TrialRecord, TrialTags
 from autoshuikou.study.refine import (
-    EPOCHS_ATTR,
     REFINE_ATTR,
     Candidate,
     refine_targets,
@@ -939,7 +938,7 @@ def _refine(
                 f"refining trial {todo[0]}: its plan again with {epochs} epochs "
                 f"({len(targets) - len(todo) + 1} of {len(targets)})"
             )
-            attrs = {"plan": plan.to_dict(), REFINE_ATTR: todo[0], EPOCHS_ATTR: epochs}
+            attrs = {"plan": plan.to_dict(), REFINE_ATTR: todo[0]}
             run_new_trial(study, attrs, run_one, after_trial)  # run_one releases the lock
         finally:
             lock.release()
