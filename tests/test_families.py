@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from autoshuikou.compress.distill import distill
 from autoshuikou.compress.prune import channel_groups, count_macs_params, prune
 from autoshuikou.compress.quantize import Int8Format, calibration_batches
 from autoshuikou.families import FAMILIES, call, to_feed
@@ -15,6 +16,7 @@ from autoshuikou.measure.accuracy import artifact_scores, torch_metric
 from autoshuikou.measure.latency_model import ATTENTION, layer_macs
 from autoshuikou.measure.runtime import RuntimeSettings, open_runner
 from autoshuikou.measure.size import graph_counts
+from autoshuikou.plan import DistillSettings
 from autoshuikou.runtimes.onnxruntime import OnnxRuntime
 from autoshuikou.study.search import layer_names
 from autoshuikou.tasks import Task, validate_task
@@ -59,6 +61,29 @@ def test_pruned_model_runs_the_same_in_onnx_as_in_pytorch(task: Task, tmp_path: 
     assert len(outputs) == len(task.family_impl.outputs) == len(expected)
     for got, want in zip(outputs, expected, strict=True):
         np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_every_family_fine_tunes_on_cuda_as_on_the_cpu(task: Task) -> None:
+    # The family's losses build their helper tensors where the student trains (the
+    # detection loss once made its anchors on the CPU and failed on CUDA).
+    groups = channel_groups(task.model, task.inputs, task.family)
+    settings = DistillSettings(epochs=1, lr=1e-3, temperature=2.0, alpha=0.5)
+    losses = {}
+    for device in ("cpu", "cuda"):
+        student = prune(task.model, task.inputs, {g.name: 0.5 for g in groups}, 1, task.family)
+        for module in student.modules():  # dropout draws from each device's own generator
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        before = [p.detach().clone() for p in student.parameters()]
+        history: list[dict[str, float]] = []
+        distill(student, task.model, task, settings, history=history, device=device)
+        after = list(student.parameters())
+        assert all(p.device.type == "cpu" for p in after)  # handed back where it came from
+        assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+        losses[device] = history[0]
+    for term, value in losses["cpu"].items():  # same data, seed and steps; kernels differ
+        assert losses["cuda"][term] == pytest.approx(value, rel=0.05, abs=1e-4)
 
 
 def test_every_layer_is_named_in_the_exported_graph(task: Task) -> None:

@@ -49,21 +49,24 @@ def canvas_of(raw: torch.Tensor) -> int:
 
 
 @functools.lru_cache(maxsize=8)
-def anchor_points(canvas: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(centers (A, 2) as x, y in pixels, strides (A,)), in the network's output order.
-    Cached: treat the returned tensors as read-only."""
+def anchor_points(
+    canvas: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(centers (A, 2) as x, y in pixels, strides (A,)) on ``device``, in the network's
+    output order. Cached per device: treat the returned tensors as read-only."""
     centers, strides = [], []
     for stride in STRIDES:
         cells = canvas // stride
-        ys, xs = torch.meshgrid(torch.arange(cells), torch.arange(cells), indexing="ij")
+        cell = torch.arange(cells, device=device)
+        ys, xs = torch.meshgrid(cell, cell, indexing="ij")
         centers.append(torch.stack([xs, ys], dim=-1).reshape(-1, 2).float().add(0.5) * stride)
-        strides.append(torch.full((cells * cells,), float(stride)))
+        strides.append(torch.full((cells * cells,), float(stride), device=device))
     return torch.cat(centers), torch.cat(strides)
 
 
 def _boxes(raw: torch.Tensor, canvas: int) -> torch.Tensor:
     """Decoded xyxy boxes (..., A, 4) from raw (..., A, >=4)."""
-    return _boxes_at(raw, *anchor_points(canvas))
+    return _boxes_at(raw, *anchor_points(canvas, raw.device))
 
 
 def _boxes_at(raw: torch.Tensor, centers: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
@@ -89,7 +92,7 @@ def decode(
     ``labels`` (N,), after class-wise NMS, best first, at most ``max_det``."""
     with torch.no_grad():
         raw = raw.float()
-        centers, strides = anchor_points(canvas)
+        centers, strides = anchor_points(canvas, raw.device)
         scores, labels = _scores(raw)
         out = []
         for b in range(raw.shape[0]):
@@ -116,7 +119,7 @@ def assign(targets: torch.Tensor, canvas: int, radius: float = 1.5) -> torch.Ten
     inside it on any level, or failing that (a box thinner than the anchor spacing, about
     0.4% of digits) the nearest anchor of the finest level, which can only approximate it.
     """
-    centers, strides = anchor_points(canvas)
+    centers, strides = anchor_points(canvas, targets.device)
     cx, cy = centers[:, 0][None, :, None], centers[:, 1][None, :, None]  # (1, A, 1)
     s = strides[None, :, None]
     x1, y1, x2, y2 = (targets[:, None, :, i] for i in range(1, 5))  # (B, 1, M)
@@ -164,7 +167,7 @@ def detection_loss(
     num_pos = pos.sum().clamp(min=1).to(raw.dtype)
     b_idx, a_idx = torch.nonzero(pos, as_tuple=True)
     matched = targets[b_idx, idx[b_idx, a_idx]]  # (P, 5)
-    centers, strides = anchor_points(canvas)
+    centers, strides = anchor_points(canvas, raw.device)
     pred_boxes = _boxes_at(raw[b_idx, a_idx], centers[a_idx], strides[a_idx])
     gt_boxes = matched[:, 1:]
     box_loss = generalized_box_iou_loss(pred_boxes, gt_boxes, reduction="sum")
