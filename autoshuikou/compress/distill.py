@@ -121,7 +121,8 @@ def distill(
         passes = math.ceil(steps / per_epoch)
         while done < steps:
             on_epoch(done // per_epoch + 1, passes)
-            sums = {"soft": 0.0, "hard": 0.0, "feature": 0.0}
+            # Summed on the device: a .item() per step would wait for the GPU every step.
+            sums = {name: torch.zeros((), device=on_device) for name in ("soft", "hard", "feature")}
             batches = 0
             for inputs, targets in task.batches("train_data"):
                 if done == steps:
@@ -146,16 +147,16 @@ def distill(
                 loss.backward()
                 opt.step()
                 sched.step()
-                sums["soft"] += soft.item()
-                sums["hard"] += hard.item()
-                sums["feature"] += feature.item()
+                sums["soft"] += soft.detach()
+                sums["hard"] += hard.detach()
+                sums["feature"] += feature.detach()
                 batches += 1
                 done += 1
                 if rung is not None and done == rung_step and done < steps:
                     rung[1](student.eval())  # no randomness, no BatchNorm updates in eval
                     student.train()
             if history is not None:
-                history.append({k: v / batches for k, v in sums.items()})
+                history.append({k: v.item() / batches for k, v in sums.items()})
     return student.cpu().eval()
 
 
