@@ -9,7 +9,7 @@ Each run: every channel group pruned by --ratio, except the groups whose names s
 with a key of the run's ``groups`` ({name prefix: ratio}) (round_to 8; channels ranked by the run's
 ``importance``, magnitude or taylor, as the search space's ``prune.importance``), fp32, then
 ``compress.distill.distill`` with the run's epochs (default 6), lr, alpha and optional
-``features`` ({module: weight}), seed 0. Prints one JSON line per run (mAP, mAP@.5, seconds).
+``features`` ({module: weight}), seed 0, on --device. Prints one JSON line per run (mAP, mAP@.5, seconds).
 The teacher is the cached built-in one (trained on first use, about 9-12 minutes).
 """
 
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.5, help="share of channels removed")
     parser.add_argument("--runs", type=json.loads, default=RUNS, help="JSON list of settings")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="where the student trains (cpu, cuda)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -83,7 +84,7 @@ def main() -> None:
             features=run.get("features", {}),
         )
         started = time.perf_counter()
-        distill(student, teacher, task, settings, seed=0)
+        distill(student, teacher, task, settings, seed=0, device=args.device)
         seconds = time.perf_counter() - started
         scores = mean_average_precision(predict(student, val_x), val_t, CANVAS)
         row = {"ratio": args.ratio, **run, **{k: round(v, 4) for k, v in scores.items()}}
