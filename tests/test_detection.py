@@ -17,6 +17,7 @@ from autoshuikou.compress.quantize import calibration_batches, output_tail
 from autoshuikou.measure.accuracy import artifact_scores
 from autoshuikou.measure.runtime import RuntimeSettings, open_runner
 from autoshuikou.report.verify import verify_run
+from autoshuikou.space.schema import load_space
 from autoshuikou.study.search import bind_task_space, layer_names
 from autoshuikou.tasks import digits_detect as dd
 from autoshuikou.tasks import load_task
@@ -85,12 +86,14 @@ def test_own_detector_is_searched_with_map_kept_and_verified(tmp_path: Path) -> 
         task, budget="300%", trials=3, out=tmp_path / "runs", measure_seconds=0.2, refine=1
     )
     assert result.feasible and result.pareto
-    # detection.yaml's refinement: the best model trained again, 40 epochs (--refine 1).
+    # detection.yaml's refinement: the best model trained again, with its epochs (--refine 1).
     assert read_json(result.run_dir / "summary.json")["time"]["trials_refined"] == 1
     refined = [p for p in result.pareto if "refined_from" in p]
+    epochs = load_space(None, "detection.yaml").refine.epochs
+    assert epochs > load_space(None, "detection.yaml").distill.epochs.high
     for point in refined:
         plan = read_json(result.run_dir / point["path"].replace("model.onnx", "plan.json"))
-        assert plan["distill"]["epochs"] == 40
+        assert plan["distill"]["epochs"] == epochs
     anchors = sum((dd.CANVAS // s) ** 2 for s in dd.STRIDES)
     for point in result.pareto:
         model = result.run_dir / point["path"]
