@@ -273,7 +273,9 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
         default=DEFAULTS.fidelity,
         choices=FIDELITIES,
         help="screen: time each plan untrained and score it after half an epoch, train fully "
-        "only those that could join the front (default); full: train every plan",
+        "only those that could join the front (default); predict: decide that from the untrained "
+        "model's score after BatchNorm recalibration, by a predictor fitted on the trained "
+        "plans; full: train every plan",
     )
     s.add_argument(
         "--predict",

@@ -17,10 +17,12 @@ from autoshuikou.space.bind import UNIFORM_RATIOS
 from autoshuikou.space.schema import load_space
 from autoshuikou.study.samplers import DEFAULT_SAMPLER, SAMPLERS
 
-DEFAULT_STRATEGIES = "tpe-warm,full-fidelity,tpe,nsga2,random,no-distill,uniform"
+DEFAULT_STRATEGIES = "tpe-warm,full-fidelity,predictor,tpe,nsga2,random,no-distill,uniform"
 WARM = "tpe-warm"  # what `autoshuikou search` runs: TPE started from the uniform plans
 # The default before screening: every plan trained fully, the latency model rejecting first.
 FULL = "full-fidelity"
+# Screening by a learned accuracy predictor instead of at a rung (study.predictor).
+PREDICTOR = "predictor"
 NO_DISTILL = "no-distill"
 UNIFORM = "uniform"
 
@@ -50,7 +52,7 @@ class Strategy:
 
 def parse_strategies(text: str, trials: int) -> list[Strategy]:
     """'tpe,random:60,uniform' -> strategies; unknown names or counts are user errors."""
-    known = [WARM, FULL, *SAMPLERS, NO_DISTILL, UNIFORM]
+    known = [WARM, FULL, PREDICTOR, *SAMPLERS, NO_DISTILL, UNIFORM]
     hint = f"give a comma-separated list of {', '.join(known)}, each optionally NAME:TRIALS"
     strategies: list[Strategy] = []
     for item in (part.strip() for part in text.split(",") if part.strip()):
@@ -71,6 +73,10 @@ def parse_strategies(text: str, trials: int) -> list[Strategy]:
         elif name == FULL:
             strategies.append(
                 Strategy(name, DEFAULT_SAMPLER, n, warm_start=True, fidelity="full", predict=True)
+            )
+        elif name == PREDICTOR:
+            strategies.append(
+                Strategy(name, DEFAULT_SAMPLER, n, warm_start=True, fidelity="predict")
             )
         else:
             strategies.append(Strategy(name, name, n))

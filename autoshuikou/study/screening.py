@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from optuna.trial import FrozenTrial
+from torch import nn
 
 from autoshuikou.measure.latency import measure_interleaved
 from autoshuikou.measure.size import artifact_bytes
@@ -96,15 +97,22 @@ class ScreenedOut(Exception):
         self.screen = screen
 
 
-def time_untrained(ctx: RunContext, number: int, plan: Plan, stage: Stage) -> Screen:
-    """Latency and size of ``plan``'s untrained artifact (a scratch build, removed after)."""
+def time_untrained(
+    ctx: RunContext,
+    number: int,
+    plan: Plan,
+    stage: Stage,
+    inspect: Callable[[nn.Module], None] | None = None,
+) -> Screen:
+    """Latency and size of ``plan``'s untrained artifact (a scratch build, removed after);
+    ``inspect`` is given the untrained student before export."""
     started = time.monotonic()
     work = ctx.trials_dir / f".{number:04d}.screen"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
         path = work / ctx.artifact_name
-        build_artifact(ctx, plan, path, stage, epochs=0)
+        build_artifact(ctx, plan, path, stage, epochs=0, inspect=inspect)
         stage("timing the untrained model")
         candidate, reference = measure_interleaved(
             [path, ctx.baseline.model_path],

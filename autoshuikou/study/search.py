@@ -63,6 +63,17 @@ from autoshuikou.study.objectives import (
     study_objectives,
 )
 from autoshuikou.study.pareto import is_feasible, pareto_indices
+from autoshuikou.study.predictor import (
+    EPOCHS_ATTR,
+    PREDICTED_ATTR,
+    SIGMAS,
+    SIGNAL_ATTR,
+    beating,
+    feasible_observed,
+    fit_predictor,
+    observed_trials,
+    recalibrated_metric,
+)
 from autoshuikou.study.profile import cache_path, load_or_build_latency_model
 from autoshuikou.study.record import TrialRecord, TrialTags
 from autoshuikou.study.refine import (
@@ -119,8 +130,14 @@ def counted(trial: FrozenTrial) -> bool:
     if REFINE_ATTR in trial.user_attrs:
         return False
     return trial.state == TrialState.COMPLETE or (
-        trial.state == TrialState.PRUNED and "screen_metric" in trial.user_attrs
+        trial.state == TrialState.PRUNED and screened(trial)
     )
+
+
+def screened(trial: FrozenTrial) -> bool:
+    """Whether the plan of ``trial`` was judged on its metric: scored at the rung, or
+    predicted (``study.predictor``)."""
+    return "screen_metric" in trial.user_attrs or PREDICTED_ATTR in trial.user_attrs
 
 
 def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -257,8 +274,7 @@ def build_summary(
             for t in pruned
         ),
         "trials_rejected_untrained": sum(
-            "screen_latency_ms" in t.user_attrs and "screen_metric" not in t.user_attrs
-            for t in pruned
+            "screen_latency_ms" in t.user_attrs and not screened(t) for t in pruned
         ),
         "trials_screened_out": sum(counted(t) for t in pruned),
         "trials_feasible": sum(1 for t in complete if is_feasible(t)),
@@ -709,10 +725,22 @@ def _time_untrained(
 ) -> Screen | None:
     """With screening, the plan's untrained artifact timed (``study.screening``); a plan over
     the budget (unless ``exempt_budget``) is recorded and not trained (TrialPruned)."""
-    if run.config.fidelity != "screen" or plan.distill.epochs <= 0:
+    if run.config.fidelity == "full" or plan.distill.epochs <= 0:
         return None  # nothing to save: the full trial trains nothing either
     ctx = run.ctx
-    screen = time_untrained(ctx, trial.number, plan, lambda s: run.progress.stage(trial.number, s))
+
+    def signal(student: torch.nn.Module) -> None:  # the predictor's, while it is at hand
+        run.progress.stage(trial.number, "recalibrating BatchNorm and scoring")
+        trial.set_user_attr(SIGNAL_ATTR, recalibrated_metric(student, ctx.task, ctx.seed))
+        trial.set_user_attr(EPOCHS_ATTR, plan.distill.epochs)
+
+    screen = time_untrained(
+        ctx,
+        trial.number,
+        plan,
+        lambda s: run.progress.stage(trial.number, s),
+        signal if run.config.fidelity == "predict" else None,
+    )
     for key, value in screen.to_attrs().items():
         trial.set_user_attr(key, value)
     limit = ctx.budget_ms * (1 + LATENCY_MARGIN)
@@ -758,6 +786,47 @@ def _rung(
     return (SCREEN_EPOCHS, check)
 
 
+def _predicted(run: _Run, trial: optuna.Trial, plan: Plan, untrained: Screen) -> None:
+    """With the predictor (``study.predictor``): the plan's metric predicted from its signal;
+    when a trained trial beats the prediction, the plan is recorded and not trained
+    (TrialPruned). Too few trained trials to fit: it is trained."""
+    ctx = run.ctx
+    trials = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    predictor = fit_predictor(observed_trials(trials))
+    if predictor is None:
+        return
+    signal = trial.user_attrs[SIGNAL_ATTR]
+    prediction = predictor.predict(signal, plan.distill.epochs)
+    if prediction is None:
+        return
+    predicted, error = prediction
+    trial.set_user_attr(PREDICTED_ATTR, predicted)
+    trial.set_user_attr("screen_predicted_error", error)
+    beaten = beating(
+        predicted + SIGMAS * error,
+        untrained.latency_ms,
+        untrained.size_bytes,
+        feasible_observed(trials),
+        TOLERANCE * ctx.baseline.metric,
+    )
+    if beaten is None:
+        return
+    trial.set_user_attr("seconds", {"screening": untrained.seconds})
+    reason = (
+        f"predicted out: {ctx.task.metric_name} {predicted:.4f} +- {error:.4f} "
+        f"(from {signal:.4f} after BatchNorm recalibration, {predictor.trained_on} trained "
+        f"trials) at {untrained.latency_ms:.3f} ms; trial {beaten.trial} is as fast and "
+        f"small and scored {beaten.metric:.4f}"
+    )
+    facts = {
+        **untrained.to_attrs(),
+        SIGNAL_ATTR: signal,
+        PREDICTED_ATTR: predicted,
+        "screen_predicted_error": error,
+    }
+    _reject(run, trial, plan, reason, untrained.latency_ms, **facts)
+
+
 def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
     """Build and measure the trial's plan; its record goes to the study, its files to trials/."""
     ctx = run.ctx
@@ -767,6 +836,8 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
     # they are what later plans are screened against.
     anchor = baseline or "warm_start" in trial.user_attrs
     untrained = _time_untrained(run, trial, plan, exempt_budget=baseline)
+    if untrained is not None and run.config.fidelity == "predict" and not anchor:
+        _predicted(run, trial, plan, untrained)
     extra: dict[str, Any] = {} if predicted is None else {"latency_predicted_ms": predicted}
     if REFINE_ATTR in trial.user_attrs:
         extra["refined_from"] = trial.user_attrs[REFINE_ATTR]
@@ -780,7 +851,9 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
             plan,
             lambda s: run.progress.stage(trial.number, s),
             extra,
-            _rung(run, trial, untrained, anchor, extra) if untrained else None,
+            _rung(run, trial, untrained, anchor, extra)
+            if untrained and run.config.fidelity == "screen"
+            else None,
         )
     except ScreenedOut as out:
         check = float(extra.get("screen_check_seconds", 0.0))

@@ -36,11 +36,13 @@ def build_artifact(
     epochs: float | None = None,
     rung: Rung | None = None,
     student_out: Path | None = None,
+    inspect: Callable[[torch.nn.Module], None] | None = None,
 ) -> dict[str, Any]:
     """Compress the teacher by ``plan`` into ``out`` (the runtime's artifact); returns build
     facts. ``epochs`` overrides the plan's fine-tuning (0: untrained, for timing); ``rung``
     checks the student part-way (see ``distill``); ``student_out`` receives the pruned,
-    fine-tuned PyTorch student's state dict (rebuilt by ``deploy.load_student``)."""
+    fine-tuned PyTorch student's state dict (rebuilt by ``deploy.load_student``);
+    ``inspect`` is given the student before it is exported."""
     started = time.monotonic()
     example = ctx.inputs
     epochs = plan.distill.epochs if epochs is None else epochs
@@ -67,6 +69,8 @@ def build_artifact(
             rung=rung,
         )
     distill_s = time.monotonic() - distill_started
+    if inspect is not None:
+        inspect(student)
     if student_out is not None:
         torch.save({k: v.cpu() for k, v in student.state_dict().items()}, student_out)
     stage("quantizing")

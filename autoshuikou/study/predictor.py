@@ -1,0 +1,162 @@
+"""A learned accuracy predictor: decide from cheap signals which plans to train.
+
+The alternative to screening at a rung (``study.screening``), kept as the ``predictor``
+strategy of `autoshuikou compare` and ``--fidelity predict``. A plan's latency and size are
+measured on its untrained artifact as there. Then, instead of half an epoch of training:
+
+1. The signal: the pruned, untrained student with its BatchNorm statistics recomputed on
+   ``RECAL_BATCHES`` training batches (adaptive BatchNorm, as in EagleEye, Li et al. 2020:
+   pruning leaves each BatchNorm normalising with statistics of channels that are gone),
+   scored in PyTorch. Forward passes only; models without BatchNorm are scored as pruned.
+2. The predictor: least squares from (signal, fine-tuning epochs) to the trained metric,
+   fitted on this study's trained trials (the uniform plans the study starts from are
+   always trained, so it has data from the start), with the standard error of a new
+   prediction as its uncertainty. Where the trained trials cannot tell (they all
+   fine-tuned 4 epochs, this plan 2), it does not guess: the plan is trained.
+3. The decision, as screening's: a trained trial at least as fast and small that scored
+   better than the prediction plus ``SIGMAS`` standard errors (and a tolerance) screens the
+   plan out; otherwise it is trained fully.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from optuna.trial import FrozenTrial
+from torch import nn
+
+from autoshuikou.families import call
+from autoshuikou.measure.accuracy import torch_metric
+from autoshuikou.study.pareto import is_feasible
+from autoshuikou.tasks import Task
+
+RECAL_BATCHES = 8  # training batches whose statistics replace BatchNorm's running ones
+MIN_FIT = 8  # trained trials with a signal before the predictor decides anything
+SIGMAS = 1.0  # how many standard errors of optimism a plan's prediction is given
+SIGNAL_ATTR = "predict_signal"
+EPOCHS_ATTR = "predict_epochs"
+PREDICTED_ATTR = "screen_predicted"  # on trials the predictor decided (screened or promoted)
+
+
+def recalibrated_metric(student: nn.Module, task: Task, seed: int = 0) -> float:
+    """The signal: ``student``'s metric after adaptive BatchNorm (in place; eval mode after)."""
+    norms = [m for m in student.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if norms:
+        generator = getattr(task.train_data, "generator", None)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(seed)  # the same batches for every plan
+        momenta = [m.momentum for m in norms]
+        student.eval()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches, not a moving one
+            m.train()
+        with torch.no_grad():
+            for i, (inputs, _) in enumerate(task.batches("train_data")):
+                if i == RECAL_BATCHES:
+                    break
+                call(student, inputs)
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+    return torch_metric(student, task)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A trained trial as the predictor learns from it and compares with it."""
+
+    trial: int
+    signal: float
+    epochs: float
+    metric: float
+    latency_ms: float
+    size_bytes: int
+
+
+def observed_trials(trials: Iterable[FrozenTrial]) -> list[Observed]:
+    """The trained trials among ``trials`` that recorded a signal."""
+    found = []
+    for t in trials:
+        a = t.user_attrs
+        if SIGNAL_ATTR in a and "metric" in a:
+            found.append(
+                Observed(
+                    t.number,
+                    a[SIGNAL_ATTR],
+                    a[EPOCHS_ATTR],
+                    a["metric"],
+                    a["latency_ms"],
+                    a["size_bytes"],
+                )
+            )
+    return found
+
+
+def _features(signal: float, epochs: float) -> np.ndarray:
+    return np.array([1.0, signal, epochs])
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """Ordinary least squares with its prediction interval (not only its fit's residuals:
+    a plan far from the trained ones is predicted with a wide error)."""
+
+    coefficients: np.ndarray
+    covariance: np.ndarray  # (X^T X)^+, for the leverage of a new plan
+    row_space: np.ndarray  # projects a plan's features onto what the data identifies
+    residual_sd: float
+    trained_on: int
+
+    def predict(self, signal: float, epochs: float) -> tuple[float, float] | None:
+        """(predicted metric, its standard error); None where the data cannot tell: e.g.
+        every trained trial so far fine-tuned 4 epochs and this plan 2."""
+        x = _features(signal, epochs)
+        if np.linalg.norm(x - self.row_space @ x) > 1e-6 * np.linalg.norm(x):
+            return None
+        error = self.residual_sd * float(np.sqrt(1 + x @ self.covariance @ x))
+        return float(x @ self.coefficients), error
+
+
+def fit_predictor(observed: list[Observed]) -> Predictor | None:
+    """Least squares on the trained trials; None with fewer than MIN_FIT of them, or with
+    too few beyond the fitted coefficients to estimate the error."""
+    if len(observed) < MIN_FIT:
+        return None
+    x = np.array([_features(o.signal, o.epochs) for o in observed])
+    y = np.array([o.metric for o in observed])
+    pinv = np.linalg.pinv(x)  # copes with every trial having trained the same epochs
+    coefficients = pinv @ y
+    freedom = len(y) - int(np.linalg.matrix_rank(x))
+    if freedom < 2:
+        return None
+    residual_sd = float(np.sqrt(np.sum((y - x @ coefficients) ** 2) / freedom))
+    return Predictor(coefficients, pinv @ pinv.T, pinv @ x, residual_sd, len(observed))
+
+
+def beating(
+    predicted: float,
+    latency_ms: float,
+    size_bytes: int,
+    trained: Iterable[Observed],
+    margin: float,
+) -> Observed | None:
+    """The best trained trial at least as fast and small whose metric beats ``predicted`` by
+    ``margin``; None: the plan could join the front and is trained."""
+    beaten = [
+        t
+        for t in trained
+        if t.latency_ms <= latency_ms
+        and t.size_bytes <= size_bytes
+        and t.metric >= predicted + margin
+    ]
+    return max(beaten, key=lambda t: t.metric, default=None)
+
+
+def feasible_observed(trials: Iterable[FrozenTrial]) -> list[Observed]:
+    """What a plan is compared with: the feasible trained trials (the fit uses all)."""
+    trials = list(trials)
+    feasible = {t.number for t in trials if is_feasible(t)}
+    return [o for o in observed_trials(trials) if o.trial in feasible]
