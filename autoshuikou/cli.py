@@ -340,7 +340,8 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
         help=f"comma-separated NAME or NAME:TRIALS (default {DEFAULT_STRATEGIES}); names: "
         "tpe-warm (what search runs: TPE started from the uniform plans, screening), "
         "full-fidelity (tpe-warm training every plan, with the latency model: the default "
-        "before screening), tpe, nsga2, random, "
+        "before screening), predictor (tpe-warm deciding what to train by a learned accuracy "
+        "predictor instead of at a rung), tpe, nsga2, random, "
         "gp (samplers from scratch), no-distill (tpe-warm without fine-tuning), uniform (same "
         "prune ratio everywhere, fp32 and int8, no search)",
     )
