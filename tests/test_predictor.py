@@ -128,6 +128,9 @@ def test_predicted_out_plans_are_recorded_counted_and_not_trained(
     # Trained trials carry the signal the predictor learns from, and never a rung's score.
     fine_tuned = [t for t in trained if "reference" not in t.user_attrs]
     assert all(SIGNAL_ATTR in t.user_attrs for t in fine_tuned)
+    for trial in fine_tuned:  # and their metrics.json shows it beside the trained metric
+        record = read_json(result.run_dir / "trials" / f"{trial.number:04d}" / "metrics.json")
+        assert record[SIGNAL_ATTR] == trial.user_attrs[SIGNAL_ATTR] and "metric" in record
     assert not any("screen_metric" in t.user_attrs for t in fine_tuned)
     assert result.summary["trials_screened_out"] == len(out)
 

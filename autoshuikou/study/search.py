@@ -723,8 +723,10 @@ def _predict(run: _Run, trial: optuna.Trial, plan: Plan, exempt: bool) -> float 
 def _time_untrained(
     run: _Run, trial: optuna.Trial, plan: Plan, exempt_budget: bool
 ) -> Screen | None:
-    """With screening, the plan's untrained artifact timed (``study.screening``); a plan over
-    the budget (unless ``exempt_budget``) is recorded and not trained (TrialPruned)."""
+    """With screening or the predictor, the plan's untrained artifact timed
+    (``study.screening``), and for the predictor its signal recorded (``study.predictor``);
+    a plan over the budget (unless ``exempt_budget``) is recorded and not trained
+    (TrialPruned)."""
     if run.config.fidelity == "full" or plan.distill.epochs <= 0:
         return None  # nothing to save: the full trial trains nothing either
     ctx = run.ctx
@@ -843,6 +845,9 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
         extra["refined_from"] = trial.user_attrs[REFINE_ATTR]
     if untrained is not None:
         extra.update(untrained.to_attrs())
+    for key in (SIGNAL_ATTR, PREDICTED_ATTR, "screen_predicted_error"):
+        if key in trial.user_attrs:  # the predictor's view, beside what training gave
+            extra[key] = trial.user_attrs[key]
     started = time.monotonic()
     try:
         metrics = run_trial(
