@@ -272,10 +272,10 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
         "--fidelity",
         default=DEFAULTS.fidelity,
         choices=FIDELITIES,
-        help="screen: time each plan untrained and score it after half an epoch, train fully "
-        "only those that could join the front (default); predict: decide that from the untrained "
-        "model's score after BatchNorm recalibration, by a predictor fitted on the trained "
-        "plans; full: train every plan",
+        help="predict: time each plan untrained, predict its trained metric from its score "
+        "after BatchNorm recalibration (a predictor fitted on the trained plans), train fully "
+        "only those that could join the front (default); screen: decide that from its score "
+        "after half an epoch of fine-tuning; full: train every plan",
     )
     s.add_argument(
         "--predict",
@@ -338,10 +338,11 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
         "--strategies",
         default=DEFAULT_STRATEGIES,
         help=f"comma-separated NAME or NAME:TRIALS (default {DEFAULT_STRATEGIES}); names: "
-        "tpe-warm (what search runs: TPE started from the uniform plans, screening), "
+        "tpe-warm (what search runs: TPE started from the uniform plans, the accuracy "
+        "predictor deciding what to train), screening (tpe-warm deciding at a rung of half an "
+        "epoch), predictor (tpe-warm with --fidelity predict, whatever the default), "
         "full-fidelity (tpe-warm training every plan, with the latency model: the default "
-        "before screening), predictor (tpe-warm deciding what to train by a learned accuracy "
-        "predictor instead of at a rung), tpe, nsga2, random, "
+        "before issue 13), tpe, nsga2, random, "
         "gp (samplers from scratch), no-distill (tpe-warm without fine-tuning), uniform (same "
         "prune ratio everywhere, fp32 and int8, no search)",
     )

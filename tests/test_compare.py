@@ -88,19 +88,21 @@ def test_time_to_reach_another_strategys_final_hypervolume() -> None:
 
 
 def test_strategy_names_are_checked() -> None:
-    parsed = parse_strategies("tpe-warm,tpe,random:60,uniform,full-fidelity", 30)
+    parsed = parse_strategies("tpe-warm,tpe,random:60,uniform,full-fidelity,screening", 30)
     assert [(s.name, s.trials) for s in parsed] == [
         ("tpe-warm", 30),
         ("tpe", 30),
         ("random", 60),
         ("uniform", 8),
         ("full-fidelity", 30),
+        ("screening", 30),
     ]
-    assert [s.is_default for s in parsed] == [True, False, False, False, False]
-    # full-fidelity is the default before screening: every plan trained, the latency model on.
-    full = parsed[-1]
+    assert [s.is_default for s in parsed] == [True, False, False, False, False, False]
+    # full-fidelity is the default before issue 13: every plan trained, the latency model on.
+    full, screening = parsed[-2:]
     assert (full.fidelity, full.predict, full.warm_start) == ("full", True, True)
-    assert (parsed[0].fidelity, parsed[0].predict) == ("screen", False)
+    assert (parsed[0].fidelity, parsed[0].predict) == ("predict", False)
+    assert (screening.fidelity, screening.warm_start) == ("screen", True)
     for bad in ("annealing", "tpe:0", "tpe,tpe", "uniform:5", ""):
         with pytest.raises(UserError):
             parse_strategies(bad, 30)

@@ -12,7 +12,7 @@ import torch
 from conftest import make_tiny_task
 from optuna.trial import TrialState
 
-from autoshuikou import search
+from autoshuikou import SearchConfig, search
 from autoshuikou.compare.strategies import parse_strategies
 from autoshuikou.compress.prune import prune
 from autoshuikou.study import predictor as predictor_module
@@ -135,6 +135,7 @@ def test_predicted_out_plans_are_recorded_counted_and_not_trained(
     assert result.summary["trials_screened_out"] == len(out)
 
 
-def test_compare_names_the_predictor_strategy() -> None:
-    (strategy,) = parse_strategies("predictor", 30)
-    assert strategy.fidelity == "predict" and strategy.warm_start and not strategy.is_default
+def test_the_predictor_is_what_search_runs_by_default() -> None:
+    assert SearchConfig().fidelity == "predict"
+    named, default = parse_strategies("predictor,tpe-warm", 30)
+    assert named.fidelity == default.fidelity == "predict" and named.warm_start

@@ -26,6 +26,7 @@ from autoshuikou.tasks import Task
 from autoshuikou.util import read_json
 
 FAST = {"measure_seconds": 0.2, "budget": "300%"}
+SCREEN = {**FAST, "fidelity": "screen"}  # the rung; the default is the predictor
 
 
 def _screen(latency: float, size: int, metric: float) -> Screen:
@@ -89,7 +90,7 @@ def test_screened_out_plans_are_recorded_counted_and_not_trained(
     # Any trained trial as fast and small screens a plan out, whatever its metric: the
     # fastest uniform plan then screens out nearly every sampled one.
     monkeypatch.setattr(search_module, "TOLERANCE", -10.0)
-    result = search(make_tiny_task(width=32), trials=12, out=tmp_path, study_name="s", **FAST)
+    result = search(make_tiny_task(width=32), trials=12, out=tmp_path, study_name="s", **SCREEN)
     study = optuna.load_study(study_name="s", storage=journal_storage(result.run_dir))
     out = [t for t in study.trials if t.state == TrialState.PRUNED and counted(t)]
     trained = [t for t in study.trials if t.state == TrialState.COMPLETE]
@@ -134,7 +135,7 @@ def test_a_plan_timed_over_the_budget_untrained_is_rejected_uncounted(
     # A margin of -100% puts every plan after the references over the limit once measured.
     monkeypatch.setattr(search_module, "LATENCY_MARGIN", -1.0)
     monkeypatch.setattr(search_module, "MAX_REJECTED_IN_A_ROW", 2)
-    result = search(make_tiny_task(), trials=12, out=tmp_path, study_name="u", **FAST)
+    result = search(make_tiny_task(), trials=12, out=tmp_path, study_name="u", **SCREEN)
     study = optuna.load_study(study_name="u", storage=journal_storage(result.run_dir))
     rejected = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert len(rejected) == 2 and not any(counted(t) for t in rejected)

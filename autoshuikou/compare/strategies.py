@@ -15,14 +15,20 @@ import yaml
 from autoshuikou.errors import UserError
 from autoshuikou.space.bind import UNIFORM_RATIOS
 from autoshuikou.space.schema import load_space
+from autoshuikou.study.config import DEFAULTS
 from autoshuikou.study.samplers import DEFAULT_SAMPLER, SAMPLERS
 
-DEFAULT_STRATEGIES = "tpe-warm,full-fidelity,predictor,tpe,nsga2,random,no-distill,uniform"
-WARM = "tpe-warm"  # what `autoshuikou search` runs: TPE started from the uniform plans
-# The default before screening: every plan trained fully, the latency model rejecting first.
-FULL = "full-fidelity"
-# Screening by a learned accuracy predictor instead of at a rung (study.predictor).
+DEFAULT_STRATEGIES = "tpe-warm,screening,full-fidelity,tpe,nsga2,random,no-distill,uniform"
+# What `autoshuikou search` runs: TPE started from the uniform plans, the default fidelity
+# (the learned accuracy predictor decides what to train).
+WARM = "tpe-warm"
+# tpe-warm deciding at a rung of half an epoch instead (--fidelity screen; the default from
+# issue 13's first measurement until the predictor beat it).
+SCREENING = "screening"
+# tpe-warm with the predictor named explicitly, whatever the default.
 PREDICTOR = "predictor"
+# The default before issue 13: every plan trained fully, the latency model rejecting first.
+FULL = "full-fidelity"
 NO_DISTILL = "no-distill"
 UNIFORM = "uniform"
 
@@ -35,7 +41,7 @@ class Strategy:
     no_distill: bool = False
     uniform: bool = False
     warm_start: bool = False
-    fidelity: str = "screen"
+    fidelity: str = DEFAULTS.fidelity
     predict: bool = False
 
     @property
@@ -45,14 +51,14 @@ class Strategy:
             self.sampler == DEFAULT_SAMPLER
             and self.warm_start
             and not self.no_distill
-            and self.fidelity == "screen"
+            and self.fidelity == DEFAULTS.fidelity
             and not self.predict
         )
 
 
 def parse_strategies(text: str, trials: int) -> list[Strategy]:
     """'tpe,random:60,uniform' -> strategies; unknown names or counts are user errors."""
-    known = [WARM, FULL, PREDICTOR, *SAMPLERS, NO_DISTILL, UNIFORM]
+    known = [WARM, SCREENING, PREDICTOR, FULL, *SAMPLERS, NO_DISTILL, UNIFORM]
     hint = f"give a comma-separated list of {', '.join(known)}, each optionally NAME:TRIALS"
     strategies: list[Strategy] = []
     for item in (part.strip() for part in text.split(",") if part.strip()):
@@ -73,6 +79,10 @@ def parse_strategies(text: str, trials: int) -> list[Strategy]:
         elif name == FULL:
             strategies.append(
                 Strategy(name, DEFAULT_SAMPLER, n, warm_start=True, fidelity="full", predict=True)
+            )
+        elif name == SCREENING:
+            strategies.append(
+                Strategy(name, DEFAULT_SAMPLER, n, warm_start=True, fidelity="screen")
             )
         elif name == PREDICTOR:
             strategies.append(

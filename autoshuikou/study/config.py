@@ -13,7 +13,7 @@ from autoshuikou.runtimes import DEFAULT_RUNTIME
 from autoshuikou.study.budget import parse_budget
 from autoshuikou.study.samplers import DEFAULT_SAMPLER
 
-FIDELITIES = ("screen", "predict", "full")  # see study.screening, study.predictor
+FIDELITIES = ("predict", "screen", "full")  # see study.predictor, study.screening
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,9 @@ class SearchConfig:
     min_accuracy: str | float | None = None  # absolute (0.97) or "99%" of the baseline
     measure_seconds: float = 1.0  # timing per trial, candidate and baseline interleaved
     predict: bool = False  # reject plans by a learned latency model (profiled once) first
-    # "screen": train fully only what could join the front at a rung; "predict": as
-    # predicted from cheap signals; "full": train every plan
-    fidelity: str = "screen"
+    # "predict": train fully only what a learned accuracy predictor says could join the
+    # front; "screen": what could at a rung of half an epoch; "full": every plan
+    fidelity: str = "predict"
     device: str = "auto"  # fine-tuning: auto (CUDA when available), cpu, cuda
     storage: str | None = None  # None: a journal under the run; a .journal path; postgresql://
     sampler: str = DEFAULT_SAMPLER  # see study.samplers

@@ -478,10 +478,11 @@ def search(
     everywhere, fp32 and int8), so the sampler starts from the classic baselines instead of
     from nothing; plans predicted over budget among them are rejected as any other.
     ``energy_objective`` adds energy per inference (minimized) as a fourth objective; only
-    where the machine has readable energy counters. ``fidelity="screen"`` (the default)
-    screens each sampled plan (latency measured untrained, metric after half an epoch) and
-    trains fully only those that could join the front (see ``study.screening``); ``"full"``
-    trains every plan. ``device`` is where fine-tuning runs ("auto": CUDA when available).
+    where the machine has readable energy counters. ``fidelity="predict"`` (the default)
+    measures each sampled plan's latency untrained and predicts its trained metric from
+    cheap signals (``study.predictor``); ``"screen"`` scores it after half an epoch instead
+    (``study.screening``); both train fully only the plans that could join the front.
+    ``"full"`` trains every plan. ``device`` is where fine-tuning runs ("auto": CUDA when available).
     ``refine`` front models (None: the space's ``refine.models``) are then trained again
     with ``refine_epochs`` (None: the space's ``refine.epochs``; see ``study.refine``).
     """
