@@ -1,8 +1,9 @@
 """A learned accuracy predictor: decide from cheap signals which plans to train.
 
-The alternative to screening at a rung (``study.screening``), kept as the ``predictor``
-strategy of `autoshuikou compare` and ``--fidelity predict``. A plan's latency and size are
-measured on its untrained artifact as there. Then, instead of half an epoch of training:
+What `autoshuikou search` runs by default (``--fidelity predict``); screening at a rung
+(``study.screening``, ``--fidelity screen``) is the alternative it was measured against
+(docs/benchmarks.md). A plan's latency and size are measured on its untrained artifact
+first, as there. Then, instead of half an epoch of training:
 
 1. The signal: the pruned, untrained student with its BatchNorm statistics recomputed on
    ``RECAL_BATCHES`` training batches (adaptive BatchNorm, as in EagleEye, Li et al. 2020:
