@@ -42,7 +42,7 @@ def study_status(run_dir: str | None, storage: str | None, study_name: str | Non
             f"{states.get(s, 0)} {s.lower()}"
             for s in ("COMPLETE", "PRUNED", "RUNNING", "FAIL", "WAITING")
         )
-        + " (pruned = not trained: screened out, or over the budget before training)",
+        + " (pruned = not trained: predicted or screened out, or over the budget before training)",
         f"workers seen: {len(workers)} ({', '.join(workers) or 'none'})",
         "best feasible: "
         + (
