@@ -20,7 +20,7 @@ import numpy as np
 import optuna
 from scipy.stats import spearmanr
 
-from autoshuikou.study.predictor import PREDICTED_ATTR, SIGNAL_ATTR
+from autoshuikou.study.predictor import ERROR_ATTR, PREDICTED_ATTR, SIGNAL_ATTR
 from autoshuikou.study.refine import REFINE_ATTR
 from autoshuikou.study.storage import journal_storage
 
@@ -40,7 +40,7 @@ def quality(folder: Path, strategies: list[str]) -> dict[str, object]:
             if PREDICTED_ATTR in attrs:
                 miss = attrs["metric"] - attrs[PREDICTED_ATTR]
                 misses.append(miss)
-                within += abs(miss) <= attrs["screen_predicted_error"]
+                within += abs(miss) <= attrs[ERROR_ATTR]
     errors = np.array(misses)
     return {
         "folder": str(folder),

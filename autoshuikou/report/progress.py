@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from autoshuikou.study.predictor import PREDICTED_ATTR
+from autoshuikou.study.predictor import judged_on_metric
 
 Tick = Callable[[], None]
 PLAIN_REPORTS = 4  # a long step without a terminal says where it is this many times
@@ -86,7 +86,7 @@ class Progress:
         self.best = best
         elapsed = _clock(time.monotonic() - self.started)
         if state == "PRUNED":  # screened-out plans count towards --trials, rejected ones not
-            screened = "screen_metric" in attrs or PREDICTED_ATTR in attrs
+            screened = judged_on_metric(attrs)
             self._advance(screened)
             what = "" if screened else " rejected before fine-tuning:"
             self.line(

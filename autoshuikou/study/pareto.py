@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol, TypeVar
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -33,3 +34,34 @@ def pareto_indices(points: Sequence[Point]) -> list[int]:
 def is_feasible(trial: FrozenTrial) -> bool:
     """Trained, measured, and within every constraint (budget, metric floor)."""
     return trial.state == TrialState.COMPLETE and all(v <= 0 for v in trial.constraints.values())
+
+
+class Measured(Protocol):
+    """A trained trial's cost, as the decision about an untrained plan compares it."""
+
+    @property
+    def latency_ms(self) -> float: ...
+
+    @property
+    def size_bytes(self) -> int: ...
+
+
+M = TypeVar("M", bound=Measured)
+
+
+def best_beating(
+    latency_ms: float,
+    size_bytes: int,
+    needed: float,
+    trained: Iterable[M],
+    score: Callable[[M], float],
+) -> M | None:
+    """The best-scoring of ``trained`` at least as fast and as small as a plan of
+    ``latency_ms`` and ``size_bytes`` whose ``score`` reached ``needed``; None: nothing
+    trained beats the plan, which could join the front."""
+    beaten = [
+        t
+        for t in trained
+        if t.latency_ms <= latency_ms and t.size_bytes <= size_bytes and score(t) >= needed
+    ]
+    return max(beaten, key=score, default=None)

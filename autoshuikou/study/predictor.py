@@ -21,8 +21,9 @@ first, as there. Then, instead of half an epoch of training:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from torch import nn
 
 from autoshuikou.families import call
 from autoshuikou.measure.accuracy import torch_metric
-from autoshuikou.study.pareto import is_feasible
+from autoshuikou.study.pareto import best_beating
 from autoshuikou.tasks import Task
 
 RECAL_BATCHES = 8  # training batches whose statistics replace BatchNorm's running ones
@@ -40,6 +41,7 @@ SIGMAS = 1.0  # how many standard errors of optimism a plan's prediction is give
 SIGNAL_ATTR = "predict_signal"
 EPOCHS_ATTR = "predict_epochs"
 PREDICTED_ATTR = "screen_predicted"  # on trials the predictor decided (screened or promoted)
+ERROR_ATTR = "screen_predicted_error"  # that prediction's standard error
 
 
 def recalibrated_metric(student: nn.Module, task: Task, seed: int = 0) -> float:
@@ -146,18 +148,10 @@ def beating(
 ) -> Observed | None:
     """The best trained trial at least as fast and small whose metric beats ``predicted`` by
     ``margin``; None: the plan could join the front and is trained."""
-    beaten = [
-        t
-        for t in trained
-        if t.latency_ms <= latency_ms
-        and t.size_bytes <= size_bytes
-        and t.metric >= predicted + margin
-    ]
-    return max(beaten, key=lambda t: t.metric, default=None)
+    return best_beating(latency_ms, size_bytes, predicted + margin, trained, lambda t: t.metric)
 
 
-def feasible_observed(trials: Iterable[FrozenTrial]) -> list[Observed]:
-    """What a plan is compared with: the feasible trained trials (the fit uses all)."""
-    trials = list(trials)
-    feasible = {t.number for t in trials if is_feasible(t)}
-    return [o for o in observed_trials(trials) if o.trial in feasible]
+def judged_on_metric(attrs: Mapping[str, Any]) -> bool:
+    """Whether a trial's plan was judged on its metric before full training: scored at the
+    rung (``study.screening``) or predicted here. Such a plan counts towards --trials."""
+    return "screen_metric" in attrs or PREDICTED_ATTR in attrs

@@ -26,7 +26,7 @@ from autoshuikou.measure.latency import measure_interleaved
 from autoshuikou.measure.size import artifact_bytes
 from autoshuikou.plan import Plan
 from autoshuikou.study.context import RunContext
-from autoshuikou.study.pareto import is_feasible
+from autoshuikou.study.pareto import best_beating, is_feasible
 from autoshuikou.study.trial import Stage, build_artifact
 
 SCREEN_EPOCHS = 0.5  # the rung: this much of the plan's own fine-tuning, then the check
@@ -78,14 +78,10 @@ def dominating(screen: Screen, trained: Iterable[Screened], tolerance: float) ->
     """A trained trial at least as fast and small as ``screen`` whose screened metric beat it
     by ``tolerance`` (absolute), the best such; None: the plan could join the front."""
     assert screen.metric is not None
-    beaten = [
-        t
-        for t in trained
-        if t.latency_ms <= screen.latency_ms
-        and t.size_bytes <= screen.size_bytes
-        and t.screen_metric >= screen.metric + tolerance
-    ]
-    return max(beaten, key=lambda t: t.screen_metric, default=None)
+    needed = screen.metric + tolerance
+    return best_beating(
+        screen.latency_ms, screen.size_bytes, needed, trained, lambda t: t.screen_metric
+    )
 
 
 class ScreenedOut(Exception):

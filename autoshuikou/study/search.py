@@ -65,12 +65,13 @@ from autoshuikou.study.objectives import (
 from autoshuikou.study.pareto import is_feasible, pareto_indices
 from autoshuikou.study.predictor import (
     EPOCHS_ATTR,
+    ERROR_ATTR,
     PREDICTED_ATTR,
     SIGMAS,
     SIGNAL_ATTR,
     beating,
-    feasible_observed,
     fit_predictor,
+    judged_on_metric,
     observed_trials,
     recalibrated_metric,
 )
@@ -135,9 +136,8 @@ def counted(trial: FrozenTrial) -> bool:
 
 
 def screened(trial: FrozenTrial) -> bool:
-    """Whether the plan of ``trial`` was judged on its metric: scored at the rung, or
-    predicted (``study.predictor``)."""
-    return "screen_metric" in trial.user_attrs or PREDICTED_ATTR in trial.user_attrs
+    """Whether the plan of ``trial`` was judged on its metric (at the rung, or predicted)."""
+    return judged_on_metric(trial.user_attrs)
 
 
 def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -795,7 +795,10 @@ def _predicted(run: _Run, trial: optuna.Trial, plan: Plan, untrained: Screen) ->
     (TrialPruned). Too few trained trials to fit: it is trained."""
     ctx = run.ctx
     trials = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    predictor = fit_predictor(observed_trials(trials))
+    observed = observed_trials(trials)  # the fit learns from all; a plan is compared with
+    # the feasible ones only
+    feasible = {t.number for t in trials if is_feasible(t)}
+    predictor = fit_predictor(observed)
     if predictor is None:
         return
     signal = trial.user_attrs[SIGNAL_ATTR]
@@ -804,12 +807,12 @@ def _predicted(run: _Run, trial: optuna.Trial, plan: Plan, untrained: Screen) ->
         return
     predicted, error = prediction
     trial.set_user_attr(PREDICTED_ATTR, predicted)
-    trial.set_user_attr("screen_predicted_error", error)
+    trial.set_user_attr(ERROR_ATTR, error)
     beaten = beating(
         predicted + SIGMAS * error,
         untrained.latency_ms,
         untrained.size_bytes,
-        feasible_observed(trials),
+        [o for o in observed if o.trial in feasible],
         TOLERANCE * ctx.baseline.metric,
     )
     if beaten is None:
@@ -825,7 +828,7 @@ def _predicted(run: _Run, trial: optuna.Trial, plan: Plan, untrained: Screen) ->
         **untrained.to_attrs(),
         SIGNAL_ATTR: signal,
         PREDICTED_ATTR: predicted,
-        "screen_predicted_error": error,
+        ERROR_ATTR: error,
     }
     _reject(run, trial, plan, reason, untrained.latency_ms, **facts)
 
@@ -846,7 +849,7 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
         extra["refined_from"] = trial.user_attrs[REFINE_ATTR]
     if untrained is not None:
         extra.update(untrained.to_attrs())
-    for key in (SIGNAL_ATTR, PREDICTED_ATTR, "screen_predicted_error"):
+    for key in (SIGNAL_ATTR, PREDICTED_ATTR, ERROR_ATTR):
         if key in trial.user_attrs:  # the predictor's view, beside what training gave
             extra[key] = trial.user_attrs[key]
     started = time.monotonic()
