@@ -266,7 +266,8 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
         "--measure-seconds",
         type=float,
         default=DEFAULTS.measure_seconds,
-        help=f"timing per trial, candidate and baseline interleaved (default {DEFAULTS.measure_seconds})",
+        help=f"timing per trial, candidate and baseline interleaved (default {DEFAULTS.measure_seconds}); "
+        "with --fidelity predict or screen a quarter of it, on the plan's untrained build",
     )
     s.add_argument(
         "--fidelity",

@@ -29,6 +29,7 @@ from autoshuikou.study.predictor import (
 )
 from autoshuikou.study.search import counted
 from autoshuikou.study.storage import journal_storage
+from autoshuikou.study.trial import TIMED_UNTRAINED
 from autoshuikou.tasks import Task
 from autoshuikou.util import read_json
 
@@ -131,6 +132,9 @@ def test_predicted_out_plans_are_recorded_counted_and_not_trained(
     for trial in fine_tuned:  # and their metrics.json shows it beside the trained metric
         record = read_json(result.run_dir / "trials" / f"{trial.number:04d}" / "metrics.json")
         assert record[SIGNAL_ATTR] == trial.user_attrs[SIGNAL_ATTR] and "metric" in record
+        # Timed once, untrained: the trained artifact is not timed again.
+        assert record["latency_timed_on"] == TIMED_UNTRAINED
+        assert record["latency_ms"] == record["screen_latency_ms"]
     assert not any("screen_metric" in t.user_attrs for t in fine_tuned)
     assert result.summary["trials_screened_out"] == len(out)
 

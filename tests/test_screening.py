@@ -22,6 +22,7 @@ from autoshuikou.study import search as search_module
 from autoshuikou.study.screening import Screen, Screened, dominating
 from autoshuikou.study.search import counted
 from autoshuikou.study.storage import journal_storage
+from autoshuikou.study.trial import TIMED_THIS_ARTIFACT
 from autoshuikou.tasks import Task
 from autoshuikou.util import read_json
 
@@ -107,6 +108,8 @@ def test_screened_out_plans_are_recorded_counted_and_not_trained(
         assert trial.user_attrs["seconds"]["screening"] > 0
     for trial in trained:  # every trained one has a screened metric to be compared with
         assert "screen_metric" in trial.user_attrs
+        if "reference" not in trial.user_attrs:  # and its latency is its untrained timing
+            assert trial.user_attrs["latency_ms"] == trial.user_attrs["screen_latency_ms"]
         assert set(trial.user_attrs["seconds"]) == {
             "screening",
             "training",
@@ -118,7 +121,9 @@ def test_screened_out_plans_are_recorded_counted_and_not_trained(
     assert spent["trials_screened_out"] == len(out) and spent["trials_trained"] == len(trained)
     assert spent["trial_seconds"]["screening"] > 0 and "baseline" in spent["setup_seconds"]
     assert f"{len(out)} screened out" in study_status(str(result.run_dir), None, None)
-    assert f"{len(trained)} trained, {len(out)} screened out" in format_table(result.summary)
+    table = format_table(result.summary)
+    assert f"{len(trained)} trained, {len(out)} screened out" in table
+    assert "not re-measured" not in table  # the front was timed again at the end
 
 
 def test_full_fidelity_trains_every_plan(tiny_task: Task, tmp_path: Path) -> None:
@@ -127,6 +132,9 @@ def test_full_fidelity_trains_every_plan(tiny_task: Task, tmp_path: Path) -> Non
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 10
     assert all("screen_latency_ms" not in t.user_attrs for t in study.trials)
     assert result.summary["time"]["trial_seconds"]["screening"] == 0
+    for trial in study.trials:  # each trained artifact is timed itself
+        record = read_json(result.run_dir / "trials" / f"{trial.number:04d}" / "metrics.json")
+        assert record["latency_timed_on"] == TIMED_THIS_ARTIFACT
 
 
 def test_a_plan_timed_over_the_budget_untrained_is_rejected_uncounted(

@@ -168,11 +168,12 @@ def test_a_lost_ctrl_c_still_stops_the_search_after_the_running_trial(
     assert not study.get_trials(states=(TrialState.RUNNING,))
     # What finished is a run: a summary (search-time latencies, labelled so) that show reads.
     from autoshuikou.cli import main
-    from autoshuikou.report.summary import load_summary
+    from autoshuikou.report.summary import format_table, load_summary
 
     summary = load_summary(tmp_path / "s")
     assert summary["stopped_early"] == "interrupted"
     assert summary["front_remeasured"] is False
+    assert "the front was not re-measured" in format_table(summary)
     assert summary["trials_complete"] == 1
     assert main(["show", str(tmp_path / "s")]) == 0
     # verify reads it too (no final re-measurement: it checks the search-time ratios).

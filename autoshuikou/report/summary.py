@@ -56,6 +56,12 @@ def format_table(summary: dict[str, Any]) -> str:
             f"trial {d['trial']} left the front on re-measurement: {d['latency_ms_search']:.3f} ms in the "
             f"search, {d['latency_ms_final']:.3f} ms re-measured"
         )
+    if summary.get("front_remeasured") is False and summary["pareto"]:
+        lines.append(
+            "latencies are the search's own timings (each trial's metrics.json says of which "
+            "artifact: latency_timed_on); the front was not re-measured at the end: "
+            "`autoshuikou verify` times the models themselves"
+        )
     spent = summary.get("time")
     if spent:  # where the time went (summaries older than the breakdown have none)
         setup = ", ".join(f"{k} {v:.0f} s" for k, v in spent["setup_seconds"].items())

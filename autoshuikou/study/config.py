@@ -42,6 +42,7 @@ class SearchConfig:
     timeout: float | None = None  # seconds after which no new trial starts
     min_accuracy: str | float | None = None  # absolute (0.97) or "99%" of the baseline
     measure_seconds: float = 1.0  # timing per trial, candidate and baseline interleaved
+    # (a quarter of it, untrained, where the fidelity times plans before training)
     predict: bool = False  # reject plans by a learned latency model (profiled once) first
     # "predict": train fully only what a learned accuracy predictor says could join the
     # front; "screen": what could at a rung of half an epoch; "full": every plan

@@ -1,7 +1,8 @@
 """Screening: spend full fine-tuning only on plans that could join the front.
 
 A plan's latency and size do not depend on its training, so both are measured on its
-untrained artifact first (seconds); a plan over the budget is rejected there. Its
+untrained artifact first (seconds); a plan over the budget is rejected there, and for a
+plan that is trained that timing is its latency (the front is timed again at the end). Its
 fine-tuning then starts as it would in any case, and after ``SCREEN_EPOCHS`` of it (a rung,
 as in successive halving) the student is scored in PyTorch and compared like with like:
 with the trials already trained fully, scored at the same point of their own training. If
@@ -16,23 +17,28 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from optuna.trial import FrozenTrial
 from torch import nn
 
-from autoshuikou.measure.latency import measure_interleaved
 from autoshuikou.measure.size import artifact_bytes
 from autoshuikou.plan import Plan
 from autoshuikou.study.context import RunContext
 from autoshuikou.study.pareto import best_beating, is_feasible
-from autoshuikou.study.trial import Stage, build_artifact
+from autoshuikou.study.trial import (
+    TIMED_UNTRAINED,
+    Stage,
+    Timing,
+    build_artifact,
+    time_against_baseline,
+)
 
 SCREEN_EPOCHS = 0.5  # the rung: this much of the plan's own fine-tuning, then the check
 SCREEN_TIMING_SHARE = 0.25  # of --measure-seconds: the untrained artifact, interleaved
 # A plan measured untrained over budget x (1 + this) is rejected: the margin covers the
-# scatter of a half-second timing against the full one.
+# scatter of this short timing against the front's final re-measurement.
 LATENCY_MARGIN = 0.05
 # Screened metrics closer than this share of the baseline metric count as a tie: promoted.
 TOLERANCE = 0.01
@@ -47,9 +53,12 @@ class Screen:
     size_bytes: int
     metric: float | None  # PyTorch, at the rung; None before it (or rejected on latency)
     seconds: float  # timing the untrained artifact (the rung's scoring is recorded apart)
+    # The timing itself: the trained model's latency too (``trial.TIMED_UNTRAINED``).
+    timing: Timing | None = field(default=None, compare=False)
 
     def to_attrs(self) -> dict[str, Any]:
-        return {f"screen_{k}": v for k, v in asdict(self).items() if v is not None}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "timing"}
+        return {f"screen_{k}": v for k, v in values.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -110,15 +119,12 @@ def time_untrained(
         path = work / ctx.artifact_name
         build_artifact(ctx, plan, path, stage, epochs=0, inspect=inspect)
         stage("timing the untrained model")
-        candidate, reference = measure_interleaved(
-            [path, ctx.baseline.model_path],
-            ctx.example_input,
-            ctx.settings,
-            seconds=ctx.measure_seconds * SCREEN_TIMING_SHARE,
+        timing = time_against_baseline(
+            ctx, path, ctx.measure_seconds * SCREEN_TIMING_SHARE, TIMED_UNTRAINED
         )
         size = artifact_bytes(path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    ratio = candidate.median_ms / reference.median_ms
     seconds = round(time.monotonic() - started, 2)
-    return Screen(ratio * ctx.baseline.latency_ms, ratio, size, None, seconds)
+    ratio = timing.ratio
+    return Screen(ratio * ctx.baseline.latency_ms, ratio, size, None, seconds, timing)

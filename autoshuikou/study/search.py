@@ -863,6 +863,8 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
             _rung(run, trial, untrained, anchor, extra)
             if untrained and run.config.fidelity == "screen"
             else None,
+            # Timed before training: the trained artifact has the same graph (trial.py).
+            untrained.timing if untrained is not None else None,
         )
     except ScreenedOut as out:
         check = float(extra.get("screen_check_seconds", 0.0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from autoshuikou.compress.distill import Rung, distill
 from autoshuikou.compress.prune import count_macs_params, prune
 from autoshuikou.measure.accuracy import artifact_scores
 from autoshuikou.measure.energy import energy_per_inference_mj
-from autoshuikou.measure.latency import LOCK_PATH, measure_interleaved
+from autoshuikou.measure.latency import LOCK_PATH, LatencyStats, measure_interleaved
 from autoshuikou.measure.memory import peak_memory_mb
 from autoshuikou.measure.runtime import open_runner
 from autoshuikou.measure.size import artifact_bytes, graph_counts
@@ -103,21 +104,52 @@ def artifact_counts(
     return module_counts
 
 
+# What a trial's search-time latency was timed on (metrics.json's "latency_timed_on").
+TIMED_THIS_ARTIFACT = "this artifact"
+# A plan's latency does not depend on its weights: the graph, its shapes and its kernels are
+# those of its untrained build, timed before fine-tuning (``study.screening``). The trained
+# artifact differs from it by no more than one file timed twice does (mean 0.3% against
+# 0.7% on digits: benchmarks/untrained_timing.py), so it is not timed again (1.3 s a
+# trial). The front's models are still timed themselves at the end (``study.final``).
+TIMED_UNTRAINED = "the untrained build of this plan (same graph, before fine-tuning)"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """An artifact timed against the baseline, interleaved, and which artifact it was."""
+
+    candidate: LatencyStats
+    reference: LatencyStats
+    timed_on: str
+
+    @property
+    def ratio(self) -> float:
+        return self.candidate.median_ms / self.reference.median_ms
+
+
+def time_against_baseline(ctx: RunContext, model: Path, seconds: float, timed_on: str) -> Timing:
+    candidate, reference = measure_interleaved(
+        [model, ctx.baseline.model_path], ctx.example_input, ctx.settings, seconds=seconds
+    )
+    return Timing(candidate, reference, timed_on)
+
+
 def measure_artifact(
-    ctx: RunContext, model: Path, module_counts: tuple[int, int], stage: Stage = lambda _s: None
+    ctx: RunContext,
+    model: Path,
+    module_counts: tuple[int, int],
+    stage: Stage = lambda _s: None,
+    timing: Timing | None = None,
 ) -> dict[str, Any]:
-    """Metric, latency (interleaved with the baseline), size, counts and memory of ``model``."""
+    """Metric, latency (interleaved with the baseline), size, counts and memory of ``model``;
+    with ``timing``, the latency is that one (the plan's untrained build), not timed again."""
     started = time.monotonic()
     stage("scoring")
     metric, scores = artifact_scores(model, ctx.task, ctx.settings)
-    stage("timing")
-    candidate, reference = measure_interleaved(
-        [model, ctx.baseline.model_path],
-        ctx.example_input,
-        ctx.settings,
-        seconds=ctx.measure_seconds,
-    )
-    ratio = candidate.median_ms / reference.median_ms
+    if timing is None:
+        stage("timing")
+        timing = time_against_baseline(ctx, model, ctx.measure_seconds, TIMED_THIS_ARTIFACT)
+    ratio = timing.ratio
     params, macs = artifact_counts(ctx, model, module_counts)
     energy = {}
     if ctx.energy is not None:
@@ -131,8 +163,9 @@ def measure_artifact(
         # reference latency. The ratio is what holds when the machine's speed drifts.
         "latency_ms": ratio * ctx.baseline.latency_ms,
         "latency_ratio": ratio,
-        "latency_raw": candidate.to_dict(),
-        "baseline_latency_raw": reference.to_dict(),
+        "latency_raw": timing.candidate.to_dict(),
+        "baseline_latency_raw": timing.reference.to_dict(),
+        "latency_timed_on": timing.timed_on,
         "size_bytes": artifact_bytes(model),
         "macs": macs,
         "params": params,
@@ -165,8 +198,10 @@ def run_trial(
     stage: Stage = lambda _s: None,
     extra: dict[str, Any] | None = None,
     rung: Rung | None = None,
+    timing: Timing | None = None,
 ) -> dict[str, Any]:
-    """Build and measure one plan; files land atomically in ``trials/<number>/``."""
+    """Build and measure one plan; files land atomically in ``trials/<number>/``. With
+    ``timing`` (its untrained build's), the trained artifact is not timed again."""
     final = ctx.trials_dir / f"{number:04d}"
     work = ctx.trials_dir / f".{number:04d}.tmp"
     shutil.rmtree(work, ignore_errors=True)
@@ -181,7 +216,7 @@ def run_trial(
         shutil.rmtree(work, ignore_errors=True)  # a stopped trial leaves nothing behind
         raise
     module_counts = (build["torch_params"], build["torch_macs"])
-    metrics = measure_artifact(ctx, artifact, module_counts, stage)
+    metrics = measure_artifact(ctx, artifact, module_counts, stage, timing)
     b = ctx.baseline
     metrics.update(
         trial=number,
