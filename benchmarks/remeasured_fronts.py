@@ -55,11 +55,8 @@ def main() -> None:
                 copy = Path(tmp) / f"{index}-{point['trial']}{Path(point['path']).suffix}"
                 shutil.copyfile(run / point["path"], copy)
                 models.append((index, copy, float(point["metric_retained"])))
-        base = next(
-            args.compare_dir / f"{s}-seed{n}" / str(baseline["path"])
-            for s, n, _ in studies
-            if (args.compare_dir / f"{s}-seed{n}" / str(baseline["path"])).exists()
-        )
+        saved = (args.compare_dir / f"{s}-seed{n}" / str(baseline["path"]) for s, n, _ in studies)
+        base = next(path for path in saved if path.exists())  # one baseline, copied to each
         stats = measure_ratios(
             [path for _, path, _ in models],
             base,

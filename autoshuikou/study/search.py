@@ -795,8 +795,8 @@ def _predicted(run: _Run, trial: optuna.Trial, plan: Plan, untrained: Screen) ->
     (TrialPruned). Too few trained trials to fit: it is trained."""
     ctx = run.ctx
     trials = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    observed = observed_trials(trials)  # the fit learns from all; a plan is compared with
-    # the feasible ones only
+    # The fit learns from every trained trial; a plan is compared with the feasible ones.
+    observed = observed_trials(trials)
     feasible = {t.number for t in trials if is_feasible(t)}
     predictor = fit_predictor(observed)
     if predictor is None:
