@@ -303,6 +303,14 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
     )
     s.add_argument("--device", default=DEFAULTS.device, help=DEVICE_HELP)
     s.add_argument(
+        "--teacher-cache-mb",
+        type=int,
+        default=DEFAULTS.teacher_cache_mb,
+        help="keep the teacher's outputs on training batches across trials, up to this many "
+        "MB: every trial sees the same batches, so the teacher's forward pass runs once per "
+        f"batch, not once per trial (default {DEFAULTS.teacher_cache_mb}; 0: run it every step)",
+    )
+    s.add_argument(
         "--storage",
         default=DEFAULTS.storage,
         help="postgresql://user:pw@host/db to share the study between machines, or a .journal "
@@ -342,8 +350,8 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
         "tpe-warm (what search runs: TPE started from the uniform plans, the accuracy "
         "predictor deciding what to train), screening (tpe-warm deciding at a rung of half an "
         "epoch), predictor (tpe-warm with --fidelity predict, whatever the default), "
-        "full-fidelity (tpe-warm training every plan, with the latency model: the default "
-        "before issue 13), tpe, nsga2, random, "
+        "full-fidelity (tpe-warm training every plan, with the latency model and no teacher "
+        "cache: the default before issue 13), tpe, nsga2, random, "
         "gp (samplers from scratch), no-distill (tpe-warm without fine-tuning), uniform (same "
         "prune ratio everywhere, fp32 and int8, no search)",
     )

@@ -98,10 +98,16 @@ def test_strategy_names_are_checked() -> None:
         ("screening", 30),
     ]
     assert [s.is_default for s in parsed] == [True, False, False, False, False, False]
-    # full-fidelity is the default before issue 13: every plan trained, the latency model on.
+    # full-fidelity is the default before issue 13: every plan trained, the latency model on,
+    # the teacher run at every step.
     full, screening = parsed[-2:]
     assert (full.fidelity, full.predict, full.warm_start) == ("full", True, True)
-    assert (parsed[0].fidelity, parsed[0].predict) == ("predict", False)
+    assert not full.teacher_cache
+    assert (parsed[0].fidelity, parsed[0].predict, parsed[0].teacher_cache) == (
+        "predict",
+        False,
+        True,
+    )
     assert (screening.fidelity, screening.warm_start) == ("screen", True)
     for bad in ("annealing", "tpe:0", "tpe,tpe", "uniform:5", ""):
         with pytest.raises(UserError):

@@ -76,10 +76,19 @@ def test_search_writes_deployable_pareto_models_and_resumes(
         assert (folder / "metrics.json").exists()
         assert (folder / "model.onnx").exists() == (trial.number in on_front)
 
+    # Trials after the first trained one find the teacher's outputs cached.
+    def steps_cached(numbers: range) -> list[int]:
+        found = [run / "trials" / f"{n:04d}" / "metrics.json" for n in numbers]
+        return [read_json(f)["teacher_steps_cached"] for f in found if f.exists()]
+
+    assert max(steps_cached(range(4))) > 0
+
     # The same call with a larger total resumes: earlier trials stay, references stay single.
-    search(tiny_task, trials=6, out=tmp_path, study_name="s", **FAST)
+    # (Without the teacher cache, which changes no result.)
+    search(tiny_task, trials=6, out=tmp_path, study_name="s", teacher_cache_mb=0, **FAST)
     study = _study(run)
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 6
+    assert steps_cached(range(4, len(study.trials))) == [0, 0]
     assert [t.user_attrs.get("reference") for t in study.trials].count("fp32") == 1
     assert not list((run / "trials").glob(".*.tmp"))
 

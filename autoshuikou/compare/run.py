@@ -471,6 +471,7 @@ def compare(
                 warm_start=s.warm_start,
                 fidelity=s.fidelity,
                 predict=s.predict,
+                teacher_cache_mb=shared.teacher_cache_mb if s.teacher_cache else 0,
             )
             search(task, config, progress, uniform_plans if s.uniform else None)
 

@@ -27,7 +27,8 @@ WARM = "tpe-warm"
 SCREENING = "screening"
 # tpe-warm with the predictor named explicitly, whatever the default.
 PREDICTOR = "predictor"
-# The default before issue 13: every plan trained fully, the latency model rejecting first.
+# The default before issue 13: every plan trained fully, the latency model rejecting first,
+# the teacher run at every training step (no teacher cache).
 FULL = "full-fidelity"
 NO_DISTILL = "no-distill"
 UNIFORM = "uniform"
@@ -43,6 +44,7 @@ class Strategy:
     warm_start: bool = False
     fidelity: str = DEFAULTS.fidelity
     predict: bool = False
+    teacher_cache: bool = True  # keep the teacher's outputs across trials (--teacher-cache-mb)
 
     @property
     def is_default(self) -> bool:
@@ -53,6 +55,7 @@ class Strategy:
             and not self.no_distill
             and self.fidelity == DEFAULTS.fidelity
             and not self.predict
+            and self.teacher_cache
         )
 
 
@@ -78,7 +81,15 @@ def parse_strategies(text: str, trials: int) -> list[Strategy]:
             strategies.append(Strategy(name, DEFAULT_SAMPLER, n, warm_start=True))
         elif name == FULL:
             strategies.append(
-                Strategy(name, DEFAULT_SAMPLER, n, warm_start=True, fidelity="full", predict=True)
+                Strategy(
+                    name,
+                    DEFAULT_SAMPLER,
+                    n,
+                    warm_start=True,
+                    fidelity="full",
+                    predict=True,
+                    teacher_cache=False,
+                )
             )
         elif name == SCREENING:
             strategies.append(

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autoshuikou.compress.teacher_cache import TeacherCache, batch_key
 from autoshuikou.families import Inputs, call, primary
 from autoshuikou.plan import DistillSettings
 from autoshuikou.tasks import Task, iterate_batches
@@ -65,6 +66,7 @@ def distill(
     device: str = "cpu",
     on_epoch: Callable[[int, int], None] = lambda _done, _total: None,
     rung: Rung | None = None,
+    teacher_cache: TeacherCache | None = None,
 ) -> nn.Module:
     """Fine-tune ``student`` in place for ``settings.epochs`` epochs of ``task.train_data``.
 
@@ -73,7 +75,9 @@ def distill(
     back on the CPU. ``history``, if given, receives each epoch's mean soft, hard and
     feature losses. ``rung`` (fraction of an epoch, check): after that part of the training, ``check`` is
     given the student (in eval mode) and may raise to stop here; otherwise training goes on
-    unchanged, so the model is the one a run without the rung trains.
+    unchanged, so the model is the one a run without the rung trains. ``teacher_cache``
+    supplies the teacher's outputs on batches an earlier call has seen (and keeps this
+    call's): the same training, without the teacher's forward pass on those batches.
     """
     epochs = settings.epochs if epochs is None else epochs
     if epochs <= 0:
@@ -127,16 +131,24 @@ def distill(
             for inputs, targets in task.batches("train_data"):
                 if done == steps:
                     break
+                key = batch_key(inputs) if teacher_cache is not None else b""
                 inputs, targets = _to(inputs, on_device), targets.to(on_device)
-                with torch.no_grad():
-                    t_out = call(teacher, inputs)
+                cached = teacher_cache.get(key, features) if teacher_cache is not None else None
+                if cached is None:
+                    with torch.no_grad():
+                        t_out = primary(call(teacher, inputs))
+                    t_feat = {name: t_feats[name] for name in features}
+                    if teacher_cache is not None:
+                        teacher_cache.put(key, t_out, t_feat)
+                else:
+                    t_out, t_feat = cached
                 s_out = call(student, inputs)
                 soft, hard = family.distill_loss(s_out, t_out, targets, temperature)
                 feature = sum(
                     (
                         settings.features[name]
                         * F.mse_loss(
-                            projections[name.replace(".", "/")](s_feats[name]), t_feats[name]
+                            projections[name.replace(".", "/")](s_feats[name]), t_feat[name]
                         )
                         for name in features
                     ),

@@ -131,7 +131,8 @@ class ModelFamily(ABC):
         targets: torch.Tensor,
         temperature: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(soft, hard) losses of one batch from the student's and teacher's raw outputs."""
+        """(soft, hard) losses of one batch from the student's raw outputs and the teacher's
+        primary output (one tensor: it is what ``compress.teacher_cache`` keeps)."""
 
     @property
     @abstractmethod

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from autoshuikou.compress.teacher_cache import DEFAULT_MEGABYTES
 from autoshuikou.errors import UserError
 from autoshuikou.runtimes import DEFAULT_RUNTIME
 from autoshuikou.study.budget import parse_budget
@@ -48,6 +49,9 @@ class SearchConfig:
     # front; "screen": what could at a rung of half an epoch; "full": every plan
     fidelity: str = "predict"
     device: str = "auto"  # fine-tuning: auto (CUDA when available), cpu, cuda
+    # The teacher's outputs on training batches kept across trials, up to this many MB
+    # (compress.teacher_cache); 0: the teacher runs at every training step.
+    teacher_cache_mb: int = DEFAULT_MEGABYTES
     storage: str | None = None  # None: a journal under the run; a .journal path; postgresql://
     sampler: str = DEFAULT_SAMPLER  # see study.samplers
     final_remeasure: bool = True  # without: the front keeps its search-time latencies
@@ -85,6 +89,11 @@ class SearchConfig:
             raise UserError(
                 f"--refine-epochs must be at least 1, got {self.refine_epochs}",
                 "e.g. --refine-epochs 60",
+            )
+        if self.teacher_cache_mb < 0:
+            raise UserError(
+                f"--teacher-cache-mb must be 0 or more, got {self.teacher_cache_mb}",
+                "e.g. --teacher-cache-mb 1024, or 0 to run the teacher at every step",
             )
         if self.max_length < 1:
             raise UserError(f"--max-length must be at least 1, got {self.max_length}", "e.g. 128")

@@ -11,6 +11,7 @@ from torch import nn
 
 from autoshuikou.compress.prune import label_gradients
 from autoshuikou.compress.quantize import Int8Format
+from autoshuikou.compress.teacher_cache import TeacherCache
 from autoshuikou.families import Feed, Inputs, to_feed
 from autoshuikou.measure.energy import EnergyCounter
 from autoshuikou.measure.memory import InputShapes, input_shapes
@@ -62,6 +63,7 @@ class RunContext:
     measure_seconds: float = 1.0
     energy: EnergyCounter | None = None  # None where the machine has no readable counter
     device: str = "cpu"  # where fine-tuning runs; latency is always timed in the runtime
+    teacher_cache: TeacherCache | None = None  # None: the teacher runs at every training step
     _baseline: BaselineInfo | None = None
     _gradients: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 

@@ -30,6 +30,7 @@ from autoshuikou.compress.prune import (
     prune,
 )
 from autoshuikou.compress.quantize import calibration_batches
+from autoshuikou.compress.teacher_cache import TeacherCache
 from autoshuikou.errors import UserError
 from autoshuikou.interrupt import raise_if_interrupted
 from autoshuikou.measure.accuracy import torch_metric
@@ -530,6 +531,8 @@ def _prepare(
     device = resolve_device(config.device)
     ctx, identity = context_for(task, config, Path(config.out) / name, progress)
     ctx.device = device
+    if config.teacher_cache_mb > 0:
+        ctx.teacher_cache = TeacherCache(config.teacher_cache_mb * 2**20)
     _record_settings(config, task, name, ctx.run_dir, from_python)
     setup = {"baseline": round(time.monotonic() - started, 1)}
     b = ctx.baseline
