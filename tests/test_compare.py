@@ -17,7 +17,13 @@ from autoshuikou.compare.metrics import (
     hypervolume_curve,
     pareto_front,
 )
-from autoshuikou.compare.run import StudyOutcome, compare, seconds_to_reach, time_shares
+from autoshuikou.compare.run import (
+    StudyOutcome,
+    compare,
+    mean_curve_reaches,
+    seconds_to_reach,
+    time_shares,
+)
 from autoshuikou.compare.strategies import UNIFORM_RATIOS, parse_strategies
 from autoshuikou.errors import UserError
 from autoshuikou.plan import Plan
@@ -85,6 +91,11 @@ def test_time_to_reach_another_strategys_final_hypervolume() -> None:
         {"seed": 0, "seconds": 20, "share": 0.2},
         {"seed": 1, "seconds": None, "share": None},
     ]
+    # Over seeds: b's mean final is 0.02 and its mean wall time 90 s. At 20 s seed 0 is at
+    # 0.02 and seed 1 at 0.01 (mean 0.015); at 30 s seed 0 reaches 0.03: the mean 0.02.
+    assert mean_curve_reaches(fast, slow) == {"target": 0.02, "seconds": 30, "share": 30 / 90}
+    higher = [_outcome("b", 0, [50], [0.05])]
+    assert mean_curve_reaches(fast, higher) == {"target": 0.05, "seconds": None, "share": None}
 
 
 def test_strategy_names_are_checked() -> None:
