@@ -54,7 +54,8 @@ def build_artifact(
     stage(f"distilling {epochs:g} epochs on {ctx.device}" if epochs else "no fine-tuning")
     distill_started = time.monotonic()
     history: list[dict[str, float]] = []
-    hits_before = ctx.teacher_cache.hits if ctx.teacher_cache else 0
+    cache = ctx.teacher_cache
+    hits_before = cache.hits if cache is not None else 0
     # Training holds the host's timing lock shared: no worker times a model while another
     # trains (which would load the cores), while several workers may train at once.
     with file_lock(LOCK_PATH, shared=True):
@@ -69,10 +70,10 @@ def build_artifact(
             device=ctx.device,
             on_epoch=lambda i, n: stage(f"distilling, epoch {i}/{n} on {ctx.device}"),
             rung=rung,
-            teacher_cache=ctx.teacher_cache,
+            teacher_cache=cache,
         )
     distill_s = time.monotonic() - distill_started
-    cached_steps = ctx.teacher_cache.hits - hits_before if ctx.teacher_cache else 0
+    cached_steps = cache.hits - hits_before if cache is not None else 0
     if inspect is not None:
         inspect(student)
     if student_out is not None:
