@@ -43,8 +43,7 @@ class TeacherCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self.hits = 0
-        self.misses = 0
+        self.hits = 0  # lookups answered from the cache
         self._entries: dict[bytes, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
 
     def get(
@@ -53,7 +52,6 @@ class TeacherCache:
         """(output, {feature: tensor}) for the batch, or None if it (or a feature) is missing."""
         entry = self._entries.get(key)
         if entry is None or any(name not in entry[1] for name in features):
-            self.misses += 1
             return None
         self.hits += 1
         return entry
