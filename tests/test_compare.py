@@ -1,12 +1,13 @@
 """`autoshuikou compare`: front metrics against hand-computed cases, and a tiny end-to-end run."""
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
 from optuna._hypervolume import compute_hypervolume
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from autoshuikou.cli import main
 from autoshuikou.compare.metrics import (
@@ -21,6 +22,7 @@ from autoshuikou.compare.run import (
     StudyOutcome,
     compare,
     mean_curve_reaches,
+    search_clock,
     seconds_to_reach,
     time_shares,
 )
@@ -96,6 +98,48 @@ def test_time_to_reach_another_strategys_final_hypervolume() -> None:
     assert mean_curve_reaches(fast, slow) == {"target": 0.02, "seconds": 30, "share": 30 / 90}
     higher = [_outcome("b", 0, [50], [0.05])]
     assert mean_curve_reaches(fast, higher) == {"target": 0.05, "seconds": None, "share": None}
+
+
+def _timed_trial(
+    number: int, start: float, end: float, worker: str, state: TrialState
+) -> FrozenTrial:
+    t0 = datetime(2026, 1, 1)
+    return FrozenTrial(
+        number=number,
+        trial_id=number,
+        state=state,
+        value=None,
+        values=[1.0] if state == TrialState.COMPLETE else None,
+        datetime_start=t0 + timedelta(seconds=start),
+        datetime_complete=t0 + timedelta(seconds=end),
+        params={},
+        distributions={},
+        user_attrs={"worker": worker},
+        system_attrs={},
+        intermediate_values={},
+    )
+
+
+def test_a_stopped_and_resumed_study_is_timed_without_its_pause() -> None:
+    done, failed = TrialState.COMPLETE, TrialState.FAIL
+    t0 = datetime(2026, 1, 1)
+    # Process a runs two trials and is killed in its third; its orphan is marked failed when
+    # process b resumes the study 10 minutes later. b runs two more trials.
+    trials = [
+        _timed_trial(0, 0, 10, "host:1", done),
+        _timed_trial(1, 10, 20, "host:1", done),
+        _timed_trial(2, 20, 620, "host:1", failed),
+        _timed_trial(3, 620, 630, "host:2", done),
+        _timed_trial(4, 630, 645, "host:2", done),
+    ]
+    clock = search_clock(trials)
+    assert clock(t0 + timedelta(seconds=20)) == 20
+    assert clock(t0 + timedelta(seconds=300)) == 20  # paused: no process ran trials
+    assert clock(t0 + timedelta(seconds=630)) == 30
+    assert clock(datetime.max) == 45
+    # Two workers side by side: the time they overlap counts once.
+    side_by_side = [_timed_trial(0, 0, 30, "a:1", done), _timed_trial(1, 5, 40, "b:1", done)]
+    assert search_clock(side_by_side)(datetime.max) == 40
 
 
 def test_strategy_names_are_checked() -> None:

@@ -18,6 +18,7 @@ import shlex
 import shutil
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from importlib import metadata
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from autoshuikou.compare.metrics import (
     XY,
@@ -86,6 +87,36 @@ def _xy(record: TrialRecord) -> XY:
     return (record.latency_ratio, record.metric_retained)
 
 
+def search_clock(trials: list[FrozenTrial]) -> Callable[[datetime], float]:
+    """Seconds the study was being searched up to a moment. Each search process (the
+    trials' ``worker``) runs from its first trial's start to its last trial's end; time
+    that no process covers, a search stopped and resumed later, does not count, and
+    processes running side by side count once. A failed trial counts to its start: a
+    killed run's orphan is marked failed when the next run starts, not when it died."""
+    spans: dict[object, tuple[datetime, datetime]] = {}
+    for t in trials:
+        if t.datetime_start is None:
+            continue
+        failed = t.state == TrialState.FAIL
+        end = t.datetime_complete if t.datetime_complete and not failed else t.datetime_start
+        worker = t.user_attrs.get("worker")
+        first, last = spans.get(worker, (t.datetime_start, end))
+        spans[worker] = (min(first, t.datetime_start), max(last, end))
+    merged: list[tuple[datetime, datetime]] = []
+    for first, last in sorted(spans.values()):
+        if merged and first <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+
+    def clock(moment: datetime) -> float:
+        return sum(
+            (min(last, moment) - first).total_seconds() for first, last in merged if first < moment
+        )
+
+    return clock
+
+
 def read_outcome(
     study: optuna.Study,
     strategy: str,
@@ -95,11 +126,10 @@ def read_outcome(
     setup_seconds: float = 0.0,
 ) -> StudyOutcome:
     """``baselines``: collect the fixed plans and the int8 reference as baseline points.
-    Times count from the study's first trial, plus ``setup_seconds``."""
+    Times are the seconds the study was searched (:func:`search_clock`), plus ``setup_seconds``."""
     finished = sorted(counted_trials(study), key=lambda t: t.number)
     # Time runs over every trial, those rejected on latency included: they cost seconds too.
-    every = study.get_trials(deepcopy=False)
-    start = min(t.datetime_start for t in every if t.datetime_start)
+    clock = search_clock(study.get_trials(deepcopy=False))
     # Screened-out trials count as trials (points None: never trained, never on a front).
     records = {t.number: TrialRecord.from_trial(t) for t in finished if is_feasible(t)}
     tags = {t.number: TrialTags.from_trial(t) for t in finished}
@@ -108,11 +138,10 @@ def read_outcome(
     feasible = [records[t.number] for t in finished if is_feasible(t)]
     first = next((i for i, t in enumerate(finished) if is_feasible(t)), None)
     best = max(feasible, key=lambda r: r.metric, default=None)
-    last = max(t.datetime_complete for t in every if t.datetime_complete)
 
     def since_start(trial: FrozenTrial) -> float:
         assert trial.datetime_complete is not None
-        return setup_seconds + (trial.datetime_complete - start).total_seconds()
+        return setup_seconds + clock(trial.datetime_complete)
 
     # The int8 reference is the int8-only baseline.
     baseline_labels = {
@@ -132,7 +161,7 @@ def read_outcome(
         best_metric_retained=None if best is None else best.metric_retained,
         first_feasible_trial=None if first is None else first + 1,
         first_feasible_seconds=None if first is None else since_start(finished[first]),
-        total_seconds=setup_seconds + (last - start).total_seconds(),
+        total_seconds=setup_seconds + clock(datetime.max),
         setup_seconds=setup_seconds,
         curve=curve,
         seconds=[since_start(t) for t in finished],
@@ -317,8 +346,8 @@ def markdown_table(summary: dict[str, Any], reference: XY) -> str:
     lines = [
         f"Hypervolume of the feasible (latency ratio, metric retained) front, reference point "
         f"({reference[0]:.3f}, {reference[1]:.2f}): the budget and {reference[1]:.0%} of the "
-        "baseline metric. Mean ± standard deviation over seeds; times in seconds from the "
-        "study's first trial.",
+        "baseline metric. Mean ± standard deviation over seeds; times in seconds of searching "
+        "from the study's first trial (a stopped and resumed study's pause left out).",
         "",
         "| strategy | trials | seeds | hypervolume | best metric | first feasible (trial) "
         f"| first feasible (s) | total (s) | p ({default} > this) | p (this > {default}) |",
