@@ -274,7 +274,8 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
         default=DEFAULTS.fidelity,
         choices=FIDELITIES,
         help="predict: time each plan untrained, predict its trained metric from its score "
-        "after BatchNorm recalibration (a predictor fitted on the trained plans), train fully "
+        "(after BatchNorm recalibration where it has BatchNorm; a predictor fitted on the "
+        "trained plans), train fully "
         "only those that could join the front (default); screen: decide that from its score "
         "after half an epoch of fine-tuning; full: train every plan",
     )

@@ -736,7 +736,7 @@ def _time_untrained(
     ctx = run.ctx
 
     def signal(student: torch.nn.Module) -> None:  # the predictor's, while it is at hand
-        run.progress.stage(trial.number, "recalibrating BatchNorm and scoring")
+        run.progress.stage(trial.number, "scoring the untrained student")
         trial.set_user_attr(SIGNAL_ATTR, recalibrated_metric(student, ctx.task, ctx.seed))
         trial.set_user_attr(EPOCHS_ATTR, plan.distill.epochs)
 
@@ -823,7 +823,7 @@ def _predicted(run: _Run, trial: optuna.Trial, plan: Plan, untrained: Screen) ->
     trial.set_user_attr("seconds", {"screening": untrained.seconds})
     reason = (
         f"predicted out: {ctx.task.metric_name} {predicted:.4f} +- {error:.4f} "
-        f"(from {signal:.4f} after BatchNorm recalibration, {predictor.trained_on} trained "
+        f"(from the untrained student's {signal:.4f}, {predictor.trained_on} trained "
         f"trials) at {untrained.latency_ms:.3f} ms; trial {beaten.trial} is as fast and "
         f"small and scored {beaten.metric:.4f}"
     )
