@@ -116,7 +116,10 @@ class Predictor:
     def predict(self, signal: float, epochs: float) -> tuple[float, float] | None:
         """(predicted metric, its standard error); None where the data cannot tell: e.g.
         every trained trial so far fine-tuned 4 epochs and this plan 2."""
-        x = _features(signal, epochs)
+        return self.predict_features(_features(signal, epochs))
+
+    def predict_features(self, x: np.ndarray) -> tuple[float, float] | None:
+        """:meth:`predict` for a row of features as the fit saw them."""
         if np.linalg.norm(x - self.row_space @ x) > 1e-6 * np.linalg.norm(x):
             return None
         error = self.residual_sd * float(np.sqrt(1 + x @ self.covariance @ x))
@@ -129,14 +132,19 @@ def fit_predictor(observed: list[Observed]) -> Predictor | None:
     if len(observed) < MIN_FIT:
         return None
     x = np.array([_features(o.signal, o.epochs) for o in observed])
-    y = np.array([o.metric for o in observed])
+    return fit_least_squares(x, np.array([o.metric for o in observed]))
+
+
+def fit_least_squares(x: np.ndarray, y: np.ndarray) -> Predictor | None:
+    """The fit behind :func:`fit_predictor`, on any features (rows of ``x``); None with
+    too few rows beyond the fitted coefficients to estimate the error."""
     pinv = np.linalg.pinv(x)  # copes with every trial having trained the same epochs
     coefficients = pinv @ y
     freedom = len(y) - int(np.linalg.matrix_rank(x))
     if freedom < 2:
         return None
     residual_sd = float(np.sqrt(np.sum((y - x @ coefficients) ** 2) / freedom))
-    return Predictor(coefficients, pinv @ pinv.T, pinv @ x, residual_sd, len(observed))
+    return Predictor(coefficients, pinv @ pinv.T, pinv @ x, residual_sd, len(y))
 
 
 def beating(
