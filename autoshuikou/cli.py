@@ -275,8 +275,8 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
         choices=FIDELITIES,
         help="predict: time each plan untrained, predict its trained metric from its score "
         "(after BatchNorm recalibration where it has BatchNorm; a predictor fitted on the "
-        "trained plans), train fully "
-        "only those that could join the front (default); screen: decide that from its score "
+        "trained plans), train fully only those that could join the front (default); "
+        "screen: decide that from its score "
         "after half an epoch of fine-tuning; full: train every plan",
     )
     s.add_argument(

@@ -27,6 +27,7 @@ import numpy as np
 import optuna
 
 from autoshuikou.compare.metrics import hypervolume
+from autoshuikou.study.pareto import best_beating
 from autoshuikou.study.predictor import (
     EPOCHS_ATTR,
     MIN_FIT,
@@ -52,6 +53,7 @@ class Trained:
     metric: float
     retained: float
     latency_ratio: float
+    latency_ms: float
     size_bytes: int
     feasible: bool
     seconds_saved: float  # training, building and measuring: what not training it saves
@@ -74,6 +76,7 @@ def trained_trials(study: optuna.Study) -> list[Trained]:
                 metric=a["metric"],
                 retained=a["metric_retained"],
                 latency_ratio=a["latency_ratio"],
+                latency_ms=a["latency_ms"],
                 size_bytes=a["size_bytes"],
                 feasible=bool(a.get("feasible")),
                 seconds_saved=sum(
@@ -82,6 +85,10 @@ def trained_trials(study: optuna.Study) -> list[Trained]:
             )
         )
     return found
+
+
+def _metric(t: Trained) -> float:
+    return t.metric
 
 
 def features(t: Trained, kind: str, largest_macs: float) -> np.ndarray:
@@ -109,13 +116,9 @@ def replay(
             prediction = None if fit is None else fit.predict_features(features(t, kind, largest))
             if prediction is not None:
                 bar = prediction[0] + sigmas * prediction[1] + TOLERANCE * baseline_metric
-                decided_out = any(
-                    k.feasible
-                    and k.latency_ratio <= t.latency_ratio
-                    and k.size_bytes <= t.size_bytes
-                    and k.metric >= bar
-                    for k in learned
-                )
+                feasible = [k for k in learned if k.feasible]
+                beaten = best_beating(t.latency_ms, t.size_bytes, bar, feasible, _metric)
+                decided_out = beaten is not None
         (out if decided_out else kept).append(t)
 
     def front(ts: list[Trained]) -> float:
