@@ -274,10 +274,10 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
         default=DEFAULTS.fidelity,
         choices=FIDELITIES,
         help="predict: time each plan untrained, predict its trained metric from its score "
-        "(after BatchNorm recalibration where it has BatchNorm; a predictor fitted on the "
-        "trained plans), train fully only those that could join the front (default); "
-        "screen: decide that from its score "
-        "after half an epoch of fine-tuning; full: train every plan",
+        "after BatchNorm recalibration (a predictor fitted on the trained plans), train "
+        "fully only those that could join the front; screen: decide that from its score "
+        "after half an epoch of fine-tuning; full: train every plan; auto (default): "
+        "predict where the model has BatchNorm, screen where it has none",
     )
     s.add_argument(
         "--predict",
@@ -348,8 +348,8 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
         "--strategies",
         default=DEFAULT_STRATEGIES,
         help=f"comma-separated NAME or NAME:TRIALS (default {DEFAULT_STRATEGIES}); names: "
-        "tpe-warm (what search runs: TPE started from the uniform plans, the accuracy "
-        "predictor deciding what to train), screening (tpe-warm deciding at a rung of half an "
+        "tpe-warm (what search runs: TPE started from the uniform plans, --fidelity auto "
+        "deciding what to train), screening (tpe-warm deciding at a rung of half an "
         "epoch), predictor (tpe-warm with --fidelity predict, whatever the default), "
         "full-fidelity (tpe-warm training every plan, with the latency model and no teacher "
         "cache: the default before issue 13), tpe, nsga2, random, "

@@ -51,6 +51,10 @@ def test_own_hugging_face_encoder_folder_is_searched_and_verified(tmp_path: Path
         predict=False,
     )
     assert result.feasible
+    # No BatchNorm: the default fidelity scores plans at the rung, not by the predictor.
+    assert result.summary["fidelity"] == "screen"
+    tuned = read_json(result.run_dir / "trials" / "0002" / "metrics.json")
+    assert "screen_metric" in tuned and "predict_signal" not in tuned and tuned["distill_losses"]
     for point in result.pareto:
         model = result.run_dir / point["path"]
         metrics = read_json(model.parent / "metrics.json")

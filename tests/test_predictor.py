@@ -27,7 +27,7 @@ from autoshuikou.study.predictor import (
     fit_predictor,
     recalibrated_metric,
 )
-from autoshuikou.study.search import counted
+from autoshuikou.study.search import counted, resolve_fidelity
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.study.trial import TIMED_UNTRAINED
 from autoshuikou.tasks import Task
@@ -139,7 +139,15 @@ def test_predicted_out_plans_are_recorded_counted_and_not_trained(
     assert result.summary["trials_screened_out"] == len(out)
 
 
-def test_the_predictor_is_what_search_runs_by_default() -> None:
-    assert SearchConfig().fidelity == "predict"
+def test_search_predicts_where_the_model_has_batchnorm_and_screens_where_it_has_none(
+    tiny_task: Task,
+) -> None:
+    from encoder_task import make_encoder_task
+
+    encoder = make_encoder_task().model
+    assert SearchConfig().fidelity == "auto"
+    assert resolve_fidelity("auto", tiny_task.model) == "predict"
+    assert resolve_fidelity("auto", encoder) == "screen"  # no BatchNorm: no signal to speak of
+    assert resolve_fidelity("predict", encoder) == "predict"  # named: as named
     named, default = parse_strategies("predictor,tpe-warm", 30)
-    assert named.fidelity == default.fidelity == "predict" and named.warm_start
+    assert (named.fidelity, default.fidelity) == ("predict", "auto") and named.warm_start

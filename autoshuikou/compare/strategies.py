@@ -20,7 +20,7 @@ from autoshuikou.study.samplers import DEFAULT_SAMPLER, SAMPLERS
 
 DEFAULT_STRATEGIES = "tpe-warm,screening,full-fidelity,tpe,nsga2,random,no-distill,uniform"
 # What `autoshuikou search` runs: TPE started from the uniform plans, the default fidelity
-# (the learned accuracy predictor decides what to train).
+# (the learned accuracy predictor decides what to train; the rung where there is no BatchNorm).
 WARM = "tpe-warm"
 # tpe-warm deciding at a rung of half an epoch instead (--fidelity screen; the default from
 # issue 13's first measurement until the predictor beat it).

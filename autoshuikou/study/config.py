@@ -14,7 +14,9 @@ from autoshuikou.runtimes import DEFAULT_RUNTIME
 from autoshuikou.study.budget import parse_budget
 from autoshuikou.study.samplers import DEFAULT_SAMPLER
 
-FIDELITIES = ("predict", "screen", "full")  # see study.predictor, study.screening
+# See study.predictor and study.screening; "auto" is predict where the model has BatchNorm,
+# screen where it has none (study.search.resolve_fidelity).
+FIDELITIES = ("auto", "predict", "screen", "full")
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,9 @@ class SearchConfig:
     # (a quarter of it, untrained, where the fidelity times plans before training)
     predict: bool = False  # reject plans by a learned latency model (profiled once) first
     # "predict": train fully only what a learned accuracy predictor says could join the
-    # front; "screen": what could at a rung of half an epoch; "full": every plan
-    fidelity: str = "predict"
+    # front; "screen": what could at a rung of half an epoch; "full": every plan; "auto":
+    # predict where the model has BatchNorm (its signal), screen elsewhere
+    fidelity: str = "auto"
     device: str = "auto"  # fine-tuning: auto (CUDA when available), cpu, cuda
     # The teacher's outputs on training batches kept across trials, up to this many MB
     # (compress.teacher_cache); 0: the teacher runs at every training step.

@@ -1,8 +1,9 @@
 """A learned accuracy predictor: decide from cheap signals which plans to train.
 
-What `autoshuikou search` runs by default (``--fidelity predict``); screening at a rung
-(``study.screening``, ``--fidelity screen``) is the alternative it was measured against
-(docs/benchmarks.md). A plan's latency and size are measured on its untrained artifact
+What `autoshuikou search` runs by default on models with BatchNorm (``--fidelity auto``;
+``predict`` names it); screening at a rung (``study.screening``, ``--fidelity screen``) is
+the alternative it was measured against (docs/benchmarks.md), and the default on models
+without BatchNorm, where this signal is only the untrained score. A plan's latency and size are measured on its untrained artifact
 first, as there. Then, instead of half an epoch of training:
 
 1. The signal: the pruned, untrained student with its BatchNorm statistics recomputed on
@@ -44,9 +45,18 @@ PREDICTED_ATTR = "screen_predicted"  # on trials the predictor decided (screened
 ERROR_ATTR = "screen_predicted_error"  # that prediction's standard error
 
 
+def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether the signal is more than ``model``'s pruned score: recalibration needs BatchNorm."""
+    return bool(_batchnorms(model))
+
+
 def recalibrated_metric(student: nn.Module, task: Task, seed: int = 0) -> float:
     """The signal: ``student``'s metric after adaptive BatchNorm (in place; eval mode after)."""
-    norms = [m for m in student.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = _batchnorms(student)
     if norms:
         generator = getattr(task.train_data, "generator", None)
         if isinstance(generator, torch.Generator):

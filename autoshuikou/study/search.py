@@ -72,6 +72,7 @@ from autoshuikou.study.predictor import (
     SIGNAL_ATTR,
     beating,
     fit_predictor,
+    has_batchnorm,
     judged_on_metric,
     observed_trials,
     recalibrated_metric,
@@ -451,6 +452,7 @@ class _Run:
     progress: Progress
     started: float
     setup_seconds: dict[str, float]  # baseline, latency profiling: before the first trial
+    fidelity: str  # "predict", "screen" or "full": --fidelity with "auto" resolved
 
 
 def search(
@@ -479,11 +481,13 @@ def search(
     everywhere, fp32 and int8), so the sampler starts from the classic baselines instead of
     from nothing; plans predicted over budget among them are rejected as any other.
     ``energy_objective`` adds energy per inference (minimized) as a fourth objective; only
-    where the machine has readable energy counters. ``fidelity="predict"`` (the default)
+    where the machine has readable energy counters. ``fidelity="predict"``
     measures each sampled plan's latency untrained and predicts its trained metric from
     cheap signals (``study.predictor``); ``"screen"`` scores it after half an epoch instead
     (``study.screening``); both train fully only the plans that could join the front.
-    ``"full"`` trains every plan. ``device`` is where fine-tuning runs ("auto": CUDA when available).
+    ``"full"`` trains every plan; ``"auto"`` (the default) is ``"predict"`` where the model
+    has BatchNorm and ``"screen"`` where it has none (:func:`resolve_fidelity`). ``device``
+    is where fine-tuning runs ("auto": CUDA when available).
     ``refine`` front models (None: the space's ``refine.models``) are then trained again
     with ``refine_epochs`` (None: the space's ``refine.epochs``; see ``study.refine``).
     """
@@ -553,6 +557,13 @@ def _prepare(
             "maximum, every allowed layer int8)",
             f"raise --budget to at least {b.fastest_latency_ms:.3f}ms, or allow more pruning in the space",
         )
+    fidelity = resolve_fidelity(config.fidelity, ctx.teacher)
+    if config.fidelity == "auto" and fidelity == "screen":
+        progress.line(
+            f"fidelity: {fidelity} (the model has no BatchNorm, so the predictor's signal "
+            "would be its untrained score, which hardly ranks trained models; plans are "
+            "scored after half an epoch instead)"
+        )
     latency_model = None
     if config.predict:
         latency_model = load_or_build_latency_model(ctx, progress)
@@ -568,11 +579,7 @@ def _prepare(
         progress.line(
             f"the latency model's 90th-percentile error is {latency_model.holdout_p90:.0%} "
             f"(over {MAX_TRUSTED_P90:.0%}): it rejects no plans"
-            + (
-                "; each plan's untrained artifact is timed instead"
-                if config.fidelity == "screen"
-                else ""
-            )
+            + ("; each plan's untrained artifact is timed instead" if fidelity == "screen" else "")
         )
     if margin is not None:
         progress.line(
@@ -594,6 +601,7 @@ def _prepare(
         progress,
         started,
         setup,
+        fidelity,
     )
 
 
@@ -625,6 +633,16 @@ def _record_settings(
     write_config(run_dir, values, note)
     if task.provenance:
         write_json(run_dir / "data.json", task.provenance)
+
+
+def resolve_fidelity(fidelity: str, teacher: torch.nn.Module) -> str:
+    """--fidelity with "auto" resolved: the predictor where ``teacher`` has BatchNorm, the
+    rung where it has none. The predictor's signal is the score after adaptive BatchNorm;
+    without BatchNorm it is the pruned model's untrained score, which ranked the trained
+    encoders at Spearman 0.13 (docs/benchmarks.md, "The transformer task")."""
+    if fidelity != "auto":
+        return fidelity
+    return "predict" if has_batchnorm(teacher) else "screen"
 
 
 def resolve_device(device: str) -> str:
@@ -731,7 +749,7 @@ def _time_untrained(
     (``study.screening``), and for the predictor its signal recorded (``study.predictor``);
     a plan over the budget (unless ``exempt_budget``) is recorded and not trained
     (TrialPruned)."""
-    if run.config.fidelity == "full" or plan.distill.epochs <= 0:
+    if run.fidelity == "full" or plan.distill.epochs <= 0:
         return None  # nothing to save: the full trial trains nothing either
     ctx = run.ctx
 
@@ -745,7 +763,7 @@ def _time_untrained(
         trial.number,
         plan,
         lambda s: run.progress.stage(trial.number, s),
-        signal if run.config.fidelity == "predict" else None,
+        signal if run.fidelity == "predict" else None,
     )
     for key, value in screen.to_attrs().items():
         trial.set_user_attr(key, value)
@@ -845,7 +863,7 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
     # they are what later plans are screened against.
     anchor = baseline or "warm_start" in trial.user_attrs
     untrained = _time_untrained(run, trial, plan, exempt_budget=baseline)
-    if untrained is not None and run.config.fidelity == "predict" and not anchor:
+    if untrained is not None and run.fidelity == "predict" and not anchor:
         _predicted(run, trial, plan, untrained)
     extra: dict[str, Any] = {} if predicted is None else {"latency_predicted_ms": predicted}
     if REFINE_ATTR in trial.user_attrs:
@@ -864,7 +882,7 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
             lambda s: run.progress.stage(trial.number, s),
             extra,
             _rung(run, trial, untrained, anchor, extra)
-            if untrained and run.config.fidelity == "screen"
+            if untrained and run.fidelity == "screen"
             else None,
             # Timed before training: the trained artifact has the same graph (trial.py).
             untrained.timing if untrained is not None else None,
@@ -1057,6 +1075,7 @@ def _finish(
     summary["front_remeasured"] = measure_again
     summary["stopped_early"] = stopped_early
     summary["reject_margin"] = run.margin
+    summary["fidelity"] = run.fidelity  # "auto" resolved: how plans were decided
     write_json(ctx.run_dir / "summary.json", summary)
     _plot_front(study, summary, ctx.run_dir / "front.png")
     return SearchResult(run_dir=ctx.run_dir, summary=summary)
