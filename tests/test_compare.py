@@ -159,7 +159,7 @@ def test_strategy_names_are_checked() -> None:
     assert (full.fidelity, full.predict, full.warm_start) == ("full", True, True)
     assert not full.teacher_cache
     assert (parsed[0].fidelity, parsed[0].predict, parsed[0].teacher_cache) == (
-        "predict",
+        "auto",
         False,
         True,
     )
