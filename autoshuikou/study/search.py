@@ -560,7 +560,7 @@ def _prepare(
     fidelity = resolve_fidelity(config.fidelity, ctx.teacher)
     if config.fidelity == "auto" and fidelity == "screen":
         progress.line(
-            f"fidelity: {fidelity} (the model has no BatchNorm, so the predictor's signal "
+            "fidelity: screen (the model has no BatchNorm, so the predictor's signal "
             "would be its untrained score, which hardly ranks trained models; plans are "
             "scored after half an epoch instead)"
         )
