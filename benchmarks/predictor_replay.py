@@ -6,15 +6,13 @@ hypervolume the study would have lost.
 
 For each folder written by `autoshuikou compare`, the studies of --strategy (default
 tpe-warm) are replayed trial by trial in their order: a plan is decided out when a
-feasible trained trial at least as fast and small beats its prediction plus --sigmas
-standard errors plus 1% of the baseline metric (``study.predictor``'s rule and fit), the
-fit learning only from the plans the replay trained. Feature sets: ``signal`` (the
-untrained student's score and the epochs: the product's until the MACs were added) and
-``signal+macs`` (and the log of the plan's MACs relative to the largest trained model: the
-product's now, which counts the MACs in PyTorch rather than in the graph). A replay cannot
-follow the sampler, which would have drawn other plans after a different decision; plans
-the run itself decided out have no trained metric and stay out. Prints a line per folder,
-feature set and --sigmas.
+feasible trained trial at least as fast and small beats its prediction plus SIGMAS standard
+errors plus 1% of the baseline metric (``study.predictor``'s rule and fit), the fit
+learning only from the plans the replay trained. Feature sets: ``signal`` (the product's:
+the untrained student's score and the epochs) and ``signal+macs`` (and the log of the
+plan's MACs relative to the largest trained model). A replay cannot follow the sampler,
+which would have drawn other plans after a different decision; plans the run itself decided
+out have no trained metric and stay out. Prints a line per folder, feature set and SIGMAS.
 """
 
 from __future__ import annotations
@@ -33,6 +31,7 @@ from autoshuikou.study.pareto import best_beating
 from autoshuikou.study.predictor import (
     EPOCHS_ATTR,
     MIN_FIT,
+    SIGMAS,
     SIGNAL_ATTR,
     fit_least_squares,
 )
@@ -138,7 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--strategy", default="tpe-warm")
-    parser.add_argument("--sigmas", default="1.0,0.5", help="comma-separated")
+    parser.add_argument("--sigmas", default=f"{SIGMAS},0.5", help="comma-separated")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for folder in args.folders:

@@ -11,23 +11,18 @@ epoch of training:
    ``RECAL_BATCHES`` training batches (adaptive BatchNorm, as in EagleEye, Li et al. 2020:
    pruning leaves each BatchNorm normalising with statistics of channels that are gone),
    scored in PyTorch. Forward passes only; models without BatchNorm are scored as pruned.
-2. The predictor: least squares from (signal, fine-tuning epochs, log of the student's
-   MACs) to the trained metric, fitted on this study's trained trials (the uniform plans
-   the study starts from are always trained, so it has data from the start), with the
-   standard error of a new prediction as its uncertainty. Where the trained trials cannot tell (they all
+2. The predictor: least squares from (signal, fine-tuning epochs) to the trained metric,
+   fitted on this study's trained trials (the uniform plans the study starts from are
+   always trained, so it has data from the start), with the standard error of a new
+   prediction as its uncertainty. Where the trained trials cannot tell (they all
    fine-tuned 4 epochs, this plan 2), it does not guess: the plan is trained.
 3. The decision, as screening's: a trained trial at least as fast and small that scored
    better than the prediction plus ``SIGMAS`` standard errors (and a tolerance) screens the
    plan out; otherwise it is trained fully.
-
-The MACs, and half a standard error rather than one, come from replaying recorded studies
-(benchmarks/predictor_replay.py): with the student's size beside its signal, the
-prediction could be trusted closer without losing a front (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,10 +39,9 @@ from autoshuikou.tasks import Task
 
 RECAL_BATCHES = 8  # training batches whose statistics replace BatchNorm's running ones
 MIN_FIT = 8  # trained trials with a signal before the predictor decides anything
-SIGMAS = 0.5  # how many standard errors of optimism a plan's prediction is given
+SIGMAS = 1.0  # how many standard errors of optimism a plan's prediction is given
 SIGNAL_ATTR = "predict_signal"
 EPOCHS_ATTR = "predict_epochs"
-MACS_ATTR = "predict_macs"  # the pruned student's MACs, counted in PyTorch
 PREDICTED_ATTR = "screen_predicted"  # on trials the predictor decided (screened or promoted)
 ERROR_ATTR = "screen_predicted_error"  # that prediction's standard error
 
@@ -91,24 +85,22 @@ class Observed:
     trial: int
     signal: float
     epochs: float
-    macs: int
     metric: float
     latency_ms: float
     size_bytes: int
 
 
 def observed_trials(trials: Iterable[FrozenTrial]) -> list[Observed]:
-    """The trained trials among ``trials`` that recorded a signal (and their MACs)."""
+    """The trained trials among ``trials`` that recorded a signal."""
     found = []
     for t in trials:
         a = t.user_attrs
-        if SIGNAL_ATTR in a and MACS_ATTR in a and "metric" in a:
+        if SIGNAL_ATTR in a and "metric" in a:
             found.append(
                 Observed(
                     t.number,
                     a[SIGNAL_ATTR],
                     a[EPOCHS_ATTR],
-                    a[MACS_ATTR],
                     a["metric"],
                     a["latency_ms"],
                     a["size_bytes"],
@@ -117,8 +109,8 @@ def observed_trials(trials: Iterable[FrozenTrial]) -> list[Observed]:
     return found
 
 
-def _features(signal: float, epochs: float, macs: int) -> np.ndarray:
-    return np.array([1.0, signal, epochs, math.log(max(macs, 1))])
+def _features(signal: float, epochs: float) -> np.ndarray:
+    return np.array([1.0, signal, epochs])
 
 
 @dataclass(frozen=True)
@@ -132,10 +124,10 @@ class Predictor:
     residual_sd: float
     trained_on: int
 
-    def predict(self, signal: float, epochs: float, macs: int) -> tuple[float, float] | None:
+    def predict(self, signal: float, epochs: float) -> tuple[float, float] | None:
         """(predicted metric, its standard error); None where the data cannot tell: e.g.
         every trained trial so far fine-tuned 4 epochs and this plan 2."""
-        return self.predict_features(_features(signal, epochs, macs))
+        return self.predict_features(_features(signal, epochs))
 
     def predict_features(self, x: np.ndarray) -> tuple[float, float] | None:
         """:meth:`predict` for a row of features as the fit saw them."""
@@ -150,7 +142,7 @@ def fit_predictor(observed: list[Observed]) -> Predictor | None:
     too few beyond the fitted coefficients to estimate the error."""
     if len(observed) < MIN_FIT:
         return None
-    x = np.array([_features(o.signal, o.epochs, o.macs) for o in observed])
+    x = np.array([_features(o.signal, o.epochs) for o in observed])
     return fit_least_squares(x, np.array([o.metric for o in observed]))
 
 

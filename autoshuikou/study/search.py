@@ -25,7 +25,6 @@ from autoshuikou.compress.distill import Rung
 from autoshuikou.compress.export import export_onnx
 from autoshuikou.compress.prune import (
     channel_groups,
-    count_macs_params,
     head_pruning_notes,
     output_layer_names,
     prune,
@@ -68,7 +67,6 @@ from autoshuikou.study.pareto import is_feasible, pareto_indices
 from autoshuikou.study.predictor import (
     EPOCHS_ATTR,
     ERROR_ATTR,
-    MACS_ATTR,
     PREDICTED_ATTR,
     SIGMAS,
     SIGNAL_ATTR,
@@ -759,7 +757,6 @@ def _time_untrained(
         run.progress.stage(trial.number, "scoring the untrained student")
         trial.set_user_attr(SIGNAL_ATTR, recalibrated_metric(student, ctx.task, ctx.seed))
         trial.set_user_attr(EPOCHS_ATTR, plan.distill.epochs)
-        trial.set_user_attr(MACS_ATTR, count_macs_params(student, ctx.inputs)[0])
 
     screen = time_untrained(
         ctx,
@@ -826,7 +823,7 @@ def _predicted(run: _Run, trial: optuna.Trial, plan: Plan, untrained: Screen) ->
     if predictor is None:
         return
     signal = trial.user_attrs[SIGNAL_ATTR]
-    prediction = predictor.predict(signal, plan.distill.epochs, trial.user_attrs[MACS_ATTR])
+    prediction = predictor.predict(signal, plan.distill.epochs)
     if prediction is None:
         return
     predicted, error = prediction
@@ -873,7 +870,7 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
         extra["refined_from"] = trial.user_attrs[REFINE_ATTR]
     if untrained is not None:
         extra.update(untrained.to_attrs())
-    for key in (SIGNAL_ATTR, MACS_ATTR, PREDICTED_ATTR, ERROR_ATTR):
+    for key in (SIGNAL_ATTR, PREDICTED_ATTR, ERROR_ATTR):
         if key in trial.user_attrs:  # the predictor's view, beside what training gave
             extra[key] = trial.user_attrs[key]
     started = time.monotonic()
