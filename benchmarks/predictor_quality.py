@@ -1,9 +1,11 @@
 """How well the learned accuracy predictor did, read from a comparison's studies.
 
     python benchmarks/predictor_quality.py runs/compare-predictor-digits runs/compare-predictor-resnet18
+    python benchmarks/predictor_quality.py runs/resnet50-digits-64px-30pct     # one search
 
 For each folder written by `autoshuikou compare` (studies named <strategy>-seed<N>), over
-the studies of --strategy (default: tpe-warm and predictor, whichever exist): how well the
+the studies of --strategy (default: tpe-warm and predictor, whichever exist), or for the
+run folder of one `autoshuikou search` (it holds study.journal): how well the
 signal (the untrained student's score after BatchNorm recalibration) ranks the trained
 models (Spearman), and, for the plans the predictor judged and then trained, how far its
 prediction was from the trained metric and how often within one of its standard errors.
@@ -27,9 +29,12 @@ from autoshuikou.study.storage import journal_storage
 
 def quality(folder: Path, strategies: list[str]) -> dict[str, object]:
     signals, trained, misses, within = [], [], [], 0
-    studies = [d for s in strategies for d in sorted(folder.glob(f"{s}-seed*")) if d.is_dir()]
+    if (folder / "study.journal").exists():
+        studies = [folder]
+    else:
+        studies = [d for s in strategies for d in sorted(folder.glob(f"{s}-seed*")) if d.is_dir()]
     for study_dir in studies:
-        study = optuna.load_study(study_name=study_dir.name, storage=journal_storage(study_dir))
+        study = optuna.load_study(study_name=None, storage=journal_storage(study_dir))
         for trial in study.trials:
             attrs = trial.user_attrs
             if "metric" not in attrs or REFINE_ATTR in attrs:
