@@ -37,7 +37,7 @@ def floor(study: optuna.Study, trials: int) -> dict[str, float]:
         anchor = "reference" in t.user_attrs or "warm_start" in t.user_attrs
         if anchor or (t.state == TrialState.PRUNED and not counted(t)):
             always += _seconds(t)
-            always_counted += anchor and counted(t)
+            always_counted += int(anchor and counted(t))
         elif t.state == TrialState.PRUNED:
             screened_out.append(_seconds(t))
     per_plan = sum(screened_out) / len(screened_out)
