@@ -16,33 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 import optuna
 
 from autoshuikou.compare.metrics import hypervolume
+from autoshuikou.compare.run import StudyOutcome, read_outcome, seconds_to_reach
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.util import read_json
 
 
-def curve(
-    run: Path, reference: tuple[float, float]
-) -> tuple[dict[str, Any], list[tuple[float, float]]]:
+def outcome(run: Path, reference: tuple[float, float]) -> tuple[StudyOutcome, dict[str, object]]:
+    """The search in ``run`` read as `compare` reads a study, and its summary's facts."""
     summary = read_json(run / "summary.json")
     study = optuna.load_study(study_name=None, storage=journal_storage(run))
-    baseline = summary["baseline"]["metric"]
     profiling = float(summary["time"]["setup_seconds"].get("profiling", 0.0))
-    done = [t for t in study.trials if t.datetime_complete is not None]
-    start = min(t.datetime_start for t in done if t.datetime_start is not None)
-    points: list[tuple[float, float]] = []
-    seconds_hv = []
-    for t in sorted(done, key=lambda t: t.datetime_complete):  # type: ignore[arg-type,return-value]
-        a = t.user_attrs
-        if "metric" in a and a.get("latency_ratio", float("inf")) < reference[0]:
-            points.append((a["latency_ratio"], a["metric"] / baseline))
-        assert t.datetime_complete is not None
-        elapsed = (t.datetime_complete - start).total_seconds() + profiling
-        seconds_hv.append((elapsed, hypervolume(points, reference)))
+    read = read_outcome(study, run.name, 0, reference, setup_seconds=profiling)
     final = hypervolume(
         [(p["latency_ratio"], p["metric_retained"]) for p in summary["pareto"]], reference
     )
@@ -51,11 +39,11 @@ def curve(
         "fidelity": summary.get("fidelity"),
         "trained": summary["time"]["trials_trained"],
         "decided_out": summary["time"]["trials_screened_out"],
-        "wall_seconds": round(seconds_hv[-1][0], 1),
-        "hypervolume_searched": round(seconds_hv[-1][1], 5),
+        "wall_seconds": round(read.total_seconds, 1),
+        "hypervolume_searched": round(read.hypervolume, 5),
         "hypervolume_remeasured": round(final, 5),
     }
-    return facts, seconds_hv
+    return read, facts
 
 
 def main() -> None:
@@ -65,14 +53,13 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     x, y = (float(v) for v in args.reference.split(","))
-    target: tuple[float, float] | None = None  # (hypervolume, wall seconds) of the first
+    first: StudyOutcome | None = None
     for run in args.runs:
-        facts, seconds_hv = curve(run, (x, y))
-        if target is None:
-            target = (seconds_hv[-1][1], seconds_hv[-1][0])
-        reached = next((s for s, hv in seconds_hv if hv >= target[0]), None)
+        read, facts = outcome(run, (x, y))
+        first = first or read
+        reached = seconds_to_reach(read, first.hypervolume)
         facts["reaches_first_final_at"] = None if reached is None else round(reached, 1)
-        facts["share"] = None if reached is None else round(reached / target[1], 3)
+        facts["share"] = None if reached is None else round(reached / first.total_seconds, 3)
         print(json.dumps(facts))
 
 
