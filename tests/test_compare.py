@@ -154,10 +154,11 @@ def test_strategy_names_are_checked() -> None:
     ]
     assert [s.is_default for s in parsed] == [True, False, False, False, False, False]
     # full-fidelity is the default before issue 13: every plan trained, the latency model on,
-    # the teacher run at every step.
+    # the teacher run at every step, each precision twin trained again.
     full, screening = parsed[-2:]
     assert (full.fidelity, full.predict, full.warm_start) == ("full", True, True)
-    assert not full.teacher_cache
+    assert not full.teacher_cache and not full.reuse_students
+    assert parsed[0].reuse_students and screening.reuse_students
     assert (parsed[0].fidelity, parsed[0].predict, parsed[0].teacher_cache) == (
         "auto",
         False,

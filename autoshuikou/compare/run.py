@@ -538,6 +538,7 @@ def compare(
                 fidelity=s.fidelity,
                 predict=s.predict,
                 teacher_cache_mb=shared.teacher_cache_mb if s.teacher_cache else 0,
+                reuse_students=s.reuse_students,
             )
             search(task, config, progress, uniform_plans if s.uniform else None)
 

@@ -28,7 +28,7 @@ SCREENING = "screening"
 # tpe-warm with the predictor named explicitly, whatever the default.
 PREDICTOR = "predictor"
 # The default before issue 13: every plan trained fully, the latency model rejecting first,
-# the teacher run at every training step (no teacher cache).
+# the teacher run at every training step (no teacher cache), each precision twin trained again.
 FULL = "full-fidelity"
 NO_DISTILL = "no-distill"
 UNIFORM = "uniform"
@@ -45,6 +45,7 @@ class Strategy:
     fidelity: str = DEFAULTS.fidelity
     predict: bool = False
     teacher_cache: bool = True  # keep the teacher's outputs across trials (--teacher-cache-mb)
+    reuse_students: bool = True  # a precision twin takes its trained student (study.students)
 
     @property
     def is_default(self) -> bool:
@@ -56,6 +57,7 @@ class Strategy:
             and self.fidelity == DEFAULTS.fidelity
             and not self.predict
             and self.teacher_cache
+            and self.reuse_students
         )
 
 
@@ -89,6 +91,7 @@ def parse_strategies(text: str, trials: int) -> list[Strategy]:
                     fidelity="full",
                     predict=True,
                     teacher_cache=False,
+                    reuse_students=False,
                 )
             )
         elif name == SCREENING:

@@ -55,6 +55,9 @@ class SearchConfig:
     # The teacher's outputs on training batches kept across trials, up to this many MB
     # (compress.teacher_cache); 0: the teacher runs at every training step.
     teacher_cache_mb: int = DEFAULT_MEGABYTES
+    # A plan that differs from one just trained only in precision takes that trial's student
+    # instead of training the same one again (study.students); False: every plan trains.
+    reuse_students: bool = True
     storage: str | None = None  # None: a journal under the run; a .journal path; postgresql://
     sampler: str = DEFAULT_SAMPLER  # see study.samplers
     final_remeasure: bool = True  # without: the front keeps its search-time latencies

@@ -107,6 +107,12 @@ from autoshuikou.study.storage import (
     recover_dead_local_workers,
     reservation_lock,
 )
+from autoshuikou.study.students import (
+    STUDENT_FROM_ATTR,
+    KeptStudent,
+    StudentStore,
+    student_key,
+)
 from autoshuikou.study.trial import PHASES, STUDENT_NAME, run_trial
 from autoshuikou.tasks import Task, load_task, task_for
 from autoshuikou.util import file_lock, read_json, write_json
@@ -453,6 +459,7 @@ class _Run:
     started: float
     setup_seconds: dict[str, float]  # baseline, latency profiling: before the first trial
     fidelity: str  # "predict", "screen" or "full": --fidelity with "auto" resolved
+    students: StudentStore | None  # recent trained students (None: --config reuse_students off)
 
 
 def search(
@@ -602,6 +609,7 @@ def _prepare(
         started,
         setup,
         fidelity,
+        StudentStore() if config.reuse_students else None,
     )
 
 
@@ -854,6 +862,13 @@ def _predicted(run: _Run, trial: optuna.Trial, plan: Plan, untrained: Screen) ->
     _reject(run, trial, plan, reason, untrained.latency_ms, **facts)
 
 
+def _keep_student(students: StudentStore, key: str, trial: optuna.Trial, trials_dir: Path) -> None:
+    """Keep the student ``trial`` just trained (read back from its folder) for a twin plan."""
+    path = trials_dir / f"{trial.number:04d}" / STUDENT_NAME
+    weights = torch.load(path, map_location="cpu", weights_only=True)
+    students.put(key, KeptStudent(trial.number, weights, trial.user_attrs.get("screen_metric")))
+
+
 def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
     """Build and measure the trial's plan; its record goes to the study, its files to trials/."""
     ctx = run.ctx
@@ -862,10 +877,18 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
     # The uniform plans the study starts from are always trained once they fit the budget:
     # they are what later plans are screened against.
     anchor = baseline or "warm_start" in trial.user_attrs
+    same_student = student_key(plan, plan.distill.epochs, ctx.seed, ctx.device)
+    twin = run.students.get(same_student) if run.students is not None else None
     untrained = _time_untrained(run, trial, plan, exempt_budget=baseline)
-    if untrained is not None and run.fidelity == "predict" and not anchor:
+    if untrained is not None and run.fidelity == "predict" and not anchor and twin is None:
         _predicted(run, trial, plan, untrained)
     extra: dict[str, Any] = {} if predicted is None else {"latency_predicted_ms": predicted}
+    if twin is not None:  # its student is trained already: nothing to screen or predict
+        extra[STUDENT_FROM_ATTR] = twin.trial
+        trial.set_user_attr(STUDENT_FROM_ATTR, twin.trial)
+        if twin.screen_metric is not None:  # the same student at the rung
+            extra["screen_metric"] = twin.screen_metric
+            trial.set_user_attr("screen_metric", twin.screen_metric)
     if REFINE_ATTR in trial.user_attrs:
         extra["refined_from"] = trial.user_attrs[REFINE_ATTR]
     if untrained is not None:
@@ -882,10 +905,11 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
             lambda s: run.progress.stage(trial.number, s),
             extra,
             _rung(run, trial, untrained, anchor, extra)
-            if untrained and run.fidelity == "screen"
+            if untrained and run.fidelity == "screen" and twin is None
             else None,
             # Timed before training: the trained artifact has the same graph (trial.py).
             untrained.timing if untrained is not None else None,
+            twin.weights if twin is not None else None,
         )
     except ScreenedOut as out:
         check = float(extra.get("screen_check_seconds", 0.0))
@@ -907,6 +931,8 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
     trial.set_user_attr("seconds", metrics["seconds"])
     if plan.distill.epochs <= 0:  # never trained: the same model at any point of training
         trial.set_user_attr("screen_metric", record.metric)
+    elif run.students is not None and twin is None:
+        _keep_student(run.students, same_student, trial, ctx.trials_dir)
     trial.set_constraint("latency", record.latency_ms - ctx.budget_ms)
     if ctx.min_metric is not None:
         trial.set_constraint("metric", ctx.min_metric - record.metric)

@@ -38,12 +38,14 @@ def build_artifact(
     rung: Rung | None = None,
     student_out: Path | None = None,
     inspect: Callable[[torch.nn.Module], None] | None = None,
+    trained: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Compress the teacher by ``plan`` into ``out`` (the runtime's artifact); returns build
     facts. ``epochs`` overrides the plan's fine-tuning (0: untrained, for timing); ``rung``
     checks the student part-way (see ``distill``); ``student_out`` receives the pruned,
     fine-tuned PyTorch student's state dict (rebuilt by ``deploy.load_student``);
-    ``inspect`` is given the student before it is exported."""
+    ``inspect`` is given the student before it is exported. ``trained``: the state dict of
+    this plan's student already fine-tuned (``study.students``), loaded instead of training."""
     started = time.monotonic()
     example = ctx.inputs
     epochs = plan.distill.epochs if epochs is None else epochs
@@ -51,27 +53,32 @@ def build_artifact(
     gradients = ctx.label_gradients() if plan.importance == "taylor" else None
     student = prune(ctx.teacher, example, plan.prune, plan.round_to, ctx.family, gradients)
     torch_macs, torch_params = count_macs_params(student, example)
-    stage(f"distilling {epochs:g} epochs on {ctx.device}" if epochs else "no fine-tuning")
     distill_started = time.monotonic()
     history: list[dict[str, float]] = []
     cache = ctx.teacher_cache
     hits_before = cache.hits if cache is not None else 0
-    # Training holds the host's timing lock shared: no worker times a model while another
-    # trains (which would load the cores), while several workers may train at once.
-    with file_lock(LOCK_PATH, shared=True):
-        distill(
-            student,
-            ctx.teacher,
-            ctx.task,
-            plan.distill,
-            seed=ctx.seed,
-            history=history,
-            epochs=epochs,
-            device=ctx.device,
-            on_epoch=lambda i, n: stage(f"distilling, epoch {i}/{n} on {ctx.device}"),
-            rung=rung,
-            teacher_cache=cache,
-        )
+    if trained is not None:
+        stage("the same student as an earlier trial: not trained again")
+        student.load_state_dict(trained)
+        student.eval()
+    else:
+        stage(f"distilling {epochs:g} epochs on {ctx.device}" if epochs else "no fine-tuning")
+        # Training holds the host's timing lock shared: no worker times a model while another
+        # trains (which would load the cores), while several workers may train at once.
+        with file_lock(LOCK_PATH, shared=True):
+            distill(
+                student,
+                ctx.teacher,
+                ctx.task,
+                plan.distill,
+                seed=ctx.seed,
+                history=history,
+                epochs=epochs,
+                device=ctx.device,
+                on_epoch=lambda i, n: stage(f"distilling, epoch {i}/{n} on {ctx.device}"),
+                rung=rung,
+                teacher_cache=cache,
+            )
     distill_s = time.monotonic() - distill_started
     cached_steps = cache.hits - hits_before if cache is not None else 0
     if inspect is not None:
@@ -204,9 +211,11 @@ def run_trial(
     extra: dict[str, Any] | None = None,
     rung: Rung | None = None,
     timing: Timing | None = None,
+    trained: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Build and measure one plan; files land atomically in ``trials/<number>/``. With
-    ``timing`` (its untrained build's), the trained artifact is not timed again."""
+    ``timing`` (its untrained build's), the trained artifact is not timed again; with
+    ``trained`` (its student's weights), the student is not fine-tuned again."""
     final = ctx.trials_dir / f"{number:04d}"
     work = ctx.trials_dir / f".{number:04d}.tmp"
     shutil.rmtree(work, ignore_errors=True)
@@ -215,7 +224,7 @@ def run_trial(
     artifact = work / ctx.artifact_name
     try:
         build = build_artifact(
-            ctx, plan, artifact, stage, rung=rung, student_out=work / STUDENT_NAME
+            ctx, plan, artifact, stage, rung=rung, student_out=work / STUDENT_NAME, trained=trained
         )
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)  # a stopped trial leaves nothing behind
