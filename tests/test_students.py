@@ -4,6 +4,7 @@ and ends as the very model that training it again gives."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import optuna
 from conftest import make_tiny_task
@@ -16,7 +17,12 @@ from autoshuikou.study.students import STUDENT_FROM_ATTR, student_key
 from autoshuikou.util import read_json
 
 # The two references and the six uniform plans: the same eight plans whatever the sampler.
-SETTINGS = {"measure_seconds": 0.2, "budget": "300%", "trials": 8, "fidelity": "screen"}
+SETTINGS: dict[str, Any] = {
+    "measure_seconds": 0.2,
+    "budget": "300%",
+    "trials": 8,
+    "fidelity": "screen",
+}
 
 
 def test_the_student_key_ignores_precision_only() -> None:
