@@ -877,7 +877,7 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
     # The uniform plans the study starts from are always trained once they fit the budget:
     # they are what later plans are screened against.
     anchor = baseline or "warm_start" in trial.user_attrs
-    same_student = student_key(plan, plan.distill.epochs, ctx.seed, ctx.device)
+    same_student = student_key(plan, ctx.seed, ctx.device)
     twin = run.students.get(same_student) if run.students is not None else None
     untrained = _time_untrained(run, trial, plan, exempt_budget=baseline)
     if untrained is not None and run.fidelity == "predict" and not anchor and twin is None:

@@ -25,11 +25,12 @@ STUDENT_FROM_ATTR = "student_from"
 KEPT = 2
 
 
-def student_key(plan: Plan, epochs: float, seed: int, device: str) -> str:
-    """What decides the trained student: everything in ``plan`` but its precisions."""
+def student_key(plan: Plan, seed: int, device: str) -> str:
+    """What decides the trained student: everything in ``plan`` but its precisions (its
+    fine-tuning included), the seed and the device it trains on."""
     facts = plan.to_dict()
     facts.pop("precision")
-    facts.update(epochs=epochs, seed=seed, device=device)
+    facts.update(seed=seed, device=device)
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
