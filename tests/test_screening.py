@@ -22,9 +22,9 @@ from autoshuikou.study import search as search_module
 from autoshuikou.study.screening import Screen, Screened, dominating
 from autoshuikou.study.search import counted
 from autoshuikou.study.storage import journal_storage
-from autoshuikou.study.trial import TIMED_THIS_ARTIFACT
+from autoshuikou.study.trial import TIMED_AS_BASELINE, TIMED_THIS_ARTIFACT
 from autoshuikou.tasks import Task
-from autoshuikou.util import read_json
+from autoshuikou.util import read_json, sha256_file
 
 FAST = {"measure_seconds": 0.2, "budget": "300%"}
 SCREEN = {**FAST, "fidelity": "screen"}  # the rung; the default is the predictor
@@ -132,9 +132,16 @@ def test_full_fidelity_trains_every_plan(tiny_task: Task, tmp_path: Path) -> Non
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 10
     assert all("screen_latency_ms" not in t.user_attrs for t in study.trials)
     assert result.summary["time"]["trial_seconds"]["screening"] == 0
+    baseline = read_json(result.run_dir / "baseline" / "metrics.json")
     for trial in study.trials:  # each trained artifact is timed itself
         record = read_json(result.run_dir / "trials" / f"{trial.number:04d}" / "metrics.json")
-        assert record["latency_timed_on"] == TIMED_THIS_ARTIFACT
+        if trial.user_attrs.get("reference") == "fp32":  # the baseline file itself: not again
+            assert record["model_sha256"] == sha256_file(result.run_dir / "baseline" / "model.onnx")
+            assert record["latency_timed_on"] == TIMED_AS_BASELINE
+            assert record["latency_ratio"] == 1.0 and record["metric"] == baseline["metric"]
+            assert record["peak_memory_mb"] == baseline["peak_memory_mb"]
+        else:
+            assert record["latency_timed_on"] == TIMED_THIS_ARTIFACT
 
 
 def test_a_plan_timed_over_the_budget_untrained_is_rejected_uncounted(

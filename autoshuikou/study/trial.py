@@ -21,7 +21,7 @@ from autoshuikou.measure.runtime import open_runner
 from autoshuikou.measure.size import artifact_bytes, graph_counts
 from autoshuikou.plan import Plan
 from autoshuikou.study.context import RunContext
-from autoshuikou.util import file_lock, sha256_file, write_json
+from autoshuikou.util import file_lock, read_json, sha256_file, write_json
 
 Stage = Callable[[str], None]
 # Beside each kept model: the pruned, fine-tuned PyTorch student (its state dict; the plan
@@ -124,6 +124,8 @@ TIMED_THIS_ARTIFACT = "this artifact"
 # 0.7% on digits: benchmarks/untrained_timing.py), so it is not timed again (1.3 s a
 # trial). The front's models are still timed themselves at the end (``study.final``).
 TIMED_UNTRAINED = "the untrained build of this plan (same graph, before fine-tuning)"
+# The fp32 reference is the baseline file itself: its latency is the baseline's (ratio 1).
+TIMED_AS_BASELINE = "the baseline model (the same file, measured when the study began)"
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,32 @@ def time_against_baseline(ctx: RunContext, model: Path, seconds: float, timed_on
     return Timing(candidate, reference, timed_on)
 
 
+def baseline_measurements(ctx: RunContext, model: Path) -> dict[str, Any] | None:
+    """The baseline's own measurements when ``model`` is the baseline file byte for byte (the
+    fp32 reference plan builds exactly that): the same file scores the same and times at
+    ratio 1 by definition, so it is not scored and timed again (30 s a study on
+    bbc-minilm). None for any other file, or when energy is measured (the baseline holds
+    none)."""
+    base = ctx.baseline.model_path
+    if ctx.energy is not None or not base.is_file():
+        return None
+    if model.stat().st_size != base.stat().st_size or sha256_file(model) != sha256_file(base):
+        return None
+    recorded = read_json(base.parent / "metrics.json")
+    if not {"metric", "latency", "peak_memory_mb"} <= recorded.keys():
+        return None
+    return {
+        "metric": recorded["metric"],
+        **({"scores": recorded["scores"]} if recorded.get("scores") else {}),
+        "latency_ms": ctx.baseline.latency_ms,
+        "latency_ratio": 1.0,
+        "latency_raw": recorded["latency"],
+        "baseline_latency_raw": recorded["latency"],
+        "latency_timed_on": TIMED_AS_BASELINE,
+        "peak_memory_mb": recorded["peak_memory_mb"],
+    }
+
+
 def measure_artifact(
     ctx: RunContext,
     model: Path,
@@ -156,6 +184,17 @@ def measure_artifact(
     """Metric, latency (interleaved with the baseline), size, counts and memory of ``model``;
     with ``timing``, the latency is that one (the plan's untrained build), not timed again."""
     started = time.monotonic()
+    same = baseline_measurements(ctx, model)
+    if same is not None:
+        stage("the baseline model itself: its measurements are the baseline's")
+        params, macs = artifact_counts(ctx, model, module_counts)
+        return {
+            **same,
+            "size_bytes": artifact_bytes(model),
+            "macs": macs,
+            "params": params,
+            "measuring_seconds": round(time.monotonic() - started, 2),
+        }
     stage("scoring")
     metric, scores = artifact_scores(model, ctx.task, ctx.settings)
     if timing is None:
