@@ -3,8 +3,10 @@ join the front are trained fully, the others recorded and counted."""
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -16,11 +18,12 @@ from autoshuikou import search
 from autoshuikou.compress.distill import distill
 from autoshuikou.compress.prune import prune
 from autoshuikou.plan import DistillSettings
+from autoshuikou.report.progress import Progress
 from autoshuikou.report.status import study_status
 from autoshuikou.report.summary import format_table
 from autoshuikou.study import search as search_module
 from autoshuikou.study.screening import Screen, Screened, dominating
-from autoshuikou.study.search import counted
+from autoshuikou.study.search import counted, prepare_context
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.study.trial import TIMED_AS_BASELINE, TIMED_THIS_ARTIFACT
 from autoshuikou.tasks import Task
@@ -179,3 +182,25 @@ def test_device_cuda_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(UserError, match="no CUDA device"):
         search(make_tiny_task(), trials=1, out=tmp_path, device="cuda", **FAST)
+
+
+def test_the_untrained_build_is_calibrated_on_a_few_samples(
+    tiny_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It is only timed and sized, which its int8 scales do not change."""
+    from autoshuikou.runtimes.onnxruntime import OnnxRuntime
+    from autoshuikou.study import screening
+
+    ctx, _ = prepare_context(tiny_task, None, tmp_path / "run", 0, 1, 0.2, Progress(io.StringIO()))
+    samples: list[int] = []
+    build = OnnxRuntime.build
+
+    def spy(self: OnnxRuntime, *args: Any, **kwargs: Any) -> None:
+        samples.append(sum(len(next(iter(feed.values()))) for feed in args[3]))
+        build(self, *args, **kwargs)
+
+    monkeypatch.setattr(OnnxRuntime, "build", spy)
+    plan = next(p for p in ctx.space.random_plans(8, seed=1) if p.int8_layers)
+    screen = screening.time_untrained(ctx, 0, plan, lambda _s: None)
+    assert samples == [screening.TIMING_CALIBRATION_SAMPLES] and screen.size_bytes > 0
+    assert sum(len(next(iter(feed.values()))) for feed in ctx.calibration) > samples[0]

@@ -37,6 +37,10 @@ from autoshuikou.study.trial import (
 
 SCREEN_EPOCHS = 0.5  # the rung: this much of the plan's own fine-tuning, then the check
 SCREEN_TIMING_SHARE = 0.25  # of --measure-seconds: the untrained artifact, interleaved
+# The untrained artifact is only timed and sized: its int8 scales change neither its graph
+# nor its kernels (on ResNet-18: the same nodes, sizes within 2 bytes, latency within the
+# timing's order effect), so it is calibrated on a few samples (0.5 s a build, not 0.7-0.8).
+TIMING_CALIBRATION_SAMPLES = 8
 # A plan measured untrained over budget x (1 + this) is rejected: the margin covers the
 # scatter of this short timing against the front's final re-measurement.
 LATENCY_MARGIN = 0.05
@@ -117,7 +121,11 @@ def time_untrained(
     work.mkdir(parents=True)
     try:
         path = work / ctx.artifact_name
-        build_artifact(ctx, plan, path, stage, epochs=0, inspect=inspect)
+        few = [
+            {name: array[:TIMING_CALIBRATION_SAMPLES] for name, array in feed.items()}
+            for feed in ctx.calibration[:1]
+        ]
+        build_artifact(ctx, plan, path, stage, epochs=0, inspect=inspect, calibration=few)
         stage("timing the untrained model")
         timing = time_against_baseline(
             ctx, path, ctx.measure_seconds * SCREEN_TIMING_SHARE, TIMED_UNTRAINED

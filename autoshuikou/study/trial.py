@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import torch
 
 from autoshuikou.compress.distill import Rung, distill
 from autoshuikou.compress.prune import count_macs_params, prune
+from autoshuikou.families import Feed
 from autoshuikou.measure.accuracy import artifact_scores
 from autoshuikou.measure.energy import energy_per_inference_mj
 from autoshuikou.measure.latency import LOCK_PATH, LatencyStats, measure_interleaved
@@ -39,13 +40,15 @@ def build_artifact(
     student_out: Path | None = None,
     inspect: Callable[[torch.nn.Module], None] | None = None,
     trained: dict[str, torch.Tensor] | None = None,
+    calibration: Sequence[Feed] | None = None,
 ) -> dict[str, Any]:
     """Compress the teacher by ``plan`` into ``out`` (the runtime's artifact); returns build
     facts. ``epochs`` overrides the plan's fine-tuning (0: untrained, for timing); ``rung``
     checks the student part-way (see ``distill``); ``student_out`` receives the pruned,
     fine-tuned PyTorch student's state dict (rebuilt by ``deploy.load_student``);
     ``inspect`` is given the student before it is exported. ``trained``: the state dict of
-    this plan's student already fine-tuned (``study.students``), loaded instead of training."""
+    this plan's student already fine-tuned (``study.students``), loaded instead of training.
+    ``calibration``: the int8 calibration inputs, if not the study's."""
     started = time.monotonic()
     example = ctx.inputs
     epochs = plan.distill.epochs if epochs is None else epochs
@@ -90,7 +93,7 @@ def build_artifact(
         student,
         example,
         plan.int8_layers,
-        ctx.calibration,
+        ctx.calibration if calibration is None else calibration,
         ctx.baseline.int8_format,
         out,
         ctx.family,
