@@ -204,3 +204,31 @@ def test_the_untrained_build_is_calibrated_on_a_few_samples(
     screen = screening.time_untrained(ctx, 0, plan, lambda _s: None)
     assert samples == [screening.TIMING_CALIBRATION_SAMPLES] and screen.size_bytes > 0
     assert sum(len(next(iter(feed.values()))) for feed in ctx.calibration) > samples[0]
+
+
+def test_training_starts_from_the_untrained_builds_student(
+    tiny_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan is pruned once: its untrained build's student, copied before anything ran
+    on it, is what training starts from, and it trains the very model a fresh prune does."""
+    from autoshuikou.study import screening, trial
+
+    ctx, _ = prepare_context(tiny_task, None, tmp_path / "run", 0, 1, 0.2, Progress(io.StringIO()))
+    plan = next(p for p in ctx.space.random_plans(8, seed=2) if p.distill.epochs > 0)
+
+    def disturb(student: torch.nn.Module) -> None:  # as the predictor's recalibration does
+        with torch.no_grad():
+            for param in student.parameters():
+                param.add_(1.0)
+
+    screen = screening.time_untrained(ctx, 0, plan, lambda _s: None, inspect=disturb)
+    assert screen.student is not None and "screen_student" not in screen.to_attrs()
+    prunes: list[int] = []
+    real_prune = trial.prune
+    monkeypatch.setattr(trial, "prune", lambda *a, **k: prunes.append(1) or real_prune(*a, **k))
+    reused = trial.run_trial(ctx, 1, plan, pruned=screen.student)
+    assert prunes == []
+    fresh = trial.run_trial(ctx, 2, plan)
+    assert prunes == [1]
+    assert reused["model_sha256"] == fresh["model_sha256"]
+    assert reused["torch_macs"] == fresh["torch_macs"] < ctx.baseline.macs

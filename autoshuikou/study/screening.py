@@ -14,6 +14,7 @@ very model `--fidelity full` trains.
 
 from __future__ import annotations
 
+import copy
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -59,9 +60,12 @@ class Screen:
     seconds: float  # timing the untrained artifact (the rung's scoring is recorded apart)
     # The timing itself: the trained model's latency too (``trial.TIMED_UNTRAINED``).
     timing: Timing | None = field(default=None, compare=False)
+    # The pruned student as ``prune`` made it, before anything ran on it: training starts
+    # from this copy instead of pruning the teacher again (the same module either way).
+    student: nn.Module | None = field(default=None, compare=False, repr=False)
 
     def to_attrs(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "timing"}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.compare}
         return {f"screen_{k}": v for k, v in values.items() if v is not None}
 
 
@@ -116,6 +120,13 @@ def time_untrained(
     """Latency and size of ``plan``'s untrained artifact (a scratch build, removed after);
     ``inspect`` is given the untrained student before export."""
     started = time.monotonic()
+    kept: list[nn.Module] = []
+
+    def look(student: nn.Module) -> None:
+        kept.append(copy.deepcopy(student))  # before ``inspect`` (BatchNorm recalibration)
+        if inspect is not None:
+            inspect(student)
+
     work = ctx.trials_dir / f".{number:04d}.screen"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -125,7 +136,7 @@ def time_untrained(
             {name: array[:TIMING_CALIBRATION_SAMPLES] for name, array in feed.items()}
             for feed in ctx.calibration[:1]
         ]
-        build_artifact(ctx, plan, path, stage, epochs=0, inspect=inspect, calibration=few)
+        build_artifact(ctx, plan, path, stage, epochs=0, inspect=look, calibration=few)
         stage("timing the untrained model")
         timing = time_against_baseline(
             ctx, path, ctx.measure_seconds * SCREEN_TIMING_SHARE, TIMED_UNTRAINED
@@ -135,4 +146,4 @@ def time_untrained(
         shutil.rmtree(work, ignore_errors=True)
     seconds = round(time.monotonic() - started, 2)
     ratio = timing.ratio
-    return Screen(ratio * ctx.baseline.latency_ms, ratio, size, None, seconds, timing)
+    return Screen(ratio * ctx.baseline.latency_ms, ratio, size, None, seconds, timing, kept[0])

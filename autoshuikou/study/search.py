@@ -910,6 +910,7 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
             # Timed before training: the trained artifact has the same graph (trial.py).
             untrained.timing if untrained is not None else None,
             twin.weights if twin is not None else None,
+            untrained.student if untrained is not None else None,
         )
     except ScreenedOut as out:
         check = float(extra.get("screen_check_seconds", 0.0))

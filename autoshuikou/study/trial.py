@@ -41,6 +41,7 @@ def build_artifact(
     inspect: Callable[[torch.nn.Module], None] | None = None,
     trained: dict[str, torch.Tensor] | None = None,
     calibration: Sequence[Feed] | None = None,
+    pruned: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Compress the teacher by ``plan`` into ``out`` (the runtime's artifact); returns build
     facts. ``epochs`` overrides the plan's fine-tuning (0: untrained, for timing); ``rung``
@@ -48,13 +49,18 @@ def build_artifact(
     fine-tuned PyTorch student's state dict (rebuilt by ``deploy.load_student``);
     ``inspect`` is given the student before it is exported. ``trained``: the state dict of
     this plan's student already fine-tuned (``study.students``), loaded instead of training.
-    ``calibration``: the int8 calibration inputs, if not the study's."""
+    ``calibration``: the int8 calibration inputs, if not the study's. ``pruned``: this plan's
+    student as ``prune`` made it (its untrained build's copy, ``study.screening``), used
+    instead of pruning the teacher again; it is trained in place."""
     started = time.monotonic()
     example = ctx.inputs
     epochs = plan.distill.epochs if epochs is None else epochs
-    stage("pruning")
-    gradients = ctx.label_gradients() if plan.importance == "taylor" else None
-    student = prune(ctx.teacher, example, plan.prune, plan.round_to, ctx.family, gradients)
+    if pruned is None:
+        stage("pruning")
+        gradients = ctx.label_gradients() if plan.importance == "taylor" else None
+        student = prune(ctx.teacher, example, plan.prune, plan.round_to, ctx.family, gradients)
+    else:
+        student = pruned
     torch_macs, torch_params = count_macs_params(student, example)
     distill_started = time.monotonic()
     history: list[dict[str, float]] = []
@@ -254,10 +260,12 @@ def run_trial(
     rung: Rung | None = None,
     timing: Timing | None = None,
     trained: dict[str, torch.Tensor] | None = None,
+    pruned: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Build and measure one plan; files land atomically in ``trials/<number>/``. With
     ``timing`` (its untrained build's), the trained artifact is not timed again; with
-    ``trained`` (its student's weights), the student is not fine-tuned again."""
+    ``trained`` (its student's weights), the student is not fine-tuned again; with
+    ``pruned`` (its untrained build's student), the teacher is not pruned again."""
     final = ctx.trials_dir / f"{number:04d}"
     work = ctx.trials_dir / f".{number:04d}.tmp"
     shutil.rmtree(work, ignore_errors=True)
@@ -266,7 +274,14 @@ def run_trial(
     artifact = work / ctx.artifact_name
     try:
         build = build_artifact(
-            ctx, plan, artifact, stage, rung=rung, student_out=work / STUDENT_NAME, trained=trained
+            ctx,
+            plan,
+            artifact,
+            stage,
+            rung=rung,
+            student_out=work / STUDENT_NAME,
+            trained=trained,
+            pruned=pruned,
         )
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)  # a stopped trial leaves nothing behind
