@@ -65,6 +65,7 @@ class Screen:
     student: nn.Module | None = field(default=None, compare=False, repr=False)
 
     def to_attrs(self) -> dict[str, Any]:
+        # The fields left out of comparison (timing, student) are objects, not attributes.
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.compare}
         return {f"screen_{k}": v for k, v in values.items() if v is not None}
 
