@@ -8,7 +8,10 @@ before it, as the rung saw them (their scores at the rung, latency and size), wi
 same tolerance, but only trials whose sampled learning rate is at least FACTOR times the
 plan's may stop it. FACTOR 0 is the rule as run (it must stop every plan again: a check
 of the replay). Prints, per factor, the plans still stopped and those it would have
-trained. `decided_out.py` says what those would have scored; the sampler would have drawn
+trained. Then a fitted rule, per --sigmas: the plan's trained metric predicted by least
+squares from the rung score, log learning rate and epochs of the trials trained before it
+(at least MIN_FIT), and the plan stopped only when a trained trial as fast and small beat
+that prediction plus SIGMAS residual standard deviations by the tolerance. `decided_out.py` says what those would have scored; the sampler would have drawn
 other plans after other decisions, so this measures the decisions, not that path.
 """
 
@@ -16,16 +19,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autoshuikou.study.pareto import best_beating, is_feasible
 from autoshuikou.study.screening import TOLERANCE, Screen, dominating, screened_trials
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.util import read_json
 
 LR = "distill:lr"
+EPOCHS = "distill:epochs"
+MIN_FIT = 6  # trained trials before a fit is trusted; fewer: the plan is trained
 
 
 def screened_out(study: optuna.Study) -> list[FrozenTrial]:
@@ -56,15 +65,59 @@ def still_stopped(study: optuna.Study, plan: FrozenTrial, factor: float, toleran
     return dominating(screen, screened_trials(before), tolerance) is not None
 
 
+class Trained(NamedTuple):
+    latency_ms: float
+    size_bytes: int
+    metric: float
+
+
+def _features(t: FrozenTrial) -> list[float]:
+    return [1.0, t.user_attrs["screen_metric"], math.log(t.params[LR]), t.params[EPOCHS]]
+
+
+def fitted_stop(study: optuna.Study, plan: FrozenTrial, sigmas: float, tolerance: float) -> bool:
+    before = [
+        t
+        for t in study.trials
+        if t.number < plan.number
+        and t.state == TrialState.COMPLETE
+        and "screen_metric" in t.user_attrs
+        and "metric" in t.user_attrs
+        and LR in t.params
+    ]
+    if len(before) < MIN_FIT:
+        return False
+    x = np.array([_features(t) for t in before])
+    y = np.array([t.user_attrs["metric"] for t in before])
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    spread = float(np.sqrt(((y - x @ coef) ** 2).sum() / max(1, len(y) - x.shape[1])))
+    predicted = float(np.array(_features(plan)) @ coef)
+    attrs = plan.user_attrs
+    beaten = best_beating(
+        attrs["screen_latency_ms"],
+        attrs["screen_size_bytes"],
+        predicted + sigmas * spread + tolerance,
+        [
+            Trained(t.user_attrs["latency_ms"], t.user_attrs["size_bytes"], t.user_attrs["metric"])
+            for t in before
+            if is_feasible(t)
+        ],
+        lambda t: t.metric,
+    )
+    return beaten is not None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("compare_dir", type=Path)
     parser.add_argument("--strategy", default="tpe-warm")
     parser.add_argument("--factors", default="0,0.8,1", help="comma-separated FACTORs")
+    parser.add_argument("--sigmas", default="0,0.5,1", help="comma-separated SIGMAS")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     report = read_json(args.compare_dir / "compare.json")
     factors = [float(f) for f in args.factors.split(",")]
+    sigmas = [float(f) for f in args.sigmas.split(",")]
     for s in report["studies"]:
         if s["strategy"] != args.strategy:
             continue
@@ -79,6 +132,13 @@ def main() -> None:
                 if not still_stopped(study, p, factor, TOLERANCE * float(baseline))
             ]
             line = {"run": name, "lr_factor": factor, "screened_out": len(plans)}
+            print(
+                json.dumps({**line, "still_stopped": len(plans) - len(trained), "trained": trained})
+            )
+        for sigma in sigmas:
+            tolerance = TOLERANCE * float(baseline)
+            trained = [p.number for p in plans if not fitted_stop(study, p, sigma, tolerance)]
+            line = {"run": name, "fitted_sigmas": sigma, "screened_out": len(plans)}
             print(
                 json.dumps({**line, "still_stopped": len(plans) - len(trained), "trained": trained})
             )
