@@ -24,6 +24,9 @@ class DistillSettings:
     temperature: float = 4.0
     alpha: float = 0.9
     features: dict[str, float] = field(default_factory=dict)  # layer -> feature-loss weight
+    # Share of the fine-tuning steps over which the learning rate ramps up linearly: Adam's
+    # first full-size steps knock a pretrained transformer off its weights (see encoder.yaml).
+    warmup: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Plan:
                 "temperature": self.distill.temperature,
                 "alpha": self.distill.alpha,
                 "features": dict(self.distill.features),
+                "warmup": self.distill.warmup,
             },
         }
 
@@ -84,5 +88,6 @@ class Plan:
                 temperature=float(distill.get("temperature", 4.0)),
                 alpha=float(distill.get("alpha", 0.9)),
                 features={str(k): float(v) for k, v in distill.get("features", {}).items()},
+                warmup=float(distill.get("warmup", 0.0)),
             ),
         )

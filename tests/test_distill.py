@@ -1,8 +1,9 @@
 import copy
 
+import pytest
 import torch
 
-from autoshuikou.compress.distill import distill
+from autoshuikou.compress.distill import distill, learning_rate_factor
 from autoshuikou.compress.prune import prune
 from autoshuikou.measure.accuracy import torch_metric
 from autoshuikou.plan import DistillSettings
@@ -67,3 +68,27 @@ def test_the_same_plan_and_seed_train_the_same_whatever_ran_before(tiny_task: Ta
         pass
     second = train()
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_warmup_ramps_the_learning_rate_up_from_a_small_first_step(tiny_task: Task) -> None:
+    # 8 batches an epoch, 2 epochs: 16 steps; warmup 0.5 ramps over the first 8 of them.
+    assert learning_rate_factor(0, 16, 0.0) == 1.0
+    assert learning_rate_factor(0, 16, 0.5) == pytest.approx(1 / 8)
+    assert learning_rate_factor(7, 16, 0.5) == pytest.approx(learning_rate_factor(7, 16, 0.0))
+
+    def first_step(warmup: float) -> float:
+        """The largest weight change of the student's first optimizer step."""
+        student = prune(tiny_task.model, tiny_task.example_input, {"conv1": 0.5}, round_to=1)
+        before = {k: p.detach().clone() for k, p in student.named_parameters()}
+        changes: list[float] = []
+
+        def check(model: torch.nn.Module) -> None:
+            after = dict(model.named_parameters())
+            changes.append(max(float((after[k] - v).abs().max()) for k, v in before.items()))
+
+        settings = DistillSettings(epochs=2, lr=1e-2, warmup=warmup)
+        distill(student, tiny_task.model, tiny_task, settings, rung=(1 / 8, check))
+        return changes[0]
+
+    # Adam's first step moves each weight by about the learning rate: an eighth of it here.
+    assert first_step(0.5) < 0.2 * first_step(0.0)

@@ -8,7 +8,7 @@ def test_json_round_trip() -> None:
         prune={"stem.0": 0.25},
         precision={"conv1": "int8", "head": "fp32"},
         distill=DistillSettings(
-            epochs=2, lr=0.003, temperature=2.0, alpha=0.7, features={"conv2": 0.5}
+            epochs=2, lr=0.003, temperature=2.0, alpha=0.7, features={"conv2": 0.5}, warmup=0.1
         ),
         round_to=8,
         importance="taylor",
@@ -28,5 +28,7 @@ def test_plans_written_before_importance_read_as_magnitude() -> None:
     data = Plan(prune={}, precision={}).to_dict()
     del data["importance"]
     assert Plan.from_dict(data).importance == "magnitude"
+    del data["distill"]["warmup"]  # plans written before warmup trained without one
+    assert Plan.from_dict(data).distill.warmup == 0.0
     with pytest.raises(ValueError, match="fisher"):
         Plan.from_dict(data | {"importance": "fisher"})

@@ -54,6 +54,13 @@ def test_rules_resolve_first_match_and_suggest_a_plan(tiny_task: Task) -> None:
     assert plan.round_to == 4
     assert 0 <= plan.distill.epochs <= 2
     assert "conv2" in plan.distill.features
+    assert plan.distill.warmup == 0.0  # none unless the space asks
+    warm = bind_task_space_from_text(
+        tiny_task, GOOD.replace("  features:", "  warmup: 0.2\n  features:")
+    )
+    assert warm.suggest(study.ask()).distill.warmup == 0.2
+    assert warm.uniform_plan(0.25, int8=True).distill.warmup == 0.2
+    assert load_space(None, "encoder.yaml").warmup > 0 and load_space().warmup == 0
 
 
 def test_fastest_plans_prune_most_in_int8_and_in_fp32(tiny_task: Task) -> None:
@@ -123,6 +130,8 @@ def test_refine_defaults_to_none_at_three_times_the_longest_fine_tuning() -> Non
         ),
         (("max: 0.5, step", "max: 0.5, start: 0.25, step"), "test.yaml: prune.default"),
         (("round_to: 4", "round_to: 4\n  importance: fisher"), "test.yaml: prune.importance"),
+        (("  features:", "  warmup: 1.0\n  features:"), "test.yaml: distill.warmup"),
+        (("  features:", "  warmup: some\n  features:"), "test.yaml: distill.warmup"),
         (
             (
                 "weight: {min: 0.0, max: 1.0}\n",

@@ -118,7 +118,7 @@ def distill(
         params = list(student.parameters()) + list(projections.parameters())
         opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps))
+            opt, lambda step: learning_rate_factor(step, steps, settings.warmup)
         )
         student.train()
         done = 0
@@ -170,6 +170,14 @@ def distill(
             if history is not None:
                 history.append({k: v.item() / batches for k, v in sums.items()})
     return student.cpu().eval()
+
+
+def learning_rate_factor(step: int, steps: int, warmup: float) -> float:
+    """The share of the peak learning rate at ``step`` of ``steps``: a cosine from 1 to 0,
+    times a linear ramp over the first ``warmup`` share of the steps."""
+    ramp = math.ceil(warmup * steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * step / steps))
+    return cosine * min(1.0, (step + 1) / ramp) if ramp else cosine
 
 
 def _to(inputs: Inputs, device: torch.device) -> Inputs:

@@ -84,6 +84,7 @@ class BoundSpace:
             temperature=_float(trial, "distill:temperature", s.temperature),
             alpha=_float(trial, "distill:alpha", s.alpha),
             features={m: _float(trial, f"feature:{m}", r) for m, r in self.features.items()},
+            warmup=s.warmup,
         )
         return Plan(
             prune=prune,

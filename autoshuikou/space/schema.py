@@ -80,6 +80,7 @@ class SearchSpace:
     features: tuple[FeatureRule, ...]
     text: str  # the YAML as read, for the study fingerprint
     refine: Refine = Refine()  # what is trained longer after the search
+    warmup: float = 0.0  # share of the fine-tuning steps with a rising learning rate
 
 
 class _Reader:
@@ -272,9 +273,16 @@ def parse_space(text: str, source: str) -> SearchSpace:
     distill = r.mapping(
         top["distill"],
         "distill",
-        {"epochs", "lr", "temperature", "alpha", "features"},
+        {"epochs", "lr", "temperature", "alpha", "features", "warmup"},
         {"epochs", "lr", "temperature", "alpha"},
     )
+    warmup = r.number(distill.get("warmup", 0.0), "distill.warmup")
+    if not 0.0 <= warmup < 1.0:
+        raise r.fail(
+            "distill.warmup",
+            f"{warmup} is not a share of the fine-tuning steps",
+            "use 0 <= warmup < 1, e.g. 0.1 to ramp the learning rate up over the first tenth",
+        )
     features = []
     for i, rule in enumerate(distill.get("features") or []):
         path = f"distill.features[{i}]"
@@ -304,6 +312,7 @@ def parse_space(text: str, source: str) -> SearchSpace:
         text=text,
         # Without refine.epochs: three times the search's longest fine-tuning.
         refine=r.refine(top.get("refine"), 3 * max(1, int(distill["epochs"]["max"]))),
+        warmup=warmup,
     )
 
 
