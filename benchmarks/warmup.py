@@ -25,6 +25,7 @@ import shutil
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
@@ -69,6 +70,12 @@ def decided_metrics(log: Path | None, run: str) -> dict[int, float]:
         return {}
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     return {r["trial"]: r["trained"] for r in rows if r.get("run") == run and "trial" in r}
+
+
+def _spearman(rows: list[dict[str, Any]], rung: str, trained: str) -> float:
+    """Rank correlation of the rung's top-1 (``rung``) with the trained metric over ``rows``."""
+    scores = [r[rung]["top1"] if isinstance(r[rung], dict) else r[rung] for r in rows]
+    return round(float(spearmanr(scores, [r[trained] for r in rows])[0]), 2)
 
 
 def main() -> None:
@@ -138,23 +145,8 @@ def main() -> None:
                     "trained_mean": round(statistics.mean(r["trained"] for r in both), 4),
                     "better": sum(r["trained"] > r["trained_recorded"] for r in both),
                     "worse": sum(r["trained"] < r["trained_recorded"] for r in both),
-                    "spearman_rung_recorded": round(
-                        float(
-                            spearmanr(
-                                [r["rung_recorded"] for r in both],
-                                [r["trained_recorded"] for r in both],
-                            )[0]
-                        ),
-                        2,
-                    ),
-                    "spearman_rung": round(
-                        float(
-                            spearmanr(
-                                [r["rung"]["top1"] for r in both], [r["trained"] for r in both]
-                            )[0]
-                        ),
-                        2,
-                    ),
+                    "spearman_rung_recorded": _spearman(both, "rung_recorded", "trained_recorded"),
+                    "spearman_rung": _spearman(both, "rung", "trained"),
                 }
             )
         )

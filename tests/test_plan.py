@@ -24,7 +24,7 @@ def test_unknown_precision_is_rejected() -> None:
         Plan.from_dict(data)
 
 
-def test_plans_written_before_importance_read_as_magnitude() -> None:
+def test_plans_written_before_importance_and_warmup_read_with_their_defaults() -> None:
     data = Plan(prune={}, precision={}).to_dict()
     del data["importance"]
     assert Plan.from_dict(data).importance == "magnitude"
