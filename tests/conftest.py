@@ -100,6 +100,11 @@ def tiny_task_file(tmp_path: Path) -> str:
     return f"{path}:make_task"
 
 
+# The test server's role and password (tests/test_secrets.py looks for it in every output).
+POSTGRES_USER = "tester"
+POSTGRES_PASSWORD = "S3cret-pw-a7Qz"
+
+
 def _postgres_bin() -> Path | None:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
     return found[-1].parent if found else None
@@ -107,7 +112,9 @@ def _postgres_bin() -> Path | None:
 
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A throwaway PostgreSQL server on 127.0.0.1, from the machine's PostgreSQL binaries.
+    """A throwaway PostgreSQL server, from the machine's PostgreSQL binaries, reachable only
+    by its Unix socket and only with a password (scram-sha-256): the URL it yields carries
+    ``POSTGRES_PASSWORD``, which the server checks, so tests see where a password could leak.
 
     Debian's postgresql package provides them (it is part of this project's machine image).
     The server runs as the `postgres` user when the tests run as root (initdb refuses root).
@@ -122,18 +129,33 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("PostgreSQL binaries not found (apt-get install postgresql)")
     import tempfile
 
-    # Not under pytest's private (0700) temp folder: the server user must reach it.
-    data = Path(tempfile.mkdtemp(prefix="autoshuikou-pg-")) / "data"
+    # Not under pytest's private (0700) temp folder: the server user must reach it. A short
+    # path: a socket's path must stay under 108 bytes.
+    folder = Path(tempfile.mkdtemp(prefix="autoshuikou-pg-"))
+    data = folder / "data"
+    password_file = folder / "password"
+    password_file.write_text(POSTGRES_PASSWORD + "\n")
     as_user: list[str] = []
     if os.geteuid() == 0:
         as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(data.parent, "postgres")
-    with socket.socket() as s:
+        shutil.chown(folder, "postgres")
+        shutil.chown(password_file, "postgres")
+    with socket.socket() as s:  # a free number: the socket file is named by it
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True)  # noqa: E731
-    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust")
-    options = f"-p {port} -k {data.parent} -c listen_addresses=127.0.0.1 -c max_connections=100"
+    run(
+        str(bin_dir / "initdb"),
+        "-D",
+        str(data),
+        "-U",
+        POSTGRES_USER,
+        f"--pwfile={password_file}",
+        "--auth=scram-sha-256",
+    )
+    password_file.unlink()
+    # No TCP at all (listen_addresses empty): the socket in our folder is the only way in.
+    options = f"-p {port} -k {folder} -c listen_addresses='' -c max_connections=100"
     run(
         str(bin_dir / "pg_ctl"),
         "-D",
@@ -142,14 +164,16 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         options,
         "-w",
         "-l",
-        str(data.parent / "log"),
+        str(folder / "log"),
         "start",
     )
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield (
+            f"postgresql://{POSTGRES_USER}:{POSTGRES_PASSWORD}@/postgres?host={folder}&port={port}"
+        )
     finally:
         subprocess.run(
             [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
             capture_output=True,
         )
-        shutil.rmtree(data.parent, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)

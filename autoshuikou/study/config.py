@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from autoshuikou.compress.teacher_cache import DEFAULT_MEGABYTES
 from autoshuikou.errors import UserError
 from autoshuikou.runtimes import DEFAULT_RUNTIME
+from autoshuikou.secrets import redact_text, strip_password
 from autoshuikou.study.budget import parse_budget
 from autoshuikou.study.samplers import DEFAULT_SAMPLER
 
@@ -43,6 +45,9 @@ class SearchConfig:
     seed: int = 0
     threads: int = 1  # intra-op threads for latency
     timeout: float | None = None  # seconds after which no new trial starts
+    # Seconds a worker waits for trials that live workers run elsewhere before it gives up
+    # (dead ones are given up after study.workers.GRACE_SECONDS without a heartbeat).
+    wait_timeout: float = 3600.0
     min_accuracy: str | float | None = None  # absolute (0.97) or "99%" of the baseline
     measure_seconds: float = 1.0  # timing per trial, candidate and baseline interleaved
     # (a quarter of it, untrained, where the fidelity times plans before training)
@@ -103,6 +108,11 @@ class SearchConfig:
             )
         if self.max_length < 1:
             raise UserError(f"--max-length must be at least 1, got {self.max_length}", "e.g. 128")
+        if not self.wait_timeout > 0:
+            raise UserError(
+                f"--wait-timeout must be above 0, got {self.wait_timeout}",
+                "e.g. --wait-timeout 600",
+            )
         if not self.measure_seconds > 0:
             raise UserError(
                 f"--measure-seconds must be above 0, got {self.measure_seconds}",
@@ -200,6 +210,8 @@ def resolved_config(config: SearchConfig, study_name: str) -> dict[str, Any]:
     values["data"] = _absolute(config.data, ("imagefolder", "textfolder", "csv", "tsv"))
     if config.storage is not None and "://" not in config.storage:
         values["storage"] = str(Path(config.storage).resolve())
+    elif config.storage is not None:
+        values["storage"] = strip_password(config.storage)  # never written down
     return values
 
 
@@ -208,6 +220,10 @@ def write_config(run_dir: Path, values: dict[str, Any], note: str = "") -> Path:
 
     from autoshuikou.util import atomic_write_bytes
 
+    storage = values.get("storage")
+    if isinstance(storage, str) and "://" in storage:
+        values = {**values, "storage": strip_password(storage)}
+        note = f"{note}\n{PASSWORD_NOTE}".strip()
     header = (
         "# The resolved settings of this run. Rerun or resume it with:\n"
         f"#   autoshuikou search --config {(run_dir / CONFIG_NAME).resolve()}\n"
@@ -216,3 +232,28 @@ def write_config(run_dir: Path, values: dict[str, Any], note: str = "") -> Path:
     path = run_dir / CONFIG_NAME
     atomic_write_bytes(path, (header + yaml.safe_dump(values, sort_keys=False)).encode())
     return path
+
+
+PASSWORD_NOTE = (
+    "The database password is left out of storage (never written to a file): give it as\n"
+    "PGPASSWORD=..., a ~/.pgpass line (host:port:db:user:password) or a service file."
+)
+
+
+def config_text_without_password(text: str, how: Callable[[str], str] = strip_password) -> str:
+    """A config.yaml's text with its storage URL passed through ``how`` (strip_password,
+    or redact_url for showing): runs written before issue 36 may hold a password."""
+    import yaml
+
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError:
+        values = None
+    storage = values.get("storage") if isinstance(values, dict) else None
+    if not isinstance(values, dict) or not isinstance(storage, str) or how(storage) == storage:
+        return redact_text(text)  # any other URL's password, masked
+    values["storage"] = how(storage)
+    header = "".join(f"{line}\n" for line in text.splitlines() if line.startswith("#"))
+    if how is strip_password:
+        header += "".join(f"# {line}\n" for line in PASSWORD_NOTE.splitlines())
+    return redact_text(header + yaml.safe_dump(values, sort_keys=False))
