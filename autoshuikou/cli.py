@@ -97,12 +97,13 @@ def _show(args: argparse.Namespace) -> int:
     print(format_table(summary))
     config = run_dir / CONFIG_NAME
     if config.is_file():
+        from autoshuikou.secrets import redact_url
+        from autoshuikou.study.config import config_text_without_password
+
+        # An older run's config.yaml may hold the database password: never shown.
+        text = config_text_without_password(config.read_text(), redact_url)
         print(f"\nsettings ({config}; rerun with `autoshuikou search --config {config}`):")
-        print(
-            "\n".join(
-                f"  {line}" for line in config.read_text().splitlines() if not line.startswith("#")
-            )
-        )
+        print("\n".join(f"  {line}" for line in text.splitlines() if not line.startswith("#")))
     problems = artifact_problems(run_dir, summary)
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
@@ -238,6 +239,13 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
         help="stop starting new trials after this many seconds",
     )
     s.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=DEFAULTS.wait_timeout,
+        help="when the remaining trials run on other workers, wait for them at most this "
+        "many seconds (a worker whose heartbeat stops is given up well before)",
+    )
+    s.add_argument(
         "--space",
         default=DEFAULTS.space,
         help="search-space YAML (default: the shipped default.yaml)",
@@ -314,8 +322,9 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
     s.add_argument(
         "--storage",
         default=DEFAULTS.storage,
-        help="postgresql://user:pw@host/db to share the study between machines, or a .journal "
-        "path (default: runs/<study>/study.journal)",
+        help="postgresql://user@host/db to share the study between machines (the password "
+        "from PGPASSWORD, ~/.pgpass or a service file; one in the URL is never written "
+        "down), or a .journal path (default: runs/<study>/study.journal)",
     )
     s.add_argument("--runtime", default=DEFAULTS.runtime, choices=RUNTIMES, help=RUNTIME_HELP)
     s.add_argument(
@@ -438,6 +447,53 @@ def _file_defaults(path: str) -> dict[str, object]:
     return values
 
 
+EXIT_OS_ERROR = 1
+_NO_SPACE = ("ENOSPC", "EDQUOT", "EFBIG")
+_NOT_WRITABLE = ("EROFS", "EACCES", "EPERM")
+RESUMES = "then rerun the same command: the study resumes where it stopped"
+
+
+def _os_cause(exc: BaseException) -> OSError | None:
+    """``exc`` if an OSError, else a full-disk or read-only OSError it was raised while
+    handling: a full disk makes other code fail on the way up (Optuna's bookkeeping of a
+    trial whose end it could not write asserts), and the disk is what to fix."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and (
+            cause is exc or _errno_name(cause) in _NO_SPACE + _NOT_WRITABLE
+        ):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _errno_name(exc: OSError) -> str:
+    import errno
+
+    return errno.errorcode.get(exc.errno or 0, "")
+
+
+def _os_error(exc: OSError) -> UserError:
+    """An OSError that reached the top (a full disk, a read-only folder...) as one message:
+    what failed, on which file, and how to go on."""
+    name = _errno_name(exc)
+    what = exc.strerror or str(exc) or type(exc).__name__
+    files = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+    if files:
+        what += f": {' -> '.join(files)}"
+    if name in _NO_SPACE:
+        how = f"free space (or raise the quota or file-size limit), or give --out on another disk, {RESUMES}"
+    elif name in _NOT_WRITABLE:
+        how = f"make the folder writable, or give --out on a writable disk, {RESUMES}"
+    elif name == "ENOENT":
+        how = f"check the path (restore the file if a run's file was moved or deleted), {RESUMES}"
+    else:
+        how = f"fix the cause, {RESUMES}"
+    return UserError(what, how)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if getattr(args, "config", None):
@@ -463,6 +519,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Exception as exc:  # an OSError (a full disk...) is one message: the run resumes
+        cause = _os_cause(exc)
+        if cause is None:
+            raise
+        if args.verbose:
+            traceback.print_exc()
+        print(f"error: {_os_error(cause)}", file=sys.stderr)
+        return EXIT_OS_ERROR
     except KeyboardInterrupt:
         # SIGTERM arrives here too (see autoshuikou.interrupt): the running trial is marked failed.
         print(

@@ -4,6 +4,11 @@ The deployed artifact runs in the runtime it was measured in (ONNX Runtime by de
 reproduces the recorded metric exactly; with ``student=True`` the pruned, fine-tuned
 PyTorch student is rebuilt (the teacher's architecture pruned by the plan, then its saved
 state dict loaded with ``weights_only=True``) so that it can be trained further.
+
+Load only folders you trust, as with ``torch.load`` of a pickle: the folder's config.yaml
+names the task whose code runs to rebuild the model (a module, or a file by its absolute
+path, never one relative to the current folder), and a TorchScript artifact is program code
+that ``torch.jit.load`` runs.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.plan import Plan
 from autoshuikou.study.config import CONFIG_NAME, SearchConfig, read_config_file
 from autoshuikou.study.trial import STUDENT_NAME
-from autoshuikou.util import read_json
+from autoshuikou.util import read_json, require
+
+REEXPORT = "export the model again with `autoshuikou export`, or restore the folder"
 
 
 class CompressedModel:
@@ -115,9 +122,13 @@ def load(path: str | Path, student: bool = False, threads: int | None = None) ->
 
     Default: the deployed artifact in the runtime and thread count it was measured with
     (``threads`` overrides). ``student=True``: the PyTorch student (``.module`` is the
-    ``nn.Module``, ready to train further)."""
+    ``nn.Module``, ready to train further).
+
+    For folders you trust only, like ``torch.load`` of a pickle: loading runs the task code
+    that the folder's config.yaml names, and a TorchScript artifact is code itself."""
     folder, run = _locate(Path(path))
-    metrics = read_json(folder / "metrics.json")
+    file = folder / "metrics.json"
+    metrics = require(read_json(file, REEXPORT), ("metric", "runtime"), file, REEXPORT)
     family = get_family(str(metrics.get("family") or _family(run)))
     if student:
         module = load_student(folder)
@@ -156,7 +167,16 @@ def _config(run: Path) -> SearchConfig:
             f"{file} is missing: the run's settings are needed to rebuild the model",
             "runs written before config.yaml existed: rerun the search to write it",
         )
-    return SearchConfig(**read_config_file(file))
+    config = SearchConfig(**read_config_file(file))
+    task, _, function = (config.task or "").rpartition(":")
+    if (task.endswith(".py") or "/" in task) and not Path(task).is_absolute():
+        raise UserError(
+            f"{file} names the task file {task} by a relative path: loading would import "
+            "whatever file of that name the current folder holds",
+            f"write its absolute path in {file} (task: /path/to/{Path(task).name}:{function}), "
+            "or a module name (task: package.module:function)",
+        )
+    return config
 
 
 def load_student(folder: Path) -> nn.Module:
@@ -171,7 +191,10 @@ def load_student(folder: Path) -> nn.Module:
             "export or load a trial that `autoshuikou show` lists",
         )
     teacher, inputs, family = _teacher(_config(run))
-    plan = Plan.from_dict(read_json(folder / "plan.json"))
+    plan_file = folder / "plan.json"
+    plan = Plan.from_dict(
+        require(read_json(plan_file, REEXPORT), ("prune", "precision"), plan_file, REEXPORT)
+    )
     student = prune(teacher, inputs, plan.prune, plan.round_to, family)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     student.load_state_dict(state)

@@ -9,7 +9,7 @@ from typing import Any
 
 from autoshuikou.errors import UserError
 from autoshuikou.report.summary import load_summary
-from autoshuikou.study.config import CONFIG_NAME
+from autoshuikou.study.config import CONFIG_NAME, config_text_without_password
 from autoshuikou.study.trial import STUDENT_NAME
 from autoshuikou.util import read_json, sha256_file, write_json
 
@@ -25,8 +25,9 @@ def choose_point(summary: dict[str, Any], trial: int | None) -> dict[str, Any]:
             "rerun the search with a looser --budget or more --trials",
         )
     chosen: dict[str, Any] | None = None
-    if trial is None:
-        chosen = max(points, key=lambda p: (p["metric"], -p["latency_ms"]))
+    if trial is None:  # among the models whose files are here, where any are
+        local = [p for p in points if p["path"] is not None] or points
+        chosen = max(local, key=lambda p: (p["metric"], -p["latency_ms"]))
     for point in points:
         if point["trial"] == trial:
             chosen = point
@@ -60,13 +61,32 @@ def _io(model: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return describe([v for v in graph.input if v.name not in initializers]), describe(graph.output)
 
 
+def inside_run(run_dir: Path, path: str) -> Path:
+    """``path`` (from summary.json) resolved against the run folder, links followed; refused
+    unless it stays inside it, so a tampered run cannot copy any readable file into an export."""
+    root = Path(run_dir).resolve()
+    resolved = (root / path).resolve()
+    if not resolved.is_relative_to(root):
+        raise UserError(
+            f"the run names {path!r}, which lies outside its folder {root}",
+            "export only runs you trust; rerun the search to rewrite its summary.json and files",
+        )
+    return resolved
+
+
 def export_run(run_dir: Path, out: Path, trial: int | None = None) -> Path:
     """Write ``out``: the artifact, its plan and metrics, the PyTorch student, the run's
     config and a README saying how to run it. ``out`` must be new or empty."""
     run_dir = Path(run_dir)
     summary = load_summary(run_dir)
     point = choose_point(summary, trial)
-    model = run_dir / point["path"]
+    if point["path"] is None:
+        raise UserError(
+            f"trial {point['trial']} ran on another machine ({point.get('ran_on')}): its files "
+            f"are in that machine's --out",
+            "export it there, or give --trial of a model that ran here",
+        )
+    model = inside_run(run_dir, point["path"])
     folder = model.parent
     if not model.is_file():
         raise UserError(f"{model} is missing", "rerun the search: it rebuilds the front's models")
@@ -106,10 +126,12 @@ def export_run(run_dir: Path, out: Path, trial: int | None = None) -> Path:
     try:
         for name in (model.name, "plan.json", "metrics.json", STUDENT_NAME):
             if (folder / name).exists():
-                shutil.copyfile(folder / name, work / name)
-        for name in (CONFIG_NAME, "data.json"):
-            if (run_dir / name).exists():
-                shutil.copyfile(run_dir / name, work / name)
+                shutil.copyfile(inside_run(run_dir, str(folder / name)), work / name)
+        if (run_dir / CONFIG_NAME).exists():  # never a database password, even an old run's
+            config = inside_run(run_dir, CONFIG_NAME)
+            (work / CONFIG_NAME).write_text(config_text_without_password(config.read_text()))
+        if (run_dir / "data.json").exists():
+            shutil.copyfile(inside_run(run_dir, "data.json"), work / "data.json")
         write_json(work / MANIFEST, manifest)
         (work / "README.md").write_text(readme(manifest))
         if out.exists():
@@ -178,6 +200,10 @@ import autoshuikou
 model = autoshuikou.load("path/to/this/folder")
 logits = model(batch)
 ```
+
+Load only folders you trust: like `torch.load` of a pickle, `autoshuikou.load()` runs the
+task code that this folder's `config.yaml` names, and a TorchScript model is itself a
+program that `torch.jit.load` runs.
 
 Inputs:
 {ins}

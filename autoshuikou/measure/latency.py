@@ -23,14 +23,23 @@ from autoshuikou.measure.runtime import RuntimeSettings, open_runner
 
 if TYPE_CHECKING:
     from autoshuikou.families import Feed
-from autoshuikou.util import file_lock
+from autoshuikou.util import file_lock, private_lock
 
-# One timing at a time on this host, and none while a worker trains (training holds it
-# shared), so parallel workers never time each other's load.
-LOCK_PATH = Path(
-    os.environ.get(
-        "AUTOSHUIKOU_LATENCY_LOCK", Path(tempfile.gettempdir()) / "autoshuikou-latency.lock"
-    )
+# One timing at a time for this user on this host, and none while a worker trains
+# (training holds it shared), so parallel workers never time each other's load. Per user:
+# in a folder of the temporary directory that only the user can write (0700), the file
+# 0600 and never opened through a link, so no one else can stall the timing or have it
+# write through a planted link. (Not $XDG_RUNTIME_DIR: a worker started without a login
+# session lacks it and would take another lock.)
+LOCK_PATH = private_lock(
+    Path(
+        os.environ.get(
+            "AUTOSHUIKOU_LATENCY_LOCK",
+            Path(tempfile.gettempdir()) / f"autoshuikou-{os.getuid()}" / "latency.lock",
+        )
+    ),
+    "delete it (autoshuikou creates it again, private to you), or set "
+    "AUTOSHUIKOU_LATENCY_LOCK to a file in a folder only you can write",
 )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from autoshuikou.errors import UserError
 from autoshuikou.measure.latency import REMEASURE_MAX_WINDOWS, REMEASURE_MIN_WINDOWS
-from autoshuikou.util import read_json, sha256_file
+from autoshuikou.util import read_json, require, sha256_file
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -31,21 +31,23 @@ def format_table(summary: dict[str, Any]) -> str:
 
     rows.append(row("baseline fp32", base))
     for point in summary["pareto"]:
-        rows.append(row(f"trial {point['trial']}", point))
+        where = f"  (on another machine: {point.get('ran_on')})" if point["path"] is None else ""
+        rows.append(row(f"trial {point['trial']}", point) + where)
     lines = [
         f"study {summary['study_name']}: {summary['trials_complete']} trials, "
         f"{summary['trials_feasible']} within the budget of {summary['budget_ms']:.3f} ms "
         f"({summary['budget']})",
         *rows,
     ]
-    if summary["pareto"]:
-        name = summary["pareto"][0]["path"].rsplit("/", 1)[-1]
+    paths = [p["path"] for p in summary["pareto"] if p["path"] is not None]
+    if paths:
+        name = paths[0].rsplit("/", 1)[-1]
         runtime = summary.get("runtime", {}).get("runtime", "onnxruntime")
         lines.append(
             f"Pareto-optimal models ({runtime}): {summary['run_dir']}/trials/<trial>/{name}"
         )
-    else:
-        lines.append("No trial met the budget. Closest trials:")
+    if not summary["pareto"]:
+        lines.append(_nothing_feasible(summary))
         for c in summary["closest"]:
             lines.append(
                 f"  trial {c['trial']}: {c['latency_ms']:.3f} ms "
@@ -82,18 +84,51 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _nothing_feasible(summary: dict[str, Any]) -> str:
+    """Which constraint no trial met (summaries before "unmet" say the budget)."""
+    unmet = summary.get("unmet") or "latency"
+    if unmet == "latency":
+        return "No trial met the budget. Closest trials:"
+    floor = f"--min-accuracy ({summary['metric_name']} {summary.get('min_metric') or 0:.4f})"
+    if unmet == "min_accuracy":
+        return f"No trial within the latency budget reached {floor}. Most accurate of them:"
+    return f"No trial met the latency budget or reached {floor}. Closest trials:"
+
+
+# What the readers of a summary (show, verify, export) index; an older or partly written
+# summary.json lacking one is one message, not a KeyError.
+SUMMARY_KEYS = (
+    "study_name",
+    "metric_name",
+    "budget",
+    "budget_ms",
+    "trials_complete",
+    "trials_feasible",
+    "run_dir",
+    "pareto",
+    "baseline.metric",
+    "baseline.latency_ms",
+    "baseline.size_bytes",
+    "baseline.macs",
+)
+POINT_KEYS = ("trial", "path", "model_sha256", "metric", "latency_ms", "size_bytes", "macs")
+REWRITE_SUMMARY = (
+    "rerun the same `autoshuikou search` command: it writes summary.json again "
+    "(finished trials are kept)"
+)
+
+
 def load_summary(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "summary.json"
     if not path.exists():
         raise UserError(
             f"{path} does not exist", "point at a run directory written by `autoshuikou search`"
         )
-    try:
-        summary: dict[str, Any] = read_json(path)
-    except ValueError as exc:
-        raise UserError(
-            f"{path} is damaged: {exc}", "rerun the same `autoshuikou search` command"
-        ) from exc
+    summary = require(read_json(path, REWRITE_SUMMARY), SUMMARY_KEYS, path, REWRITE_SUMMARY)
+    if not isinstance(summary["pareto"], list):
+        raise UserError(f"{path} is damaged: its pareto is not a list", REWRITE_SUMMARY)
+    for i, point in enumerate(summary["pareto"]):
+        require(point, POINT_KEYS, path, REWRITE_SUMMARY, within=f"pareto[{i}]")
     return summary
 
 
@@ -101,6 +136,8 @@ def artifact_problems(run_dir: Path, summary: dict[str, Any]) -> list[str]:
     """Pareto models that are missing or whose bytes no longer match their checksum."""
     problems = []
     for point in summary["pareto"]:
+        if point["path"] is None:
+            continue  # on another machine: its files are in that machine's --out
         model = run_dir / point["path"]
         if not model.exists():
             problems.append(f"trial {point['trial']}: {model} is missing")

@@ -8,9 +8,11 @@ parameter and MAC counts must match the ONNX graph.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
+from autoshuikou.errors import UserError
 from autoshuikou.families import to_feed
 from autoshuikou.measure.accuracy import artifact_metric
 from autoshuikou.measure.latency import REMEASURE_SECONDS, measure_ratios
@@ -18,9 +20,21 @@ from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.measure.size import graph_counts
 from autoshuikou.report.summary import load_summary
 from autoshuikou.tasks import Task, load_task
-from autoshuikou.util import read_json
+from autoshuikou.util import read_json, require
 
 RATIO_TOLERANCE = 0.10  # the promise: a fresh process reproduces the ratio to +-10%
+CHECKS = ("metric", "ratio", "counts")
+RESTORE = (
+    "restore the trial's folder from a backup (a trial's files are written once, when it "
+    "runs); `autoshuikou show` lists the models the run still holds"
+)
+
+
+def _recorded(path: Path) -> dict[str, Any]:
+    """A trial's metrics.json with what is compared; one message if it is damaged or old."""
+    record = require(read_json(path, RESTORE), ("metric", "params", "macs"), path, RESTORE)
+    ratio = "final.ratio" if "final" in record else "latency_ratio"
+    return require(record, (ratio,), path, RESTORE)
 
 
 def _recorded_task(run_dir: Path, name: str) -> Task:
@@ -44,8 +58,7 @@ def verify_run(
 ) -> list[dict[str, Any]]:
     """Re-measure the Pareto models; one row of checks per model, printed."""
     summary = load_summary(run_dir)
-    if task is None:
-        task = load_task(task_spec) if task_spec else _recorded_task(run_dir, summary["task"])
+    require(summary, ("task", "runtime.threads", "baseline.path"), run_dir / "summary.json")
     settings = RuntimeSettings(
         threads=int(summary["runtime"]["threads"]),
         runtime=str(summary["runtime"].get("runtime", "onnxruntime")),
@@ -53,22 +66,51 @@ def verify_run(
     # Counts are checked against the ONNX graph; other runtimes' counts come from the module.
     graph = settings.backend.suffix == ".onnx"
     baseline = run_dir / summary["baseline"]["path"]
-    example = to_feed(task.inputs)
+    if not baseline.is_file():
+        raise UserError(
+            f"the baseline model {baseline} is missing: the models are timed against it",
+            "restore it from a backup, or rerun the same `autoshuikou search` command: it "
+            "builds the baseline again",
+        )
     rows: list[dict[str, Any]] = []
-    models = [run_dir / point["path"] for point in summary["pareto"]]
+    points, models, records = [], [], []
+    for point in summary["pareto"]:
+        if point["path"] is None:
+            print(
+                f"trial {point['trial']}: skipped, it ran on another machine ({point.get('ran_on')})"
+            )
+            continue
+        model = run_dir / point["path"]
+        if model.is_file():
+            points.append(point)
+            models.append(model)
+            records.append(_recorded(model.parent / "metrics.json"))
+            continue
+        # A deleted model: one message and a failed row; the others are verified.
+        print(f"trial {point['trial']}: FAILED, missing {model}")
+        problem = UserError(f"trial {point['trial']}: {model} is missing", RESTORE)
+        print(f"error: {problem}", file=sys.stderr)
+        rows.append({"trial": point["trial"], "missing": str(model)} | dict.fromkeys(CHECKS, False))
+    # The files are checked first: the task may take long to build.
+    if task is None:
+        task = load_task(task_spec) if task_spec else _recorded_task(run_dir, summary["task"])
+    example = to_feed(task.inputs)
     # Timed together, in turns, as the search's final re-measurement timed them.
     # Read off at the baseline latency the run recorded, as the search's re-measurement was.
-    all_stats = measure_ratios(
-        models,
-        baseline,
-        example,
-        settings,
-        seconds,
-        at_reference_ms=float(summary["baseline"]["latency_ms"]),
+    all_stats = (
+        measure_ratios(
+            models,
+            baseline,
+            example,
+            settings,
+            seconds,
+            at_reference_ms=float(summary["baseline"]["latency_ms"]),
+        )
+        if models
+        else []
     )
-    for point, model, stats in zip(summary["pareto"], models, all_stats, strict=True):
+    for point, model, recorded, stats in zip(points, models, records, all_stats, strict=True):
         ratio = stats.ratio
-        recorded = read_json(model.parent / "metrics.json")
         metric = artifact_metric(model, task, settings)
         counts_ok = True
         if graph:
@@ -99,7 +141,7 @@ def verify_run(
             f"{stats.median_ratio:.3f}, gamma {stats.speed_exponent:.2f}) "
             f"{'OK' if all(checks.values()) else 'FAILED ' + ', '.join(k for k, v in checks.items() if not v)}"
         )
-    ok = all(row[c] for row in rows for c in ("metric", "ratio", "counts"))
+    ok = all(row[c] for row in rows for c in CHECKS)
     print(
         f"{'all' if ok else 'NOT all'} {len(rows)} Pareto models reproduce (ratio tolerance +-{RATIO_TOLERANCE:.0%})"
     )
