@@ -81,7 +81,7 @@ def test_file_task_search_show_and_no_feasible(tmp_path: Path, tiny_task_file: s
     assert ok.stdout.rstrip().endswith(table.rstrip())  # the same table as at the end
     assert "budget: 300%" in settings and "trials: 3" in settings  # and the run's config
 
-    # An impossible metric floor: nothing feasible -> closest trials and a non-zero exit.
+    # A metric floor no model can reach (top-1 above 1): refused before any trial.
     none = cli(
         "search",
         *args[:5],
@@ -95,8 +95,9 @@ def test_file_task_search_show_and_no_feasible(tmp_path: Path, tiny_task_file: s
         "impossible",
         cwd=tmp_path,
     )
-    assert none.returncode == 3, none.stderr
-    assert "No trial met the budget. Closest trials:" in none.stdout
+    assert none.returncode == 2, none.stderr
+    assert "above the most it can reach (1)" in none.stderr
+    assert "study impossible:" not in none.stdout  # no trial ran
 
 
 def test_ctrl_c_keeps_finished_trials_and_rerun_resumes(

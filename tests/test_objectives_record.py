@@ -221,3 +221,35 @@ def test_every_search_flag_reaches_its_config_field(action: argparse.Action) -> 
 
 def test_no_flags_give_the_default_config() -> None:
     assert search_config(_parser().parse_args(["search"])) == DEFAULTS
+
+
+def test_the_summary_names_the_constraint_no_trial_met() -> None:
+    from types import SimpleNamespace
+
+    from autoshuikou.report.summary import _nothing_feasible
+    from autoshuikou.study.search import _unmet
+
+    study = optuna.create_study(directions=directions(objectives_for(energy=False)))
+
+    def measured(latency_ms: float, metric: float, budget_ms: float, floor: float) -> None:
+        trial = study.ask()
+        for key, value in replace(RECORD, latency_ms=latency_ms, metric=metric).to_attrs().items():
+            trial.set_user_attr(key, value)
+        trial.set_constraint("latency", latency_ms - budget_ms)
+        trial.set_constraint("metric", floor - metric)
+        study.tell(trial, point(RECORD, study_objectives(study)))
+
+    ctx = SimpleNamespace(budget_ms=0.2, min_metric=0.95)
+    measured(0.1, 0.90, 0.2, 0.95)  # fast enough, not accurate enough
+    measured(0.3, 0.97, 0.2, 0.95)  # accurate, too slow
+    measured(0.15, 0.93, 0.2, 0.95)
+    complete = study.get_trials(deepcopy=False)
+    unmet, closest = _unmet(complete, ctx)  # type: ignore[arg-type]
+    assert unmet == "min_accuracy" and [t.number for t in closest] == [2, 0]  # most accurate
+    summary = {"unmet": unmet, "metric_name": "top1", "min_metric": 0.95}
+    assert _nothing_feasible(summary).startswith("No trial within the latency budget reached")
+    unmet, closest = _unmet(complete[1:2], ctx)  # type: ignore[arg-type]
+    assert unmet == "latency" and [t.number for t in closest] == [1]
+    unmet, _ = _unmet(complete[:1], SimpleNamespace(budget_ms=0.05, min_metric=0.95))  # type: ignore[arg-type]
+    assert unmet == "latency and min_accuracy"
+    assert _nothing_feasible({"unmet": "latency"}) == "No trial met the budget. Closest trials:"

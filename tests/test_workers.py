@@ -1,5 +1,6 @@
 """Several workers on one study: PostgreSQL and the journal file, exact totals, dead workers."""
 
+import json
 import os
 import signal
 import subprocess
@@ -197,23 +198,26 @@ def test_trials_of_dead_workers_are_failed_and_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import autoshuikou.study.storage as storage_module
+    from autoshuikou.study.workers import THIS_WORKER, StaleWatch, fail_gone_workers, mark_running
 
-    study = optuna.create_study(storage=make_storage(None, tmp_path), directions=["maximize"])
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
-    tagged = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    tagged.set_user_attr("worker", f"{storage_module.socket.gethostname()}:{dead.stdout.strip()}")
-    orphan = study.ask(
-        {"x": optuna.distributions.FloatDistribution(0, 1)}
-    )  # died before its objective
-    alive = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    alive.set_user_attr("worker", storage_module.WORKER)  # this very process
+    storage = make_storage(None, tmp_path)
+    study = optuna.create_study(storage=storage, directions=["maximize"])
+    code = "import json; from autoshuikou.study.workers import THIS_WORKER as W; print(json.dumps(W.to_attr()))"
+    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    x = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    tagged = study.ask(x)
+    mark_running(tagged)
+    tagged.set_user_attr("worker_id", json.loads(dead.stdout))  # a process that has exited
+    orphan = study.ask(x)  # died before its objective
+    alive = study.ask(x)
+    mark_running(alive)  # this very process
+    assert alive.user_attrs["worker_id"] == THIS_WORKER.to_attr()
 
-    assert storage_module.recover_dead_local_workers(study) == [tagged.number]
-    assert storage_module.fail_orphaned_trials(study) == []  # too young to call an orphan
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert fail_gone_workers(study, storage, StaleWatch(), running) == [tagged.number]
+    assert storage_module.fail_orphaned_trials(study, storage) == []  # too young for an orphan
     monkeypatch.setattr(storage_module, "GRACE_SECONDS", 0)
-    assert storage_module.fail_orphaned_trials(study) == [orphan.number]
+    assert storage_module.fail_orphaned_trials(study, storage) == [orphan.number]
 
     states = {t.number: t.state for t in study.trials}
     assert states[tagged.number] == states[orphan.number] == TrialState.FAIL

@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from optuna.trial import FrozenTrial
+
 from autoshuikou.measure.latency import REMEASURE_SECONDS, measure_ratios
 from autoshuikou.study.context import RunContext
 from autoshuikou.study.objectives import Objective, point
@@ -38,6 +40,7 @@ class FrontModel:
     spread: float
     latency_ms: float
     feasible: bool
+    ran_on: str | None = None  # another worker's host:pid: its files are in that one's --out
 
     @classmethod
     def from_metrics(cls, metrics: dict[str, Any]) -> FrontModel:
@@ -95,17 +98,18 @@ def remeasure(
     return models
 
 
-def search_time_record(ctx: RunContext, number: int) -> FrontModel:
-    """A trial's record with its search-time timing as the final one, marked not re-measured."""
-    metrics: dict[str, Any] = read_json(ctx.trials_dir / f"{number:04d}" / "metrics.json")
-    metrics["final"] = {
-        "ratio": metrics["latency_ratio"],
-        "spread": metrics["latency_raw"]["spread"],
-        "latency_ms": metrics["latency_ms"],
-        "feasible": metrics["feasible"],
-        "remeasured": False,
-    }
-    return FrontModel.from_metrics(metrics)
+def search_time_record(trial: FrozenTrial, ran_on: str | None = None) -> FrontModel:
+    """A trial's record, from the study, with its search-time timing as the final one."""
+    record = TrialRecord.from_trial(trial)
+    return FrontModel(
+        trial=trial.number,
+        record=record,
+        ratio=record.latency_ratio,
+        spread=record.latency_spread,
+        latency_ms=record.latency_ms,
+        feasible=record.feasible,
+        ran_on=ran_on,
+    )
 
 
 def final_front(

@@ -13,6 +13,11 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
+# The plan a trial ran (``Plan.to_dict()``), kept in the study for every trained, rejected
+# or screened trial: any worker can refine, rebuild or summarise it without the files of the
+# machine that ran it.
+TRIAL_PLAN_ATTR = "trial_plan"
+
 
 class RecordError(LookupError):
     """A trial (or metrics file) lacks a field of :class:`TrialRecord`."""

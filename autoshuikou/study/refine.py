@@ -17,14 +17,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from autoshuikou.plan import Plan
+from autoshuikou.study.optuna_adapter import new_trial
 
 # Each next refined model is at least this much faster than the one before it.
 REFINE_STEP = 0.1
 REFINE_ATTR = "refine_of"  # the trial a refined trial trains again (user attribute)
+# The plan a fixed or refined trial is queued with (user attribute; exempt from rejection).
+PLAN_ATTR = "plan"
 
 
 @dataclass(frozen=True)
@@ -59,31 +62,28 @@ def refined_plan(plan: Plan, epochs: int) -> Plan:
 
 def run_new_trial(
     study: optuna.Study,
+    storage: BaseStorage,
     user_attrs: dict[str, Any],
     objective: Callable[[optuna.Trial], tuple[float, ...]],
     after: Callable[[optuna.Study, FrozenTrial], None],
 ) -> None:
     """Run ``objective`` on a trial created now with ``user_attrs``, as ``study.optimize``
-    would (heartbeat, pruned or failed states), but never on a queued one: ``optimize``
-    takes the oldest WAITING trial, and uniform plans beyond ``trials`` stay queued for a
-    larger rerun. Failures are recorded on the trial, not raised (as ``catch`` does)."""
-    storage = study._storage
-    trial_id = storage.create_new_trial(study._study_id)
-    for key, value in user_attrs.items():
-        storage.set_trial_user_attr(trial_id, key, value)
-    trial = optuna.Trial(study, trial_id)
+    would (pruned or failed states; the objective beats on it, see ``study.workers``), but
+    never on a queued one: ``optimize`` takes the oldest WAITING trial, and uniform plans
+    beyond ``trials`` stay queued for a larger rerun. Failures are recorded on the trial,
+    not raised (as ``catch`` does)."""
+    trial, trial_id = new_trial(study, storage, user_attrs)
     values: tuple[float, ...] | None = None
     state: TrialState | None = None
     stopped: KeyboardInterrupt | None = None
-    with get_heartbeat_thread(trial_id, storage):
-        try:
-            values = objective(trial)
-        except optuna.TrialPruned:
-            state = TrialState.PRUNED
-        except Exception:
-            state = TrialState.FAIL
-        except KeyboardInterrupt as interrupt:  # failed without an error: a rerun retries it
-            state, stopped = TrialState.FAIL, interrupt
+    try:
+        values = objective(trial)
+    except optuna.TrialPruned:
+        state = TrialState.PRUNED
+    except Exception:
+        state = TrialState.FAIL
+    except KeyboardInterrupt as interrupt:  # failed without an error: a rerun retries it
+        state, stopped = TrialState.FAIL, interrupt
     study.tell(trial, values, state=state)
     if stopped is not None:
         raise stopped
@@ -95,6 +95,9 @@ def refinement_done(trial: FrozenTrial, epochs: int) -> bool:
     from before the epochs were changed does not) and it finished, runs, or failed with an
     error (not retried, so an error cannot loop); interrupted, dead-worker or queued ones
     do not."""
-    if trial.state == TrialState.WAITING or trial.user_attrs["plan"]["distill"]["epochs"] != epochs:
+    if (
+        trial.state == TrialState.WAITING
+        or trial.user_attrs[PLAN_ATTR]["distill"]["epochs"] != epochs
+    ):
         return False
     return trial.state != TrialState.FAIL or "error" in trial.user_attrs

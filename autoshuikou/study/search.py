@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from math import nan
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,7 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
-from optuna.storages import BaseStorage, fail_stale_trials
-from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.storages import BaseStorage, RDBStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from autoshuikou import __version__
@@ -63,6 +64,7 @@ from autoshuikou.study.objectives import (
     point,
     study_objectives,
 )
+from autoshuikou.study.optuna_adapter import fail_trial
 from autoshuikou.study.pareto import is_feasible, pareto_indices
 from autoshuikou.study.predictor import (
     EPOCHS_ATTR,
@@ -78,8 +80,9 @@ from autoshuikou.study.predictor import (
     recalibrated_metric,
 )
 from autoshuikou.study.profile import cache_path, load_or_build_latency_model
-from autoshuikou.study.record import TrialRecord, TrialTags
+from autoshuikou.study.record import TRIAL_PLAN_ATTR, TrialRecord, TrialTags
 from autoshuikou.study.refine import (
+    PLAN_ATTR,
     REFINE_ATTR,
     Candidate,
     refine_targets,
@@ -99,12 +102,12 @@ from autoshuikou.study.screening import (
     time_untrained,
 )
 from autoshuikou.study.storage import (
-    WORKER,
+    STUDY_FORMAT,
     ReservationLock,
+    check_joinable,
     fail_orphaned_trials,
     make_storage,
     open_study,
-    recover_dead_local_workers,
     reservation_lock,
 )
 from autoshuikou.study.students import (
@@ -114,9 +117,20 @@ from autoshuikou.study.students import (
     student_key,
 )
 from autoshuikou.study.trial import PHASES, STUDENT_NAME, run_trial
+from autoshuikou.study.workers import (
+    GRACE_SECONDS,
+    WORKER_ATTR,
+    Heartbeat,
+    StaleWatch,
+    describe_running,
+    fail_gone_workers,
+    mark_running,
+)
 from autoshuikou.tasks import Task, load_task, task_for
 from autoshuikou.util import file_lock, read_json, write_json
 
+# A trial that fails on one of these stops the search at once, with the message for it.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 FLOOR_MARGIN = 0.9  # timing noise allowance when comparing a budget with the fastest plan
 MAX_CONSECUTIVE_FAILURES = 3
 # A plan is rejected before fine-tuning only when predicted > budget * (1 + margin), the
@@ -230,7 +244,9 @@ def _summary_point(model: FrontModel, artifact_name: str) -> dict[str, Any]:
     r = model.record
     return {
         "trial": model.trial,
-        "path": f"trials/{model.trial:04d}/{artifact_name}",
+        # None: it ran on another machine with its own --out, which holds its files.
+        "path": None if model.ran_on else f"trials/{model.trial:04d}/{artifact_name}",
+        **({"ran_on": model.ran_on} if model.ran_on else {}),
         "metric": r.metric,
         "metric_retained": r.metric_retained,
         "latency_ms": model.latency_ms,
@@ -263,10 +279,7 @@ def build_summary(
     objectives = study_objectives(study)
     front_models, dropped = final_front(models, objectives)
     spreads = [m.spread for m in models]
-    closest = sorted(
-        (t for t in complete if not is_feasible(t)),
-        key=lambda t: TrialRecord.from_trial(t).latency_ms,
-    )[:3]
+    unmet, closest = _unmet(complete, ctx)
     return {
         "study_name": study.study_name,
         "run_dir": str(ctx.run_dir),
@@ -314,7 +327,10 @@ def build_summary(
             }
             for m in dropped
         ],
-        # Everything the trial stores, its tags (reference, worker, ...) too.
+        # Which constraint no trial met ("latency", "min_accuracy", or both: "latency and
+        # min_accuracy"; None when some trial met both), and the trials closest to meeting it,
+        # with everything they store (tags too).
+        "unmet": unmet,
         "closest": [{"trial": t.number, **t.user_attrs} for t in closest],
         "hardware": ctx.hardware,
         "runtime": ctx.settings.to_dict(),
@@ -324,6 +340,20 @@ def build_summary(
             "objective": ENERGY in objectives,
         },
     }
+
+
+def _unmet(complete: list[FrozenTrial], ctx: RunContext) -> tuple[str | None, list[FrozenTrial]]:
+    """Which constraint kept the measured trials off the front, and the three closest:
+    the fastest, or where the latency was met, the most accurate within it."""
+    if any(is_feasible(t) for t in complete):
+        return None, []
+    records = {t.number: TrialRecord.from_trial(t) for t in complete}
+    fast = [t for t in complete if records[t.number].latency_ms <= ctx.budget_ms]
+    if fast and ctx.min_metric is not None:
+        return "min_accuracy", sorted(fast, key=lambda t: -records[t.number].metric)[:3]
+    accurate = ctx.min_metric is None or any(r.metric >= ctx.min_metric for r in records.values())
+    closest = sorted(complete, key=lambda t: records[t.number].latency_ms)[:3]
+    return ("latency" if accurate else "latency and min_accuracy"), closest
 
 
 def time_breakdown(
@@ -371,7 +401,7 @@ def _plot_front(study: optuna.Study, summary: dict[str, Any], path: Path) -> Non
     plot_search_front(path, measured, front_points, budget_ratio, title)
 
 
-def prepare_context(
+def bind_context(
     task: Task,
     space: str | Path | None,
     run_dir: Path,
@@ -381,7 +411,8 @@ def prepare_context(
     progress: Progress,
     runtime: str = DEFAULT_RUNTIME,
 ) -> tuple[RunContext, dict[str, Any]]:
-    """Load the task, bind the space and measure (or reload) the baseline under ``run_dir``."""
+    """Load the task and bind the space; nothing is measured or written yet. Returns the
+    context and the run's identity (task, model, input, hardware, version)."""
     if threads < 1:
         raise UserError(f"--threads must be at least 1, got {threads}", "e.g. --threads 1")
     get_runtime(runtime)  # an unknown name is a user error before any work
@@ -416,11 +447,34 @@ def prepare_context(
         "hardware": hardware,
         "version": __version__,
     }
+    return ctx, identity
+
+
+def measure_baseline(ctx: RunContext, identity: dict[str, Any], progress: Progress) -> None:
+    """Measure (or reload) the baseline under ``ctx.run_dir``: ``ctx.baseline`` is set."""
     progress.line(
-        f"measuring the fp32 baseline and int8 formats in {runtime} on this machine -> {run_dir}/baseline"
+        f"measuring the fp32 baseline and int8 formats in {ctx.settings.runtime} on this "
+        f"machine -> {ctx.run_dir}/baseline"
     )
-    with file_lock(run_dir / ".baseline.lock"):  # workers starting together measure it once
+    with file_lock(ctx.run_dir / ".baseline.lock"):  # workers starting together measure it once
         ctx.baseline = prepare_baseline(ctx, identity)
+
+
+def prepare_context(
+    task: Task,
+    space: str | Path | None,
+    run_dir: Path,
+    seed: int,
+    threads: int,
+    measure_seconds: float,
+    progress: Progress,
+    runtime: str = DEFAULT_RUNTIME,
+) -> tuple[RunContext, dict[str, Any]]:
+    """Load the task, bind the space and measure (or reload) the baseline under ``run_dir``."""
+    ctx, identity = bind_context(
+        task, space, run_dir, seed, threads, measure_seconds, progress, runtime
+    )
+    measure_baseline(ctx, identity, progress)
     return ctx, identity
 
 
@@ -460,6 +514,10 @@ class _Run:
     setup_seconds: dict[str, float]  # baseline, latency profiling: before the first trial
     fidelity: str  # "predict", "screen" or "full": --fidelity with "auto" resolved
     students: StudentStore | None  # recent trained students (None: --config reuse_students off)
+    storage: BaseStorage  # opened before any work: an unreachable one refuses the run first
+    fingerprint: dict[str, Any]  # what the study is for: joiners must match it
+    from_python: bool  # the Task came from Python (config.yaml cannot name it)
+    watch: StaleWatch = field(default_factory=StaleWatch)  # heartbeats of other workers
 
 
 def search(
@@ -501,9 +559,10 @@ def search(
     started = time.monotonic()
     config = replace(config or SearchConfig(), **settings)
     run = _prepare(task, config, progress or Progress(), fixed_plans, started)
-    study, storage = _open(run)
+    study = _open(run)
+    _record_settings(run.config, run.ctx.task, run.name, run.ctx.run_dir, run.from_python)
     try:
-        stopped_early = _run_trials(run, study, storage)
+        stopped_early = _run_trials(run, study)
         run.progress.end()
     except KeyboardInterrupt:
         run.progress.end()
@@ -521,7 +580,11 @@ def _prepare(
     fixed_plans: FixedPlans | None,
     started: float,
 ) -> _Run:
-    """Load the task, measure the baseline, resolve the budget, load the latency model."""
+    """Check what can be checked before any work (the settings, the storage, an existing
+    study's fingerprint), then measure the baseline, resolve the budget and refuse what no
+    plan can meet, then load the latency model. Nothing of the run is written before the
+    checks that need no measurement have passed, and nothing but the baseline before the
+    rest have: a refused run leaves every existing file as it was."""
     budget = parse_budget(config.budget)
     writable_folder(Path(config.out), "--out")
     if config.energy_objective:
@@ -540,18 +603,32 @@ def _prepare(
         task = task_for(config)
     name = config.study_name or f"{task.name}-{budget.slug}"
     device = resolve_device(config.device)
-    ctx, identity = context_for(task, config, Path(config.out) / name, progress)
+    ctx, identity = bind_context(
+        task,
+        config.space,
+        Path(config.out) / name,
+        config.seed,
+        config.threads,
+        config.measure_seconds,
+        progress,
+        config.runtime,
+    )
+    storage = make_storage(config.storage, ctx.run_dir)
+    fingerprint = study_fingerprint(config, identity, ctx.space)
+    check_joinable(storage, name, fingerprint)
+    measure_baseline(ctx, identity, progress)
     ctx.device = device
     if config.teacher_cache_mb > 0:
         ctx.teacher_cache = TeacherCache(config.teacher_cache_mb * 2**20)
-    _record_settings(config, task, name, ctx.run_dir, from_python)
     setup = {"baseline": round(time.monotonic() - started, 1)}
     b = ctx.baseline
     fixed = {
         label: p.to_dict() for label, p in (fixed_plans(ctx.space) if fixed_plans else {}).items()
     }
+    fingerprint["fixed_plans"] = sorted(fixed)
     ctx.budget_ms = budget.resolve_ms(b.latency_ms)
     ctx.min_metric = parse_min_metric(config.min_accuracy, b.metric)
+    check_reachable_metric(task, ctx.min_metric, config.min_accuracy, b.metric)
     progress.line(
         f"baseline: {task.metric_name} {b.metric:.4f}, {b.latency_ms:.3f} ms (spread {b.latency_spread:.0%}), "
         f"{b.size_bytes / 1024:.0f} KiB; int8 format {b.int8_format.name}; "
@@ -610,6 +687,9 @@ def _prepare(
         setup,
         fidelity,
         StudentStore() if config.reuse_students else None,
+        storage,
+        fingerprint,
+        from_python,
     )
 
 
@@ -671,29 +751,50 @@ def resolve_device(device: str) -> str:
     raise UserError(f"unknown --device {device!r}", "give auto, cpu or cuda")
 
 
-def _open(run: _Run) -> tuple[optuna.Study, BaseStorage]:
-    """Create or join the study; the creator's baseline latency and budget then hold here."""
-    config, ctx = run.config, run.ctx
-    fingerprint = {
-        **run.identity,
-        "space_sha256": hashlib.sha256(ctx.space.space.text.encode()).hexdigest()[:16],
+def study_fingerprint(
+    config: SearchConfig, identity: dict[str, Any], space: BoundSpace
+) -> dict[str, Any]:
+    """What a study is for: every worker that joins it must have the same (the fixed plans'
+    labels are added once the baseline's rounding is known)."""
+    return {
+        **identity,
+        "format": STUDY_FORMAT,
+        "space_sha256": hashlib.sha256(space.space.text.encode()).hexdigest()[:16],
         "budget": parse_budget(config.budget).text,
         "min_accuracy": None if config.min_accuracy is None else str(config.min_accuracy),
         "sampler": config.sampler,
-        "fixed_plans": sorted(run.fixed),
         "warm_start": config.warm_start,
     }
+
+
+def check_reachable_metric(
+    task: Task, min_metric: float | None, asked: str | float | None, baseline_metric: float
+) -> None:
+    """Refuse an accuracy floor above what the task's metric can reach, before any work."""
+    top = task.metric_max
+    if min_metric is None or top is None or min_metric <= top:
+        return
+    share = f", {top / baseline_metric:.1%} of the baseline's" if baseline_metric > 0 else ""
+    raise UserError(
+        f"--min-accuracy {asked} asks for {task.metric_name} {min_metric:.4f}, above the most "
+        f"it can reach ({top:g}); the uncompressed model scores {baseline_metric:.4f}",
+        f"give at most {top:g}{share} (e.g. --min-accuracy 99%)",
+    )
+
+
+def _open(run: _Run) -> optuna.Study:
+    """Create or join the study; the creator's baseline latency and budget then hold here."""
+    config, ctx = run.config, run.ctx
     sampler = make_sampler(config.sampler, config.seed)
-    storage = make_storage(config.storage, ctx.run_dir)
     # The creator's reference latency and budget hold for every worker, so all trials'
     # latencies (ratio to the local baseline x the reference) share one scale.
     shared = {"baseline_latency_ms": ctx.baseline.latency_ms, "budget_ms": ctx.budget_ms}
     warm = warm_start_params(ctx.space) if config.warm_start else {}
     study = open_study(
-        storage,
+        run.storage,
         ctx.run_dir,
         run.name,
-        fingerprint,
+        run.fingerprint,
         sampler,
         shared,
         run.fixed,
@@ -702,7 +803,7 @@ def _open(run: _Run) -> tuple[optuna.Study, BaseStorage]:
     )
     ctx.baseline = replace(ctx.baseline, latency_ms=study.user_attrs["baseline_latency_ms"])
     ctx.budget_ms = study.user_attrs["budget_ms"]
-    return study, storage
+    return study
 
 
 def _plan(run: _Run, trial: optuna.Trial) -> tuple[Plan, bool]:
@@ -711,8 +812,8 @@ def _plan(run: _Run, trial: optuna.Trial) -> tuple[Plan, bool]:
     attrs = trial.user_attrs
     if attrs.get("reference"):
         return run.ctx.space.reference_plan(attrs["reference"]), True
-    if attrs.get("plan"):
-        return Plan.from_dict(attrs["plan"]), True
+    if attrs.get(PLAN_ATTR):
+        return Plan.from_dict(attrs[PLAN_ATTR]), True
     return run.ctx.space.suggest(trial), False
 
 
@@ -873,6 +974,7 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
     """Build and measure the trial's plan; its record goes to the study, its files to trials/."""
     ctx = run.ctx
     plan, baseline = _plan(run, trial)
+    trial.set_user_attr(TRIAL_PLAN_ATTR, plan.to_dict())  # in the study: any machine reads it
     predicted = _predict(run, trial, plan, exempt=baseline)
     # The uniform plans the study starts from are always trained once they fit the budget:
     # they are what later plans are screened against.
@@ -940,16 +1042,63 @@ def _objective(run: _Run, trial: optuna.Trial) -> tuple[float, ...]:
     return point(record, run.objectives)
 
 
-def _recover_dead_workers(study: optuna.Study, storage: BaseStorage) -> None:
+def _recover_dead_workers(run: _Run, study: optuna.Study) -> None:
     """Fail and queue again the trials of workers that died, before counting."""
-    if is_heartbeat_enabled(storage):
-        fail_stale_trials(study)
+    storage = run.storage
+    failed = fail_orphaned_trials(study, storage)
+    if isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None:
+        fail_stale_trials(study)  # the database's clock judges its own heartbeats
     else:
-        recover_dead_local_workers(study)
-    fail_orphaned_trials(study)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        failed += fail_gone_workers(study, storage, run.watch, running)
+    if failed:
+        run.progress.line(f"trial(s) {failed} of gone workers failed; their plans run again")
 
 
-def _run_trials(run: _Run, study: optuna.Study, storage: BaseStorage) -> str | None:
+def sweep_leftovers(study: optuna.Study, trials_dir: Path) -> list[str]:
+    """Remove what killed trials left in ``trials_dir``: scratch folders (.NNNN.tmp,
+    .NNNN.screen) of trials no longer running, and whole folders of failed trials (a worker
+    killed between moving its files in place and recording the trial). Returns their names."""
+    if not trials_dir.is_dir():
+        return []
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    swept = []
+    for folder in trials_dir.iterdir():
+        match = re.fullmatch(r"\.?(\d+)(\.tmp|\.screen)?", folder.name)
+        if match is None or not folder.is_dir():
+            continue
+        state = states.get(int(match.group(1)))
+        scratch = match.group(2) is not None
+        if (scratch and state != TrialState.RUNNING) or (not scratch and state == TrialState.FAIL):
+            shutil.rmtree(folder, ignore_errors=True)
+            swept.append(folder.name)
+    return swept
+
+
+def _wait_or_give_up(run: _Run, running: list[FrozenTrial], since: float | None) -> float:
+    """Wait a second for the trials other workers run; past ``wait_timeout`` give up with a
+    message. Returns when the wait began."""
+    config, now = run.config, time.monotonic()
+    if since is None:
+        run.progress.line(
+            f"waiting for {len(running)} trial(s) running on other workers "
+            f"({describe_running(running, run.watch)}); a worker whose heartbeat stops for "
+            f"{GRACE_SECONDS} s is given up and its plan run here; waiting at most "
+            f"{config.wait_timeout:.0f} s (--wait-timeout)"
+        )
+        since = now
+    elif now - since > config.wait_timeout:
+        raise UserError(
+            f"gave up after waiting {config.wait_timeout:.0f} s for trial(s) still running "
+            f"on other workers: {describe_running(running, run.watch)}",
+            "they finish the study on their own; rerun later to write this run's summary, "
+            "or give a longer --wait-timeout",
+        )
+    time.sleep(1.0)
+    return since
+
+
+def _run_trials(run: _Run, study: optuna.Study) -> str | None:
     """Run trials until the study holds ``trials`` counted ones (over all workers), the
     timeout passes, or too many fail or are rejected in a row; returns why it stopped early
     (None: it did not)."""
@@ -967,11 +1116,27 @@ def _run_trials(run: _Run, study: optuna.Study, storage: BaseStorage) -> str | N
         )
 
     def run_one(trial: optuna.Trial) -> tuple[float, ...]:
+        mark_running(trial)  # tagged before other workers may judge it
         lock.release()  # the trial now exists as RUNNING: other workers count it
-        trial.set_user_attr("worker", WORKER)
-        return _objective(run, trial)
+        try:
+            with Heartbeat(trial, run.storage):
+                return _objective(run, trial)
+        except OSError as exc:
+            if exc.errno in DISK_FULL:  # no later trial could write its files either
+                disk_full.append(exc)
+            raise
 
-    lock = reservation_lock(storage, run.ctx.run_dir, run.name)
+    disk_full: list[OSError] = []  # raised after the trial is recorded failed: one message
+
+    lock = reservation_lock(run.storage, run.ctx.run_dir, run.name)
+    lock.acquire()
+    try:
+        _recover_dead_workers(run, study)
+        swept = sweep_leftovers(study, run.ctx.trials_dir)
+    finally:
+        lock.release()
+    if swept:
+        progress.line(f"removed what killed trials left behind: trials/{{{','.join(swept)}}}")
     done = len(counted_trials(study))
     progress.begin(config.trials, done)
     progress.line(
@@ -987,25 +1152,24 @@ def _run_trials(run: _Run, study: optuna.Study, storage: BaseStorage) -> str | N
         raise_if_interrupted()
         lock.acquire()
         try:
-            _recover_dead_workers(study, storage)
+            _recover_dead_workers(run, study)
             # One read for both counts: with two, a trial another worker finishes between
             # them is counted in neither, and one trial too many is started.
             trials = study.get_trials(deepcopy=False)
             finished = sum(counted(t) for t in trials)
-            running = sum(t.state == TrialState.RUNNING for t in trials)
+            running = [t for t in trials if t.state == TrialState.RUNNING]
             if finished >= config.trials:
                 break
-            if finished + running < config.trials:
+            if finished + len(running) < config.trials:
                 waiting_since = None
                 study.optimize(run_one, n_trials=1, catch=(Exception,), callbacks=[after_trial])
+                if disk_full:
+                    raise disk_full[0]
                 continue
         finally:
             lock.release()
         # The rest are running on other workers: wait, in case one dies and its trial returns.
-        if waiting_since is None:
-            waiting_since = time.monotonic()
-            progress.line(f"waiting for {running} trial(s) running on other workers")
-        time.sleep(1.0)
+        waiting_since = _wait_or_give_up(run, running, waiting_since)
     if failures >= MAX_CONSECUTIVE_FAILURES:
         last = TrialTags.from_trial(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1])
         raise UserError(
@@ -1030,7 +1194,7 @@ def _refine_candidates(run: _Run, study: optuna.Study, epochs: int) -> list[Cand
     trials) whose plan trains fewer than ``epochs`` epochs."""
     candidates = []
     for trial in front(study, lambda t: not {REFINE_ATTR, "reference"} & set(t.user_attrs)):
-        plan = read_json(run.ctx.trials_dir / f"{trial.number:04d}" / "plan.json")
+        plan = trial.user_attrs[TRIAL_PLAN_ATTR]  # in the study: it may have run elsewhere
         if int(plan["distill"]["epochs"]) < epochs:
             record = TrialRecord.from_trial(trial)
             candidates.append(Candidate(trial.number, record.metric, record.latency_ms))
@@ -1058,20 +1222,20 @@ def _refine(
             trials = [t for t in study.get_trials(deepcopy=False) if REFINE_ATTR in t.user_attrs]
             for queued in (t for t in trials if t.state == TrialState.WAITING):
                 # A dead worker's refinement queued again: it is run here, as a new trial.
-                study._storage.set_trial_state_values(queued._trial_id, TrialState.FAIL)
+                fail_trial(run.storage, study, queued.number)
             done = {t.user_attrs[REFINE_ATTR] for t in trials if refinement_done(t, epochs)}
             targets = refine_targets(_refine_candidates(run, study, epochs), models)
             todo = [n for n in targets if n not in done]
             if not todo:
                 return
-            folder = run.ctx.trials_dir / f"{todo[0]:04d}"
-            plan = refined_plan(Plan.from_dict(read_json(folder / "plan.json")), epochs)
+            original = study.get_trials(deepcopy=False)[todo[0]]  # a number is its index
+            plan = refined_plan(Plan.from_dict(original.user_attrs[TRIAL_PLAN_ATTR]), epochs)
             run.progress.line(
                 f"refining trial {todo[0]}: its plan again with {epochs} epochs "
                 f"({len(targets) - len(todo) + 1} of {len(targets)})"
             )
-            attrs = {"plan": plan.to_dict(), REFINE_ATTR: todo[0]}
-            run_new_trial(study, attrs, run_one, after_trial)  # run_one releases the lock
+            attrs = {PLAN_ATTR: plan.to_dict(), REFINE_ATTR: todo[0]}
+            run_new_trial(study, run.storage, attrs, run_one, after_trial)  # releases the lock
         finally:
             lock.release()
 
@@ -1082,7 +1246,12 @@ def _finish(
     """Re-measure the front (unless told not to), write summary.json and front.png."""
     config, ctx = run.config, run.ctx
     measure_again = measure_again and config.final_remeasure
-    candidates = [t.number for t in front(study)]
+    # A front model that ran on another machine with its own --out has no files here: it
+    # keeps its search-time record, from the study.
+    on_front = front(study)
+    here = [t for t in on_front if (ctx.trials_dir / f"{t.number:04d}").is_dir()]
+    elsewhere = [t for t in on_front if t not in here]
+    candidates = [t.number for t in here]
     if candidates and measure_again:
         run.progress.line(
             f"re-measuring the {len(candidates)} Pareto models against the baseline "
@@ -1094,7 +1263,11 @@ def _finish(
         with run.progress.steps("re-measuring the front", REMEASURE_MAX_WINDOWS) as tick:
             models = remeasure(ctx, candidates, tick)
     else:
-        models = [search_time_record(ctx, number) for number in candidates]
+        models = [search_time_record(t) for t in here]
+    models += [
+        search_time_record(t, ran_on=str(t.user_attrs.get(WORKER_ATTR, "another worker")))
+        for t in elsewhere
+    ]
     summary = build_summary(
         study, ctx, models, config.budget, time.monotonic() - run.started, run.setup_seconds
     )

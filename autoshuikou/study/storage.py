@@ -1,7 +1,8 @@
 """Where the study lives, and how workers share it without losing or duplicating trials.
 
 * default: an Optuna journal file, ``runs/<study>/study.journal``; safe for several
-  processes on one machine. Stale trials of dead local workers are found by pid.
+  processes on one machine, or several machines on a shared file system. Trials of dead
+  workers are found by their heartbeat and identity (``study.workers``).
 * ``postgresql://...``: Optuna's RDB storage for workers on several machines, with
   heartbeats; a worker that stops beating has its trial failed and retried.
 
@@ -13,9 +14,8 @@ lock makes ``--trials`` an exact total across workers.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
-import os
-import socket
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,10 +23,11 @@ from typing import Any, Protocol
 import optuna
 from optuna.exceptions import DuplicatedStudyError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryFailedTrialCallback
-from optuna.storages.journal import JournalFileBackend
-from optuna.trial import FrozenTrial, TrialState
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.trial import TrialState
 
 from autoshuikou.errors import UserError
+from autoshuikou.secrets import redact_text, redact_url
 from autoshuikou.study.objectives import (
     ENERGY,
     STUDY_ATTR,
@@ -35,13 +36,21 @@ from autoshuikou.study.objectives import (
     objectives_for,
     study_objectives,
 )
-from autoshuikou.util import FileLock
+from autoshuikou.study.optuna_adapter import MAX_RETRY, fail_and_retry, study_user_attrs
+from autoshuikou.study.workers import GRACE_SECONDS, HEARTBEAT_SECONDS, WORKER_ATTR
+from autoshuikou.util import FileLock, drop_torn_tail
 
 REFERENCES = ("fp32", "int8")
-HEARTBEAT_SECONDS = 5
-GRACE_SECONDS = 20  # a trial whose worker has not beaten for this long is failed
-MAX_RETRY = 2
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+# What a trial means, as a number: a study is resumed or joined only by the format that
+# made it. Raise it whenever a trial is decided, trained, measured or recorded differently,
+# and say what changed below.
+STUDY_FORMAT = 2
+FORMAT_CHANGES = {
+    1: "everything before the format was recorded (autoshuikou 0.1.0)",
+    2: "workers beat on their trials and carry a restart-proof identity; every trial keeps "
+    "its plan in the study, so any machine can refine and summarise it",
+}
 
 
 def _is_postgres(url: str | None) -> bool:
@@ -54,6 +63,16 @@ def journal_storage(run_dir: Path, path: Path | None = None) -> JournalStorage:
     # resolves against the link's folder, not ours. The dangling link then defeats the lock's
     # grace period, and a worker killed while holding it hangs every other worker forever.
     path = (path or run_dir / "study.journal").resolve()
+    # A worker killed mid-write (or stopped by a full disk) leaves half a line, which the
+    # next append would glue a whole one onto, breaking every later read: cut it off, under
+    # the journal's own write lock (a write in progress looks the same).
+    if path.exists():
+        lock = JournalFileSymlinkLock(str(path))
+        lock.acquire()
+        try:
+            drop_torn_tail(path)
+        finally:
+            lock.release()
     try:
         return JournalStorage(JournalFileBackend(str(path)))
     except Exception as exc:
@@ -84,15 +103,16 @@ def make_storage(url: str | None, run_dir: Path) -> BaseStorage:
                 if _schema_race(exc) and attempt < 4:
                     time.sleep(0.5 + attempt)
                     continue
+                reason = redact_text((str(exc).splitlines() or [""])[0], url)
                 raise UserError(
-                    f"cannot use the database {_redact(url)}: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+                    f"cannot use the database {redact_url(url)}: {type(exc).__name__}: {reason}",
                     "check that the server is running and reachable, and the user, password and database exist",
                 ) from exc
     if url.endswith(".journal"):
         return journal_storage(run_dir, Path(url))
     raise UserError(
         f"unsupported --storage {url!r}",
-        "use postgresql://user:password@host/db for several machines, or a path ending in .journal",
+        "use postgresql://user@host/db (password from PGPASSWORD or ~/.pgpass) for several machines, or a path ending in .journal",
     )
 
 
@@ -107,11 +127,6 @@ def _schema_race(exc: Exception) -> bool:
     return "IntegrityError" in type(exc).__name__ or code in _SCHEMA_RACE_CODES
 
 
-def _redact(url: str) -> str:
-    head, at, tail = url.rpartition("@")
-    return f"{head.split(':')[0]}:***@{tail}" if at and ":" in head.split("//", 1)[-1] else url
-
-
 class ReservationLock(Protocol):
     def acquire(self) -> None: ...
     def release(self) -> None: ...
@@ -122,8 +137,14 @@ class _PostgresLock:
 
     def __init__(self, storage: RDBStorage, key: str) -> None:
         self._engine = storage.engine
-        self._key = int.from_bytes(key.encode()[:8].ljust(8, b"\0"), "big") % (2**63)
+        self._key = self.key_of(key)
         self._conn: Any = None
+
+    @staticmethod
+    def key_of(name: str) -> int:
+        """The advisory-lock key (a bigint, here 0..2**63-1) for ``name``: from the first 8
+        bytes of its SHA-256, so each study has its own lock (a prefix was shared by all)."""
+        return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") >> 1
 
     def acquire(self) -> None:
         import sqlalchemy
@@ -159,43 +180,7 @@ def _differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "
     return diffs
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _fail_and_retry(study: optuna.Study, trials: list[FrozenTrial]) -> list[int]:
-    """Mark the trials failed and queue each plan again (at most MAX_RETRY times)."""
-    retry = RetryFailedTrialCallback(max_retry=MAX_RETRY)
-    failed = []
-    for trial in trials:
-        if study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-            failed.append(trial.number)
-            retry(study, study._storage.get_trial(trial._trial_id))
-    return failed
-
-
-def recover_dead_local_workers(study: optuna.Study) -> list[int]:
-    """Fail and retry RUNNING trials whose worker process on this host is gone.
-
-    The journal storage has no heartbeat; a worker records host and pid on each trial,
-    so a dead local worker's trial is found here. Returns the failed trial numbers.
-    """
-    host = socket.gethostname()
-    dead = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
-        if worker_host == host and pid.isdigit() and not _pid_alive(int(pid)):
-            dead.append(trial)
-    return _fail_and_retry(study, dead)
-
-
-def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+def fail_orphaned_trials(study: optuna.Study, storage: BaseStorage) -> list[int]:
     """Fail and retry RUNNING trials that never reached the objective.
 
     A worker that dies between creating its trial and starting the objective leaves a
@@ -206,11 +191,41 @@ def fail_orphaned_trials(study: optuna.Study) -> list[int]:
     orphans = [
         trial
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if "worker" not in trial.user_attrs
+        if WORKER_ATTR not in trial.user_attrs
         and trial.datetime_start is not None
         and (now - trial.datetime_start).total_seconds() > GRACE_SECONDS
     ]
-    return _fail_and_retry(study, orphans)
+    return fail_and_retry(study, storage, orphans)
+
+
+def _format_refusal(name: str, saved: dict[str, Any]) -> UserError:
+    made_by = saved.get("format", 1)
+    return UserError(
+        f"study {name!r} was made by an autoshuikou whose trials mean something else "
+        f"(study format {made_by}; this version writes format {STUDY_FORMAT}: "
+        f"{FORMAT_CHANGES.get(STUDY_FORMAT, '')})",
+        "finish it with the version that made it, or start afresh with a new --study-name or --out",
+    )
+
+
+def check_joinable(storage: BaseStorage, name: str, fingerprint: dict[str, Any]) -> None:
+    """Refuse, before anything is measured or written, to join a study made for something
+    else. Keys missing from ``fingerprint`` (known only later) are not compared."""
+    saved = (study_user_attrs(storage, name) or {}).get("fingerprint")
+    if saved is None:
+        return  # no such study yet, or its creator is still setting it up: open_study checks
+    _refuse_if_different(name, {k: v for k, v in saved.items() if k in fingerprint}, fingerprint)
+
+
+def _refuse_if_different(name: str, saved: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+    if saved and saved.get("format", 1) != fingerprint.get("format", 1):
+        raise _format_refusal(name, saved)
+    if saved != fingerprint:
+        diffs = "; ".join(_differences(saved, fingerprint))
+        raise UserError(
+            f"study {name!r} was made for a different setup ({diffs})",
+            "rerun with the original settings to resume or join it, or pass a new --study-name",
+        )
 
 
 def open_study(
@@ -269,10 +284,5 @@ def open_study(
     while saved is None and time.monotonic() < deadline:  # its creator is still setting it up
         time.sleep(0.5)
         saved = study.user_attrs.get("fingerprint")
-    if saved != fingerprint:
-        diffs = "; ".join(_differences(saved or {}, fingerprint))
-        raise UserError(
-            f"study {name!r} was made for a different setup ({diffs})",
-            "rerun with the original settings to resume or join it, or pass a new --study-name",
-        )
+    _refuse_if_different(name, saved or {}, fingerprint)
     return study

@@ -54,11 +54,15 @@ class Task:
     # How a no-code task read its model and data (classes, split, preprocessing): written
     # to the run's data.json and the exported README.
     provenance: dict[str, Any] = field(default_factory=dict)
+    # The most the metric can score (None: unbounded or unknown); an accuracy floor above it
+    # is refused before any work. The families' own metrics (top-1, mAP) are shares: 1.
+    metric_max: float | None = None
 
     def __post_init__(self) -> None:
         if self.family in FAMILIES and self.metric is None:
             self.metric, default_name = self.family_impl.default_metric
             self.metric_name = self.metric_name or default_name
+            self.metric_max = 1.0 if self.metric_max is None else self.metric_max
         self.metric_name = self.metric_name or getattr(self.metric, "__name__", "metric")
 
     @cached_property
