@@ -105,9 +105,10 @@ def test_an_accuracy_floor_above_what_the_metric_reaches_is_refused_before_any_t
     err = capsys.readouterr().err
     assert "above the most it can reach (1)" in err
     assert "how to fix: give at most 1" in err
-    # No study was created and no settings written: only the measured baseline remains.
+    # Refused before the baseline: no study, no settings, nothing measured.
     assert study_user_attrs(journal_storage(out / NAME), NAME) is None
     assert not (out / NAME / "config.yaml").exists()
+    assert not (out / NAME / "baseline").exists()
 
 
 def test_a_study_of_another_format_is_refused_with_the_difference_named(tmp_path: Path) -> None:

@@ -616,6 +616,12 @@ def _prepare(
     storage = make_storage(config.storage, ctx.run_dir)
     fingerprint = study_fingerprint(config, identity, ctx.space)
     check_joinable(storage, name, fingerprint)
+    if config.min_accuracy is not None and task.metric_max is not None:
+        # The teacher's own score (seconds) stands in for its artifact's (minutes with the
+        # int8 formats and roundings to measure): a floor no model can reach is refused now.
+        teacher = torch_metric(ctx.teacher, task)
+        floor = parse_min_metric(config.min_accuracy, teacher)
+        check_reachable_metric(task, floor, config.min_accuracy, teacher)
     measure_baseline(ctx, identity, progress)
     ctx.device = device
     if config.teacher_cache_mb > 0:
@@ -628,7 +634,6 @@ def _prepare(
     fingerprint["fixed_plans"] = sorted(fixed)
     ctx.budget_ms = budget.resolve_ms(b.latency_ms)
     ctx.min_metric = parse_min_metric(config.min_accuracy, b.metric)
-    check_reachable_metric(task, ctx.min_metric, config.min_accuracy, b.metric)
     progress.line(
         f"baseline: {task.metric_name} {b.metric:.4f}, {b.latency_ms:.3f} ms (spread {b.latency_spread:.0%}), "
         f"{b.size_bytes / 1024:.0f} KiB; int8 format {b.int8_format.name}; "
