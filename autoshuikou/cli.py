@@ -122,7 +122,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _layers(args: argparse.Namespace) -> int:
     from autoshuikou.compress.prune import channel_groups, head_pruning_notes
-    from autoshuikou.study.search import layer_names
+    from autoshuikou.study.prepare import layer_names
     from autoshuikou.tasks import task_for
 
     given = vars(args)

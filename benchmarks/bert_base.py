@@ -36,7 +36,7 @@ from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.measure.size import artifact_bytes
 from autoshuikou.plan import DistillSettings
 from autoshuikou.runtimes.onnxruntime import OnnxRuntime
-from autoshuikou.study.search import layer_names
+from autoshuikou.study.prepare import layer_names
 from autoshuikou.tasks._cache import cache_dir
 from autoshuikou.tasks.bbc_minilm import bbc_encoder_task
 

@@ -34,8 +34,9 @@ from autoshuikou.compare.run import METRIC_FLOOR, read_outcome
 from autoshuikou.measure.accuracy import artifact_metric
 from autoshuikou.plan import Plan
 from autoshuikou.report.progress import Progress
+from autoshuikou.study.front import screened
 from autoshuikou.study.predictor import PREDICTED_ATTR
-from autoshuikou.study.search import prepare_context, screened
+from autoshuikou.study.prepare import prepare_context
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.study.trial import build_artifact
 from autoshuikou.tasks import load_task

@@ -40,8 +40,8 @@ from autoshuikou.measure.latency_model import (
 )
 from autoshuikou.plan import Plan
 from autoshuikou.report.progress import Progress
+from autoshuikou.study.prepare import prepare_context
 from autoshuikou.study.profile import PROBE_SECONDS, probe_plans
-from autoshuikou.study.search import prepare_context
 from autoshuikou.study.trial import build_artifact
 from autoshuikou.tasks import load_task
 

@@ -28,8 +28,8 @@ from autoshuikou.compress.prune import prune
 from autoshuikou.measure.latency import measure_interleaved, measure_ratios
 from autoshuikou.measure.latency_model import absolute_percentage_errors, layer_macs
 from autoshuikou.report.progress import Progress
+from autoshuikou.study.prepare import prepare_context
 from autoshuikou.study.profile import PROBE_WINDOWS, build_latency_model
-from autoshuikou.study.search import prepare_context
 from autoshuikou.study.trial import build_artifact
 from autoshuikou.tasks import load_task
 

@@ -34,8 +34,8 @@ from autoshuikou.compress.distill import distill
 from autoshuikou.compress.prune import prune
 from autoshuikou.measure.accuracy import torch_metric
 from autoshuikou.plan import Plan
+from autoshuikou.study.front import front
 from autoshuikou.study.screening import SCREEN_EPOCHS, TOLERANCE, Screen, Screened, dominating
-from autoshuikou.study.search import front
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.tasks import Task, load_task
 from autoshuikou.util import read_json

@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autoshuikou.study.search import counted
+from autoshuikou.study.front import counted
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.util import read_json
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # so "benchmarks/tasks.py:..." i
 
 from autoshuikou.report.progress import Progress
 from autoshuikou.runtimes import RUNTIMES
-from autoshuikou.study.search import prepare_context
+from autoshuikou.study.prepare import prepare_context
 from autoshuikou.tasks import load_task
 from autoshuikou.util import read_json
 

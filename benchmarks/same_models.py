@@ -9,7 +9,7 @@ from autoshuikou.compress.prune import channel_groups, prune
 from autoshuikou.compress.quantize import Int8Format, calibration_batches
 from autoshuikou.plan import DistillSettings
 from autoshuikou.runtimes.onnxruntime import OnnxRuntime
-from autoshuikou.study.search import layer_names
+from autoshuikou.study.prepare import layer_names
 from autoshuikou.tasks import load_task
 
 task = load_task("digits")

@@ -27,7 +27,7 @@ from autoshuikou.compress.distill import distill
 from autoshuikou.compress.prune import prune
 from autoshuikou.compress.teacher_cache import TeacherCache
 from autoshuikou.report.progress import Progress
-from autoshuikou.study.search import prepare_context
+from autoshuikou.study.prepare import prepare_context
 from autoshuikou.tasks import load_task
 
 

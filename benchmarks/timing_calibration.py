@@ -26,8 +26,8 @@ import optuna
 
 from autoshuikou.measure.latency import measure_interleaved
 from autoshuikou.report.progress import Progress
+from autoshuikou.study.prepare import prepare_context
 from autoshuikou.study.screening import TIMING_CALIBRATION_SAMPLES
-from autoshuikou.study.search import prepare_context
 from autoshuikou.study.trial import build_artifact
 from autoshuikou.tasks import load_task
 

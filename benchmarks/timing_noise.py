@@ -48,7 +48,7 @@ from autoshuikou.measure.latency import (
 from autoshuikou.measure.runtime import open_runner
 from autoshuikou.report.progress import Progress
 from autoshuikou.study.context import RunContext
-from autoshuikou.study.search import prepare_context
+from autoshuikou.study.prepare import prepare_context
 from autoshuikou.study.trial import build_artifact
 from autoshuikou.tasks import load_task
 

@@ -28,7 +28,7 @@ import optuna
 
 from autoshuikou.measure.latency import measure_interleaved
 from autoshuikou.report.progress import Progress
-from autoshuikou.study.search import prepare_context
+from autoshuikou.study.prepare import prepare_context
 from autoshuikou.study.trial import build_artifact
 from autoshuikou.tasks import load_task
 

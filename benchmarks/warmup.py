@@ -37,8 +37,8 @@ from autoshuikou.families import call, primary
 from autoshuikou.measure.accuracy import artifact_metric
 from autoshuikou.plan import Plan
 from autoshuikou.report.progress import Progress
+from autoshuikou.study.prepare import prepare_context
 from autoshuikou.study.screening import SCREEN_EPOCHS
-from autoshuikou.study.search import prepare_context
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.study.trial import build_artifact
 from autoshuikou.tasks import Task, load_task

@@ -18,7 +18,7 @@ from autoshuikou.measure.accuracy import artifact_scores
 from autoshuikou.measure.runtime import RuntimeSettings, open_runner
 from autoshuikou.report.verify import verify_run
 from autoshuikou.space.schema import load_space
-from autoshuikou.study.search import bind_task_space, layer_names
+from autoshuikou.study.prepare import bind_task_space, layer_names
 from autoshuikou.tasks import digits_detect as dd
 from autoshuikou.tasks import load_task
 from autoshuikou.util import read_json

@@ -18,7 +18,7 @@ from autoshuikou.measure.runtime import RuntimeSettings, open_runner
 from autoshuikou.measure.size import graph_counts
 from autoshuikou.plan import DistillSettings
 from autoshuikou.runtimes.onnxruntime import OnnxRuntime
-from autoshuikou.study.search import layer_names
+from autoshuikou.study.prepare import layer_names
 from autoshuikou.tasks import Task, validate_task
 
 pytest.importorskip("transformers")

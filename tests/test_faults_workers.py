@@ -19,7 +19,7 @@ import pytest
 from optuna.trial import TrialState
 from test_workers import WORKER_ARGS
 
-from autoshuikou.study.search import counted_trials
+from autoshuikou.study.front import counted_trials
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.study.workers import (
     GRACE_SECONDS,

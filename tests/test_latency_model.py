@@ -11,6 +11,7 @@ from autoshuikou import search
 from autoshuikou.compress.prune import prune
 from autoshuikou.measure.latency_model import LatencyModel, features, fit_latency_model, layer_macs
 from autoshuikou.plan import Plan
+from autoshuikou.study import loop
 from autoshuikou.study import profile as profile_module
 from autoshuikou.study import search as search_module
 from autoshuikou.study.context import RunContext
@@ -112,7 +113,7 @@ def test_a_search_that_only_finds_rejected_plans_stops(
         return LatencyModel("global", layers, (0, 0, 0, 0, 0, 100.0), 0.0, 0.0, 0)
 
     monkeypatch.setattr(search_module, "load_or_build_latency_model", hopelessly_slow)
-    monkeypatch.setattr(search_module, "MAX_REJECTED_IN_A_ROW", 3)
+    monkeypatch.setattr(loop, "MAX_REJECTED_IN_A_ROW", 3)
     result = search(
         make_tiny_task(),
         budget="200%",
@@ -207,7 +208,7 @@ def test_each_probe_is_timed_in_several_windows_taken_in_turns(
     not all fall into one of them, so the probes of a group take turns."""
     from autoshuikou.measure import latency
     from autoshuikou.report.progress import Progress
-    from autoshuikou.study.search import prepare_context
+    from autoshuikou.study.prepare import prepare_context
 
     ctx, _ = prepare_context(tiny_task, None, tmp_path / "run", 0, 1, 0.2, Progress())
     plans = ctx.space.random_plans(3, seed=1)

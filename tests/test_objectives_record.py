@@ -227,7 +227,7 @@ def test_the_summary_names_the_constraint_no_trial_met() -> None:
     from types import SimpleNamespace
 
     from autoshuikou.report.summary import _nothing_feasible
-    from autoshuikou.study.search import _unmet
+    from autoshuikou.study.summary import unmet_constraint
 
     study = optuna.create_study(directions=directions(objectives_for(energy=False)))
 
@@ -244,12 +244,12 @@ def test_the_summary_names_the_constraint_no_trial_met() -> None:
     measured(0.3, 0.97, 0.2, 0.95)  # accurate, too slow
     measured(0.15, 0.93, 0.2, 0.95)
     complete = study.get_trials(deepcopy=False)
-    unmet, closest = _unmet(complete, ctx)  # type: ignore[arg-type]
+    unmet, closest = unmet_constraint(complete, ctx)  # type: ignore[arg-type]
     assert unmet == "min_accuracy" and [t.number for t in closest] == [2, 0]  # most accurate
     summary = {"unmet": unmet, "metric_name": "top1", "min_metric": 0.95}
     assert _nothing_feasible(summary).startswith("No trial within the latency budget reached")
-    unmet, closest = _unmet(complete[1:2], ctx)  # type: ignore[arg-type]
+    unmet, closest = unmet_constraint(complete[1:2], ctx)  # type: ignore[arg-type]
     assert unmet == "latency" and [t.number for t in closest] == [1]
-    unmet, _ = _unmet(complete[:1], SimpleNamespace(budget_ms=0.05, min_metric=0.95))  # type: ignore[arg-type]
+    unmet, _ = unmet_constraint(complete[:1], SimpleNamespace(budget_ms=0.05, min_metric=0.95))  # type: ignore[arg-type]
     assert unmet == "latency and min_accuracy"
     assert _nothing_feasible({"unmet": "latency"}) == "No trial met the budget. Closest trials:"

@@ -15,8 +15,9 @@ from optuna.trial import TrialState
 from autoshuikou import SearchConfig, search
 from autoshuikou.compare.strategies import parse_strategies
 from autoshuikou.compress.prune import prune
+from autoshuikou.study import gates
 from autoshuikou.study import predictor as predictor_module
-from autoshuikou.study import search as search_module
+from autoshuikou.study.front import counted
 from autoshuikou.study.predictor import (
     MIN_FIT,
     PREDICTED_ATTR,
@@ -27,7 +28,7 @@ from autoshuikou.study.predictor import (
     fit_predictor,
     recalibrated_metric,
 )
-from autoshuikou.study.search import counted, resolve_fidelity
+from autoshuikou.study.prepare import resolve_fidelity
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.study.trial import TIMED_UNTRAINED
 from autoshuikou.tasks import Task
@@ -104,7 +105,7 @@ def test_predicted_out_plans_are_recorded_counted_and_not_trained(
 ) -> None:
     # Any trained trial as fast and small predicts a plan out, whatever its prediction,
     # once the predictor has a few trials to fit.
-    monkeypatch.setattr(search_module, "TOLERANCE", -10.0)
+    monkeypatch.setattr(gates, "TOLERANCE", -10.0)
     monkeypatch.setattr(predictor_module, "MIN_FIT", 4)
     result = search(
         make_tiny_task(width=32),

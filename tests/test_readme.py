@@ -41,7 +41,7 @@ def test_task_example_runs_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_space_example_is_valid_for_the_default_task(tmp_path: Path) -> None:
-    from autoshuikou.study.search import bind_task_space
+    from autoshuikou.study.prepare import bind_task_space
 
     space_text = _block("yaml", "prune:")
     parse_space(space_text, "readme.yaml")  # the schema accepts it

@@ -21,9 +21,10 @@ from autoshuikou.plan import DistillSettings
 from autoshuikou.report.progress import Progress
 from autoshuikou.report.status import study_status
 from autoshuikou.report.summary import format_table
-from autoshuikou.study import search as search_module
+from autoshuikou.study import gates, loop
+from autoshuikou.study.front import counted
+from autoshuikou.study.prepare import prepare_context
 from autoshuikou.study.screening import Screen, Screened, dominating
-from autoshuikou.study.search import counted, prepare_context
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.study.trial import TIMED_AS_BASELINE, TIMED_THIS_ARTIFACT
 from autoshuikou.tasks import Task
@@ -93,7 +94,7 @@ def test_screened_out_plans_are_recorded_counted_and_not_trained(
 ) -> None:
     # Any trained trial as fast and small screens a plan out, whatever its metric: the
     # fastest uniform plan then screens out nearly every sampled one.
-    monkeypatch.setattr(search_module, "TOLERANCE", -10.0)
+    monkeypatch.setattr(gates, "TOLERANCE", -10.0)
     result = search(make_tiny_task(width=32), trials=12, out=tmp_path, study_name="s", **SCREEN)
     study = optuna.load_study(study_name="s", storage=journal_storage(result.run_dir))
     out = [t for t in study.trials if t.state == TrialState.PRUNED and counted(t)]
@@ -151,8 +152,8 @@ def test_a_plan_timed_over_the_budget_untrained_is_rejected_uncounted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A margin of -100% puts every plan after the references over the limit once measured.
-    monkeypatch.setattr(search_module, "LATENCY_MARGIN", -1.0)
-    monkeypatch.setattr(search_module, "MAX_REJECTED_IN_A_ROW", 2)
+    monkeypatch.setattr(gates, "LATENCY_MARGIN", -1.0)
+    monkeypatch.setattr(loop, "MAX_REJECTED_IN_A_ROW", 2)
     result = search(make_tiny_task(), trials=12, out=tmp_path, study_name="u", **SCREEN)
     study = optuna.load_study(study_name="u", storage=journal_storage(result.run_dir))
     rejected = [t for t in study.trials if t.state == TrialState.PRUNED]

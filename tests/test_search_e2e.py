@@ -15,7 +15,7 @@ from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.measure.size import graph_counts
 from autoshuikou.plan import Plan
 from autoshuikou.report.verify import verify_run
-from autoshuikou.study.search import front
+from autoshuikou.study.front import front
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.tasks import Task
 from autoshuikou.util import read_json, write_json
@@ -226,7 +226,7 @@ def test_the_hardware_choices_are_made_once_per_machine(tiny_task: Task, tmp_pat
     # rounding (so it also finds the same cached latency model) instead of re-deciding them.
     from autoshuikou.report.progress import Progress
     from autoshuikou.study.baseline import choices_path
-    from autoshuikou.study.search import prepare_context
+    from autoshuikou.study.prepare import prepare_context
 
     first, _ = prepare_context(tiny_task, None, tmp_path / "a", 0, 1, 0.2, Progress())
     cached = read_json(choices_path(first))

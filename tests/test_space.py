@@ -8,7 +8,7 @@ from autoshuikou.errors import UserError
 from autoshuikou.space.bind import bind_space
 from autoshuikou.space.schema import Refine, load_space, parse_space
 from autoshuikou.study.baseline import pick_round_to
-from autoshuikou.study.search import bind_task_space
+from autoshuikou.study.prepare import bind_task_space
 from autoshuikou.tasks import Task
 
 GOOD = """
@@ -94,7 +94,7 @@ def test_uniform_plans_train_with_the_spaces_start_settings(tiny_task: Task) -> 
 
 
 def bind_task_space_from_text(task: Task, text: str):  # type: ignore[no-untyped-def]
-    from autoshuikou.study.search import layer_names
+    from autoshuikou.study.prepare import layer_names
 
     space = parse_space(text, "test.yaml")
     modules = [n for n, _ in task.model.named_modules()]
@@ -203,7 +203,7 @@ def test_round_to_picks_the_finest_rounding_within_noise_of_the_best() -> None:
     "path", sorted((Path(__file__).parents[1] / "search_spaces").glob("*.yaml")), ids=str
 )
 def test_every_shipped_space_loads(path: Path, tiny_task: Task) -> None:
-    from autoshuikou.study.search import bind_task_space
+    from autoshuikou.study.prepare import bind_task_space
 
     assert bind_task_space(tiny_task, path).prune
 

@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from autoshuikou.errors import UserError
-from autoshuikou.study.search import counted_trials
+from autoshuikou.study.front import counted_trials
 from autoshuikou.study.storage import journal_storage, make_storage
 from autoshuikou.util import read_json
 

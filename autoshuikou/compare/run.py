@@ -49,9 +49,10 @@ from autoshuikou.report.progress import Progress
 from autoshuikou.space.bind import uniform_plans
 from autoshuikou.study.budget import parse_budget
 from autoshuikou.study.config import DEFAULTS, SearchConfig
+from autoshuikou.study.front import counted_trials
 from autoshuikou.study.pareto import is_feasible
 from autoshuikou.study.record import TrialRecord, TrialTags
-from autoshuikou.study.search import counted_trials, search
+from autoshuikou.study.search import search
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.tasks import Task, load_task
 from autoshuikou.util import atomic_write_bytes, read_json, write_json

@@ -10,8 +10,8 @@ import optuna
 from autoshuikou.errors import UserError
 from autoshuikou.study.pareto import is_feasible
 from autoshuikou.study.record import TrialRecord, TrialTags
-from autoshuikou.study.search import time_breakdown
 from autoshuikou.study.storage import make_storage
+from autoshuikou.study.summary import time_breakdown
 
 
 def study_status(run_dir: str | None, storage: str | None, study_name: str | None) -> str:

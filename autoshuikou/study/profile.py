@@ -188,7 +188,7 @@ def profile(
 ) -> tuple[LatencyModel, Path]:
     """`autoshuikou profile`: (re)build the latency model for a task on this machine."""
     from autoshuikou.study.config import SearchConfig
-    from autoshuikou.study.search import context_for
+    from autoshuikou.study.prepare import context_for
     from autoshuikou.tasks import load_task
 
     # The baseline is measured as a search with these settings would measure it.

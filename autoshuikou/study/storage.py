@@ -63,6 +63,7 @@ def journal_storage(run_dir: Path, path: Path | None = None) -> JournalStorage:
     # resolves against the link's folder, not ours. The dangling link then defeats the lock's
     # grace period, and a worker killed while holding it hangs every other worker forever.
     path = (path or run_dir / "study.journal").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)  # --storage shared/study.journal
     # A worker killed mid-write (or stopped by a full disk) leaves half a line, which the
     # next append would glue a whole one onto, breaking every later read: cut it off, under
     # the journal's own write lock (a write in progress looks the same).

@@ -1,0 +1,258 @@
+"""The worker loop: reserve a trial under the lock, run it, wait for other workers (giving
+up those that died), and refine the front at the end."""
+
+from __future__ import annotations
+
+import errno
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, fail_stale_trials
+from optuna.trial import FrozenTrial, TrialState
+
+from autoshuikou.errors import UserError
+from autoshuikou.interrupt import raise_if_interrupted
+from autoshuikou.plan import Plan
+from autoshuikou.study.front import best_text, counted, counted_trials, front, prune_artifacts
+from autoshuikou.study.optuna_adapter import fail_trial
+from autoshuikou.study.record import TRIAL_PLAN_ATTR, TrialRecord, TrialTags
+from autoshuikou.study.refine import (
+    PLAN_ATTR,
+    REFINE_ATTR,
+    Candidate,
+    refine_targets,
+    refined_plan,
+    refinement_done,
+    run_new_trial,
+)
+from autoshuikou.study.run import Run
+from autoshuikou.study.storage import (
+    ReservationLock,
+    fail_orphaned_trials,
+    reservation_lock,
+)
+from autoshuikou.study.workers import (
+    GRACE_SECONDS,
+    Heartbeat,
+    describe_running,
+    fail_gone_workers,
+    mark_running,
+)
+
+# A trial that fails on one of these stops the search at once, with the message for it.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+MAX_CONSECUTIVE_FAILURES = 3
+
+
+# Trials that count towards --trials: trained and measured, or screened (fine-tuned briefly
+# and scored). A plan rejected on latency alone (predicted, or measured untrained) costs
+# seconds, so it does not use up the count (a tight budget would otherwise evaluate fewer
+# plans than asked); MAX_REJECTED_IN_A_ROW stops a search that finds nothing else.
+MAX_REJECTED_IN_A_ROW = 50
+
+
+def _recover_dead_workers(run: Run, study: optuna.Study) -> None:
+    """Fail and queue again the trials of workers that died, before counting."""
+    storage = run.storage
+    failed = fail_orphaned_trials(study, storage)
+    if isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None:
+        fail_stale_trials(study)  # the database's clock judges its own heartbeats
+    else:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        failed += fail_gone_workers(study, storage, run.watch, running)
+    if failed:
+        run.progress.line(f"trial(s) {failed} of gone workers failed; their plans run again")
+
+
+def sweep_leftovers(study: optuna.Study, trials_dir: Path) -> list[str]:
+    """Remove what killed trials left in ``trials_dir``: scratch folders (.NNNN.tmp,
+    .NNNN.screen) of trials no longer running, and whole folders of failed trials (a worker
+    killed between moving its files in place and recording the trial). Returns their names."""
+    if not trials_dir.is_dir():
+        return []
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    swept = []
+    for folder in trials_dir.iterdir():
+        match = re.fullmatch(r"\.?(\d+)(\.tmp|\.screen)?", folder.name)
+        if match is None or not folder.is_dir():
+            continue
+        state = states.get(int(match.group(1)))
+        scratch = match.group(2) is not None
+        if (scratch and state != TrialState.RUNNING) or (not scratch and state == TrialState.FAIL):
+            shutil.rmtree(folder, ignore_errors=True)
+            swept.append(folder.name)
+    return swept
+
+
+def _wait_or_give_up(run: Run, running: list[FrozenTrial], since: float | None) -> float:
+    """Wait a second for the trials other workers run; past ``wait_timeout`` give up with a
+    message. Returns when the wait began."""
+    config, now = run.config, time.monotonic()
+    if since is None:
+        run.progress.line(
+            f"waiting for {len(running)} trial(s) running on other workers "
+            f"({describe_running(running, run.watch)}); a worker whose heartbeat stops for "
+            f"{GRACE_SECONDS} s is given up and its plan run here; waiting at most "
+            f"{config.wait_timeout:.0f} s (--wait-timeout)"
+        )
+        since = now
+    elif now - since > config.wait_timeout:
+        raise UserError(
+            f"gave up after waiting {config.wait_timeout:.0f} s for trial(s) still running "
+            f"on other workers: {describe_running(running, run.watch)}",
+            "they finish the study on their own; rerun later to write this run's summary, "
+            "or give a longer --wait-timeout",
+        )
+    time.sleep(1.0)
+    return since
+
+
+TrialObjective = Callable[[Run, optuna.Trial], tuple[float, ...]]
+
+
+def run_trials(run: Run, study: optuna.Study, objective: TrialObjective) -> str | None:
+    """Run trials until the study holds ``trials`` counted ones (over all workers), the
+    timeout passes, or too many fail or are rejected in a row; returns why it stopped early
+    (None: it did not)."""
+    config, progress = run.config, run.progress
+    failures = rejected_in_a_row = 0
+
+    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal failures, rejected_in_a_row
+        failures = failures + 1 if trial.state == TrialState.FAIL else 0
+        rejected = trial.state == TrialState.PRUNED and not counted(trial)
+        rejected_in_a_row = rejected_in_a_row + 1 if rejected else 0
+        prune_artifacts(study, run.ctx.run_dir, run.ctx.artifact_name)
+        progress.trial_done(
+            trial.number, dict(trial.user_attrs), trial.state.name, best_text(study)
+        )
+
+    def run_one(trial: optuna.Trial) -> tuple[float, ...]:
+        mark_running(trial)  # tagged before other workers may judge it
+        lock.release()  # the trial now exists as RUNNING: other workers count it
+        try:
+            with Heartbeat(trial, run.storage):
+                return objective(run, trial)
+        except OSError as exc:
+            if exc.errno in DISK_FULL:  # no later trial could write its files either
+                disk_full.append(exc)
+            raise
+
+    disk_full: list[OSError] = []  # raised after the trial is recorded failed: one message
+
+    lock = reservation_lock(run.storage, run.ctx.run_dir, run.name)
+    lock.acquire()
+    try:
+        _recover_dead_workers(run, study)
+        swept = sweep_leftovers(study, run.ctx.trials_dir)
+    finally:
+        lock.release()
+    if swept:
+        progress.line(f"removed what killed trials left behind: trials/{{{','.join(swept)}}}")
+    done = len(counted_trials(study))
+    progress.begin(config.trials, done)
+    progress.line(
+        f"study {run.name}: {done} of {config.trials} trials done"
+        + ("" if done >= config.trials else "; running the rest")
+    )
+    waiting_since: float | None = None
+    while (
+        failures < MAX_CONSECUTIVE_FAILURES
+        and rejected_in_a_row < MAX_REJECTED_IN_A_ROW
+        and (config.timeout is None or time.monotonic() - run.started < config.timeout)
+    ):
+        raise_if_interrupted()
+        lock.acquire()
+        try:
+            _recover_dead_workers(run, study)
+            # One read for both counts: with two, a trial another worker finishes between
+            # them is counted in neither, and one trial too many is started.
+            trials = study.get_trials(deepcopy=False)
+            finished = sum(counted(t) for t in trials)
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            if finished >= config.trials:
+                break
+            if finished + len(running) < config.trials:
+                waiting_since = None
+                study.optimize(run_one, n_trials=1, catch=(Exception,), callbacks=[after_trial])
+                if disk_full:
+                    raise disk_full[0]
+                continue
+        finally:
+            lock.release()
+        # The rest are running on other workers: wait, in case one dies and its trial returns.
+        waiting_since = _wait_or_give_up(run, running, waiting_since)
+    if failures >= MAX_CONSECUTIVE_FAILURES:
+        last = TrialTags.from_trial(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1])
+        raise UserError(
+            f"{failures} trials in a row failed; the last: {last.error or 'unknown'}",
+            "run with --verbose to see the traceback; the study is saved and resumes on rerun",
+        )
+    raise_if_interrupted()
+    if rejected_in_a_row < MAX_REJECTED_IN_A_ROW:
+        refine_front(run, study, lock, run_one, after_trial)
+        return None
+    reason = (
+        f"{rejected_in_a_row} plans in a row were over the budget before training (predicted, "
+        "or measured untrained): the sampler finds "
+        "little else in this space; raise --budget or allow more pruning"
+    )
+    progress.line(f"stopped early: {reason}")
+    return reason
+
+
+def _refine_candidates(run: Run, study: optuna.Study, epochs: int) -> list[Candidate]:
+    """The feasible Pareto models of the search's own trials (no references, no refined
+    trials) whose plan trains fewer than ``epochs`` epochs."""
+    candidates = []
+    for trial in front(study, lambda t: not {REFINE_ATTR, "reference"} & set(t.user_attrs)):
+        plan = trial.user_attrs[TRIAL_PLAN_ATTR]  # in the study: it may have run elsewhere
+        if int(plan["distill"]["epochs"]) < epochs:
+            record = TrialRecord.from_trial(trial)
+            candidates.append(Candidate(trial.number, record.metric, record.latency_ms))
+    return candidates
+
+
+def refine_front(
+    run: Run,
+    study: optuna.Study,
+    lock: ReservationLock,
+    run_one: Callable[[optuna.Trial], tuple[float, ...]],
+    after_trial: Callable[[optuna.Study, FrozenTrial], None],
+) -> None:
+    """Train the front models ``refine_targets`` picks again with the refine epochs (the
+    config's, else the space's), one new trial each (see ``study.refine``), until done or the timeout passes (as
+    for trials, none starts after it); a rerun resumes where it stopped."""
+    refine = run.ctx.space.space.refine
+    models = refine.models if run.config.refine is None else run.config.refine
+    epochs = refine.epochs if run.config.refine_epochs is None else run.config.refine_epochs
+    timeout = run.config.timeout
+    while models > 0 and (timeout is None or time.monotonic() - run.started < timeout):
+        raise_if_interrupted()
+        lock.acquire()
+        try:
+            trials = [t for t in study.get_trials(deepcopy=False) if REFINE_ATTR in t.user_attrs]
+            for queued in (t for t in trials if t.state == TrialState.WAITING):
+                # A dead worker's refinement queued again: it is run here, as a new trial.
+                fail_trial(run.storage, study, queued.number)
+            done = {t.user_attrs[REFINE_ATTR] for t in trials if refinement_done(t, epochs)}
+            targets = refine_targets(_refine_candidates(run, study, epochs), models)
+            todo = [n for n in targets if n not in done]
+            if not todo:
+                return
+            original = study.get_trials(deepcopy=False)[todo[0]]  # a number is its index
+            plan = refined_plan(Plan.from_dict(original.user_attrs[TRIAL_PLAN_ATTR]), epochs)
+            run.progress.line(
+                f"refining trial {todo[0]}: its plan again with {epochs} epochs "
+                f"({len(targets) - len(todo) + 1} of {len(targets)})"
+            )
+            attrs = {PLAN_ATTR: plan.to_dict(), REFINE_ATTR: todo[0]}
+            run_new_trial(study, run.storage, attrs, run_one, after_trial)  # releases the lock
+        finally:
+            lock.release()
