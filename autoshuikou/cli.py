@@ -19,7 +19,7 @@ from autoshuikou.measure.latency import (
     REMEASURE_SECONDS,
 )
 from autoshuikou.runtimes import RUNTIMES
-from autoshuikou.study.config import CONFIG_NAME, DEFAULTS, FIDELITIES, SearchConfig
+from autoshuikou.study.config import CONFIG_NAME, DEFAULTS, SearchConfig
 
 DEVICE_HELP = (
     "where fine-tuning runs: auto (CUDA when available, default), cpu, cuda; latency is "
@@ -207,6 +207,8 @@ def _add_task_arguments(p: argparse.ArgumentParser) -> None:
 def _parser(search_defaults: dict[str, object] | None = None) -> argparse.ArgumentParser:
     """The command table; ``search_defaults`` (from --config) replace search's defaults, so
     a flag given on the command line still wins over the file."""
+    from autoshuikou.study.fidelity import fidelity_names  # loads the search stack
+
     parser = argparse.ArgumentParser(prog="autoshuikou", description=__doc__)
     parser.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -280,7 +282,7 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
     s.add_argument(
         "--fidelity",
         default=DEFAULTS.fidelity,
-        choices=FIDELITIES,
+        choices=fidelity_names(),
         help="predict: time each plan untrained, predict its trained metric from its score "
         "after BatchNorm recalibration (a predictor fitted on the trained plans), train "
         "fully only those that could join the front; screen: decide that from its score "

@@ -15,8 +15,9 @@ from optuna.trial import TrialState
 from autoshuikou import SearchConfig, search
 from autoshuikou.compare.strategies import parse_strategies
 from autoshuikou.compress.prune import prune
-from autoshuikou.study import gates
+from autoshuikou.study import fidelity
 from autoshuikou.study import predictor as predictor_module
+from autoshuikou.study.fidelity import fidelity_for
 from autoshuikou.study.front import counted
 from autoshuikou.study.predictor import (
     MIN_FIT,
@@ -28,7 +29,6 @@ from autoshuikou.study.predictor import (
     fit_predictor,
     recalibrated_metric,
 )
-from autoshuikou.study.prepare import resolve_fidelity
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.study.trial import TIMED_UNTRAINED
 from autoshuikou.tasks import Task
@@ -105,7 +105,7 @@ def test_predicted_out_plans_are_recorded_counted_and_not_trained(
 ) -> None:
     # Any trained trial as fast and small predicts a plan out, whatever its prediction,
     # once the predictor has a few trials to fit.
-    monkeypatch.setattr(gates, "TOLERANCE", -10.0)
+    monkeypatch.setattr(fidelity, "TOLERANCE", -10.0)
     monkeypatch.setattr(predictor_module, "MIN_FIT", 4)
     result = search(
         make_tiny_task(width=32),
@@ -147,8 +147,8 @@ def test_search_predicts_where_the_model_has_batchnorm_and_screens_where_it_has_
 
     encoder = make_encoder_task().model
     assert SearchConfig().fidelity == "auto"
-    assert resolve_fidelity("auto", tiny_task.model) == "predict"
-    assert resolve_fidelity("auto", encoder) == "screen"  # no BatchNorm: no signal to speak of
-    assert resolve_fidelity("predict", encoder) == "predict"  # named: as named
+    assert fidelity_for("auto", tiny_task.model).name == "predict"
+    assert fidelity_for("auto", encoder).name == "screen"  # no BatchNorm: no signal to speak of
+    assert fidelity_for("predict", encoder).name == "predict"  # named: as named
     named, default = parse_strategies("predictor,tpe-warm", 30)
     assert (named.fidelity, default.fidelity) == ("predict", "auto") and named.warm_start

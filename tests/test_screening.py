@@ -21,7 +21,7 @@ from autoshuikou.plan import DistillSettings
 from autoshuikou.report.progress import Progress
 from autoshuikou.report.status import study_status
 from autoshuikou.report.summary import format_table
-from autoshuikou.study import gates, loop
+from autoshuikou.study import fidelity, gates, loop
 from autoshuikou.study.front import counted
 from autoshuikou.study.prepare import prepare_context
 from autoshuikou.study.screening import Screen, Screened, dominating
@@ -94,7 +94,7 @@ def test_screened_out_plans_are_recorded_counted_and_not_trained(
 ) -> None:
     # Any trained trial as fast and small screens a plan out, whatever its metric: the
     # fastest uniform plan then screens out nearly every sampled one.
-    monkeypatch.setattr(gates, "TOLERANCE", -10.0)
+    monkeypatch.setattr(fidelity, "TOLERANCE", -10.0)
     result = search(make_tiny_task(width=32), trials=12, out=tmp_path, study_name="s", **SCREEN)
     study = optuna.load_study(study_name="s", storage=journal_storage(result.run_dir))
     out = [t for t in study.trials if t.state == TrialState.PRUNED and counted(t)]

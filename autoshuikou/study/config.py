@@ -16,10 +16,6 @@ from autoshuikou.secrets import redact_text, strip_password
 from autoshuikou.study.budget import parse_budget
 from autoshuikou.study.samplers import DEFAULT_SAMPLER
 
-# See study.predictor and study.screening; "auto" is predict where the model has BatchNorm,
-# screen where it has none (study.search.resolve_fidelity).
-FIDELITIES = ("auto", "predict", "screen", "full")
-
 
 @dataclass(frozen=True)
 class SearchConfig:
@@ -78,9 +74,12 @@ class SearchConfig:
             raise UserError(f"--trials must be at least 1, got {self.trials}", "e.g. --trials 30")
         if self.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.threads}", "e.g. --threads 1")
-        if self.fidelity not in FIDELITIES:
+        from autoshuikou.study.fidelity import fidelity_names  # the registry (study.fidelity)
+
+        if self.fidelity not in fidelity_names():
             raise UserError(
-                f"unknown --fidelity {self.fidelity!r}", f"give one of {', '.join(FIDELITIES)}"
+                f"unknown --fidelity {self.fidelity!r}",
+                f"give one of {', '.join(fidelity_names())}",
             )
         if self.task is not None and self.model is not None:
             raise UserError(

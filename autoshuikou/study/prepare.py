@@ -32,9 +32,6 @@ from autoshuikou.study.baseline import model_digest, prepare_baseline
 from autoshuikou.study.budget import parse_budget
 from autoshuikou.study.config import SearchConfig, resolved_config, write_config
 from autoshuikou.study.context import RunContext
-from autoshuikou.study.predictor import (
-    has_batchnorm,
-)
 from autoshuikou.study.storage import (
     STUDY_FORMAT,
 )
@@ -197,19 +194,8 @@ def record_settings(
         write_json(run_dir / "data.json", task.provenance)
 
 
-def resolve_fidelity(fidelity: str, teacher: torch.nn.Module) -> str:
-    """--fidelity with "auto" resolved: the predictor where ``teacher`` has BatchNorm, the
-    rung where it has none. The predictor's signal is the score after adaptive BatchNorm;
-    without BatchNorm it is the pruned model's untrained score, which ranked the trained
-    encoders at Spearman 0.13 (docs/benchmarks.md, "The transformer task")."""
-    if fidelity != "auto":
-        return fidelity
-    return "predict" if has_batchnorm(teacher) else "screen"
-
-
 def resolve_device(device: str) -> str:
     """--device auto|cpu|cuda[:N] -> where fine-tuning runs."""
-    import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"

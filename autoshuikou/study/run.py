@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optuna.storages import BaseStorage
 
@@ -21,6 +21,9 @@ from autoshuikou.study.workers import (
     StaleWatch,
 )
 
+if TYPE_CHECKING:  # the fidelities read the Run: imported for the annotation only
+    from autoshuikou.study.fidelity import Fidelity
+
 
 @dataclass
 class Run:
@@ -37,7 +40,7 @@ class Run:
     progress: Progress
     started: float
     setup_seconds: dict[str, float]  # baseline, latency profiling: before the first trial
-    fidelity: str  # "predict", "screen" or "full": --fidelity with "auto" resolved
+    fidelity: Fidelity  # --fidelity with "auto" resolved
     students: StudentStore | None  # recent trained students (None: --config reuse_students off)
     storage: BaseStorage  # opened before any work: an unreachable one refuses the run first
     fingerprint: dict[str, Any]  # what the study is for: joiners must match it

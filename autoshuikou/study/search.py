@@ -21,6 +21,7 @@ from autoshuikou.report.progress import Progress
 from autoshuikou.space.bind import BoundSpace, warm_start_params
 from autoshuikou.study.budget import parse_budget
 from autoshuikou.study.config import SearchConfig
+from autoshuikou.study.fidelity import AUTO, Screening, fidelity_for
 from autoshuikou.study.final import (
     remeasure,
     search_time_record,
@@ -28,9 +29,7 @@ from autoshuikou.study.final import (
 from autoshuikou.study.front import front
 from autoshuikou.study.gates import (
     predict_latency,
-    predict_metric,
     reject,
-    rung,
     time_plan_untrained,
 )
 from autoshuikou.study.loop import run_trials
@@ -51,7 +50,6 @@ from autoshuikou.study.prepare import (
     parse_min_metric,
     record_settings,
     resolve_device,
-    resolve_fidelity,
     study_fingerprint,
     writable_folder,
 )
@@ -142,7 +140,7 @@ def search(
     cheap signals (``study.predictor``); ``"screen"`` scores it after half an epoch instead
     (``study.screening``); both train fully only the plans that could join the front.
     ``"full"`` trains every plan; ``"auto"`` (the default) is ``"predict"`` where the model
-    has BatchNorm and ``"screen"`` where it has none (:func:`resolve_fidelity`). ``device``
+    has BatchNorm and ``"screen"`` where it has none (``study.fidelity``). ``device``
     is where fine-tuning runs ("auto": CUDA when available).
     ``refine`` front models (None: the space's ``refine.models``) are then trained again
     with ``refine_epochs`` (None: the space's ``refine.epochs``; see ``study.refine``).
@@ -237,8 +235,8 @@ def _prepare(
             "maximum, every allowed layer int8)",
             f"raise --budget to at least {b.fastest_latency_ms:.3f}ms, or allow more pruning in the space",
         )
-    fidelity = resolve_fidelity(config.fidelity, ctx.teacher)
-    if config.fidelity == "auto" and fidelity == "screen":
+    fidelity = fidelity_for(config.fidelity, ctx.teacher)
+    if config.fidelity == AUTO and fidelity.name == Screening.name:
         progress.line(
             "fidelity: screen (the model has no BatchNorm, so the predictor's signal "
             "would be its untrained score, which hardly ranks trained models; plans are "
@@ -259,7 +257,11 @@ def _prepare(
         progress.line(
             f"the latency model's 90th-percentile error is {latency_model.holdout_p90:.0%} "
             f"(over {MAX_TRUSTED_P90:.0%}): it rejects no plans"
-            + ("; each plan's untrained artifact is timed instead" if fidelity == "screen" else "")
+            + (
+                "; each plan's untrained artifact is timed instead"
+                if fidelity.times_untrained
+                else ""
+            )
         )
     if margin is not None:
         progress.line(
@@ -343,8 +345,8 @@ def _objective(run: Run, trial: optuna.Trial) -> tuple[float, ...]:
     same_student = student_key(plan, ctx.seed, ctx.device)
     twin = run.students.get(same_student) if run.students is not None else None
     untrained = time_plan_untrained(run, trial, plan, exempt_budget=baseline)
-    if untrained is not None and run.fidelity == "predict" and not anchor and twin is None:
-        predict_metric(run, trial, plan, untrained)
+    if untrained is not None and not anchor and twin is None:
+        run.fidelity.judge_untrained(run, trial, plan, untrained)
     extra: dict[str, Any] = {} if predicted is None else {"latency_predicted_ms": predicted}
     if twin is not None:  # its student is trained already: nothing to screen or predict
         extra[STUDENT_FROM_ATTR] = twin.trial
@@ -367,8 +369,8 @@ def _objective(run: Run, trial: optuna.Trial) -> tuple[float, ...]:
             plan,
             lambda s: run.progress.stage(trial.number, s),
             extra,
-            rung(run, trial, untrained, anchor, extra)
-            if untrained and run.fidelity == "screen" and twin is None
+            run.fidelity.rung(run, trial, untrained, anchor, extra)
+            if untrained and twin is None
             else None,
             # Timed before training: the trained artifact has the same graph (trial.py).
             untrained.timing if untrained is not None else None,
@@ -438,7 +440,7 @@ def _finish(
     summary["front_remeasured"] = measure_again
     summary["stopped_early"] = stopped_early
     summary["reject_margin"] = run.margin
-    summary["fidelity"] = run.fidelity  # "auto" resolved: how plans were decided
+    summary["fidelity"] = run.fidelity.name  # "auto" resolved: how plans were decided
     write_json(ctx.run_dir / "summary.json", summary)
     plot_front(study, summary, ctx.run_dir / "front.png")
     return SearchResult(run_dir=ctx.run_dir, summary=summary)
