@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from autoshuikou.cli import EXIT_USER_ERROR, main
-from autoshuikou.study.optuna_adapter import study_user_attrs
 from autoshuikou.study.storage import journal_storage
 
 pytestmark = pytest.mark.slow
@@ -105,10 +104,8 @@ def test_an_accuracy_floor_above_what_the_metric_reaches_is_refused_before_any_t
     err = capsys.readouterr().err
     assert "above the most it can reach (1)" in err
     assert "how to fix: give at most 1" in err
-    # Refused before the baseline: no study, no settings, nothing measured.
-    assert study_user_attrs(journal_storage(out / NAME), NAME) is None
-    assert not (out / NAME / "config.yaml").exists()
-    assert not (out / NAME / "baseline").exists()
+    # Refused before the baseline: no study, no settings, nothing measured, nothing made.
+    assert not (out / NAME).exists()
 
 
 def test_a_study_of_another_format_is_refused_with_the_difference_named(tmp_path: Path) -> None:

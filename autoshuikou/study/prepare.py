@@ -21,6 +21,7 @@ from autoshuikou.compress.prune import (
 )
 from autoshuikou.compress.quantize import calibration_batches
 from autoshuikou.errors import UserError
+from autoshuikou.measure.accuracy import torch_metric
 from autoshuikou.measure.energy import find_energy_counter
 from autoshuikou.measure.fingerprint import hardware_fingerprint
 from autoshuikou.measure.runtime import RuntimeSettings
@@ -227,16 +228,47 @@ def study_fingerprint(
     }
 
 
-def check_reachable_metric(
-    task: Task, min_metric: float | None, asked: str | float | None, baseline_metric: float
-) -> None:
-    """Refuse an accuracy floor above what the task's metric can reach, before any work."""
+def check_reachable_metric(task: Task, asked: str | float | None) -> None:
+    """Refuse an accuracy floor above what the task's metric can reach, before any work.
+    The teacher's own score (seconds) stands in for its artifact's (minutes, with the int8
+    formats and roundings the baseline measures)."""
     top = task.metric_max
-    if min_metric is None or top is None or min_metric <= top:
+    if asked is None or top is None:
         return
-    share = f", {top / baseline_metric:.1%} of the baseline's" if baseline_metric > 0 else ""
+    teacher = torch_metric(task.model, task)
+    floor = parse_min_metric(asked, teacher)
+    if floor is None or floor <= top:
+        return
+    share = f", {top / teacher:.1%} of the baseline's" if teacher > 0 else ""
     raise UserError(
-        f"--min-accuracy {asked} asks for {task.metric_name} {min_metric:.4f}, above the most "
-        f"it can reach ({top:g}); the uncompressed model scores {baseline_metric:.4f}",
+        f"--min-accuracy {asked} asks for {task.metric_name} {floor:.4f}, above the most "
+        f"it can reach ({top:g}); the uncompressed model scores {teacher:.4f}",
         f"give at most {top:g}{share} (e.g. --min-accuracy 99%)",
     )
+
+
+def check_reachable_budget(ctx: RunContext, budget: str) -> None:
+    """Refuse a budget below the fastest model the space can produce (measured with the
+    baseline), before any trial."""
+    fastest = ctx.baseline.fastest_latency_ms
+    if ctx.budget_ms >= fastest * FLOOR_MARGIN:
+        return
+    raise UserError(
+        f"the budget {ctx.budget_ms:.3f} ms ({budget}) is below the fastest model this search "
+        f"space can produce: {fastest:.3f} ms measured here (every group pruned to its "
+        "maximum, every allowed layer int8)",
+        f"raise --budget to at least {fastest:.3f}ms, or allow more pruning in the space",
+    )
+
+
+def check_energy_objective(wanted: bool) -> None:
+    """Refuse --energy-objective where the machine has no readable energy counter."""
+    if not wanted:
+        return
+    counter, why = find_energy_counter()
+    if counter is None:
+        raise UserError(
+            f"energy cannot be an objective on this machine: {why}",
+            "drop --energy-objective (energy needs readable Linux powercap/RAPL counters, "
+            "usually root on bare metal)",
+        )

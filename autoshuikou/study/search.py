@@ -12,16 +12,15 @@ import optuna
 import torch
 
 from autoshuikou.compress.teacher_cache import TeacherCache
-from autoshuikou.errors import UserError
-from autoshuikou.measure.accuracy import torch_metric
-from autoshuikou.measure.energy import find_energy_counter
 from autoshuikou.measure.latency import REMEASURE_MAX_WINDOWS, REMEASURE_MIN_WINDOWS
+from autoshuikou.measure.latency_model import LatencyModel
 from autoshuikou.plan import Plan
 from autoshuikou.report.progress import Progress
 from autoshuikou.space.bind import BoundSpace, warm_start_params
 from autoshuikou.study.budget import parse_budget
 from autoshuikou.study.config import SearchConfig
-from autoshuikou.study.fidelity import AUTO, Screening, fidelity_for
+from autoshuikou.study.context import RunContext
+from autoshuikou.study.fidelity import AUTO, Fidelity, Screening, fidelity_for
 from autoshuikou.study.final import (
     remeasure,
     search_time_record,
@@ -43,8 +42,9 @@ from autoshuikou.study.predictor import (
     SIGNAL_ATTR,
 )
 from autoshuikou.study.prepare import (
-    FLOOR_MARGIN,
     bind_context,
+    check_energy_objective,
+    check_reachable_budget,
     check_reachable_metric,
     measure_baseline,
     parse_min_metric,
@@ -66,6 +66,7 @@ from autoshuikou.study.screening import (
 )
 from autoshuikou.study.storage import (
     check_joinable,
+    existing_storage,
     make_storage,
     open_study,
 )
@@ -176,14 +177,7 @@ def _prepare(
     rest have: a refused run leaves every existing file as it was."""
     budget = parse_budget(config.budget)
     writable_folder(Path(config.out), "--out")
-    if config.energy_objective:
-        counter, why = find_energy_counter()
-        if counter is None:
-            raise UserError(
-                f"energy cannot be an objective on this machine: {why}",
-                "drop --energy-objective (energy needs readable Linux powercap/RAPL counters, "
-                "usually root on bare metal)",
-            )
+    check_energy_objective(config.energy_objective)
     from_python = isinstance(task, Task)
     if isinstance(task, str):
         config = replace(config, task=task, model=None)
@@ -202,15 +196,11 @@ def _prepare(
         progress,
         config.runtime,
     )
-    storage = make_storage(config.storage, ctx.run_dir)
     fingerprint = study_fingerprint(config, identity, ctx.space)
-    check_joinable(storage, name, fingerprint)
-    if config.min_accuracy is not None and task.metric_max is not None:
-        # The teacher's own score (seconds) stands in for its artifact's (minutes with the
-        # int8 formats and roundings to measure): a floor no model can reach is refused now.
-        teacher = torch_metric(ctx.teacher, task)
-        floor = parse_min_metric(config.min_accuracy, teacher)
-        check_reachable_metric(task, floor, config.min_accuracy, teacher)
+    existing = existing_storage(config.storage, ctx.run_dir)  # None: no study there yet
+    if existing is not None:
+        check_joinable(existing, name, fingerprint)
+    check_reachable_metric(task, config.min_accuracy)
     measure_baseline(ctx, identity, progress)
     ctx.device = device
     if config.teacher_cache_mb > 0:
@@ -228,13 +218,7 @@ def _prepare(
         f"{b.size_bytes / 1024:.0f} KiB; int8 format {b.int8_format.name}; "
         f"budget {ctx.budget_ms:.3f} ms; fastest reachable {b.fastest_latency_ms:.3f} ms"
     )
-    if ctx.budget_ms < b.fastest_latency_ms * FLOOR_MARGIN:
-        raise UserError(
-            f"the budget {ctx.budget_ms:.3f} ms ({config.budget}) is below the fastest model this search space "
-            f"can produce: {b.fastest_latency_ms:.3f} ms measured here (every group pruned to its "
-            "maximum, every allowed layer int8)",
-            f"raise --budget to at least {b.fastest_latency_ms:.3f}ms, or allow more pruning in the space",
-        )
+    check_reachable_budget(ctx, config.budget)
     fidelity = fidelity_for(config.fidelity, ctx.teacher)
     if config.fidelity == AUTO and fidelity.name == Screening.name:
         progress.line(
@@ -242,8 +226,39 @@ def _prepare(
             "would be its untrained score, which hardly ranks trained models; plans are "
             "scored after half an epoch instead)"
         )
+    latency_model, margin = _latency_model(ctx, config.predict, fidelity, progress, setup)
+    storage = existing or make_storage(config.storage, ctx.run_dir)
+    objectives = objectives_for(config.energy_objective)
+    if device != "cpu":
+        progress.line(f"fine-tuning on {device}; latency is timed in {config.runtime} on the CPU")
+    return Run(
+        config,
+        ctx,
+        identity,
+        name,
+        objectives,
+        fixed,
+        latency_model,
+        margin,
+        progress,
+        started,
+        setup,
+        fidelity,
+        StudentStore() if config.reuse_students else None,
+        storage,
+        fingerprint,
+        from_python,
+    )
+
+
+def _latency_model(
+    ctx: RunContext, predict: bool, fidelity: Fidelity, progress: Progress, setup: dict[str, float]
+) -> tuple[LatencyModel | None, float | None]:
+    """With ``predict``, the latency model learned on this machine (built on first use,
+    cached; what building it cost goes to ``setup``), and the margin over the budget beyond
+    which it rejects a plan (None: it rejects none, too inaccurate)."""
     latency_model = None
-    if config.predict:
+    if predict:
         latency_model = load_or_build_latency_model(ctx, progress)
         # What building it cost, charged to every run that uses it (cached or not), so
         # that strategies compare by what they would cost on a fresh machine.
@@ -268,27 +283,7 @@ def _prepare(
             f"plans predicted above {ctx.budget_ms * (1 + margin):.3f} ms (budget + {margin:.0%}, "
             "the latency model's 90th-percentile error, at least 10%) are rejected before fine-tuning"
         )
-    objectives = objectives_for(config.energy_objective)
-    if device != "cpu":
-        progress.line(f"fine-tuning on {device}; latency is timed in {config.runtime} on the CPU")
-    return Run(
-        config,
-        ctx,
-        identity,
-        name,
-        objectives,
-        fixed,
-        latency_model,
-        margin,
-        progress,
-        started,
-        setup,
-        fidelity,
-        StudentStore() if config.reuse_students else None,
-        storage,
-        fingerprint,
-        from_python,
-    )
+    return latency_model, margin
 
 
 def _open(run: Run) -> optuna.Study:

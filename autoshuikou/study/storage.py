@@ -117,6 +117,18 @@ def make_storage(url: str | None, run_dir: Path) -> BaseStorage:
     )
 
 
+def existing_storage(url: str | None, run_dir: Path) -> BaseStorage | None:
+    """The storage ``--storage`` names where a study may already be (a database, reached
+    now so that an unreachable one refuses the run before any work; a journal file that
+    exists), else None: there is nothing to check yet, and no file is created."""
+    if _is_postgres(url):
+        return make_storage(url, run_dir)
+    journal = run_dir / "study.journal" if url is None else Path(url)
+    if url is not None and not url.endswith(".journal"):
+        return make_storage(url, run_dir)  # refused with its message
+    return make_storage(url, run_dir) if journal.is_file() else None
+
+
 # PostgreSQL errors of two workers creating the same tables at once: unique violation
 # (pg_type rows), duplicate table, duplicate object.
 _SCHEMA_RACE_CODES = frozenset({"23505", "42P07", "42710"})
