@@ -18,7 +18,7 @@ from autoshuikou.measure.latency import (
     REMEASURE_MIN_WINDOWS,
     REMEASURE_SECONDS,
 )
-from autoshuikou.runtimes import RUNTIMES
+from autoshuikou.runtimes import runtime_names
 from autoshuikou.study.config import CONFIG_NAME, DEFAULTS, SearchConfig
 
 DEVICE_HELP = (
@@ -328,7 +328,9 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
         "from PGPASSWORD, ~/.pgpass or a service file; one in the URL is never written "
         "down), or a .journal path (default: runs/<study>/study.journal)",
     )
-    s.add_argument("--runtime", default=DEFAULTS.runtime, choices=RUNTIMES, help=RUNTIME_HELP)
+    s.add_argument(
+        "--runtime", default=DEFAULTS.runtime, choices=runtime_names(), help=RUNTIME_HELP
+    )
     s.add_argument(
         "--no-warm-start",
         action="store_true",
@@ -373,7 +375,9 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
     )
     c.add_argument("--measure-seconds", type=float, default=DEFAULTS.measure_seconds)
     c.add_argument("--device", default=DEFAULTS.device, help=DEVICE_HELP)
-    c.add_argument("--runtime", default=DEFAULTS.runtime, choices=RUNTIMES, help=RUNTIME_HELP)
+    c.add_argument(
+        "--runtime", default=DEFAULTS.runtime, choices=runtime_names(), help=RUNTIME_HELP
+    )
     c.set_defaults(run=_compare)
 
     st = commands.add_parser("status", help="trials done/running/failed, workers and best so far")
@@ -395,7 +399,9 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
         default=None,
         help="random plans to time (default: 60, or 5 per layer for deeper models)",
     )
-    pr.add_argument("--runtime", default=DEFAULTS.runtime, choices=RUNTIMES, help=RUNTIME_HELP)
+    pr.add_argument(
+        "--runtime", default=DEFAULTS.runtime, choices=runtime_names(), help=RUNTIME_HELP
+    )
     pr.set_defaults(run=_profile)
 
     sh = commands.add_parser("show", help="print the summary of a finished run")

@@ -26,15 +26,16 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from autoshuikou.compress.calibration import calibration_batches
 from autoshuikou.compress.distill import distill
 from autoshuikou.compress.prune import channel_groups, head_pruning_notes, prune
-from autoshuikou.compress.quantize import Int8Format, calibration_batches
 from autoshuikou.families import to_feed
 from autoshuikou.measure.accuracy import artifact_scores
 from autoshuikou.measure.latency import measure_interleaved
 from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.measure.size import artifact_bytes
 from autoshuikou.plan import DistillSettings
+from autoshuikou.runtimes import Int8Format
 from autoshuikou.runtimes.onnxruntime import OnnxRuntime
 from autoshuikou.study.prepare import layer_names
 from autoshuikou.tasks._cache import cache_dir

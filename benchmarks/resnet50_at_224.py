@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import autoshuikou
-from autoshuikou.compress.quantize import Int8Format, calibration_batches
+from autoshuikou.compress.calibration import calibration_batches
 from autoshuikou.families import to_feed
 from autoshuikou.measure.latency import measure_ratios
 from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.measure.size import artifact_bytes
 from autoshuikou.plan import Plan
+from autoshuikou.runtimes import Int8Format
 from autoshuikou.study.config import SearchConfig, read_config_file
 from autoshuikou.tasks import task_for
 from autoshuikou.util import read_json

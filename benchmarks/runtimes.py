@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))  # so "benchmarks/tasks.py:..." imports
 
 from autoshuikou.report.progress import Progress
-from autoshuikou.runtimes import RUNTIMES
+from autoshuikou.runtimes import runtime_names
 from autoshuikou.study.prepare import prepare_context
 from autoshuikou.tasks import load_task
 from autoshuikou.util import read_json
@@ -30,7 +30,7 @@ def main() -> int:
     parser.add_argument("--task", default="digits")
     args = parser.parse_args()
     task = load_task(args.task)
-    for runtime in RUNTIMES:
+    for runtime in runtime_names():
         with tempfile.TemporaryDirectory() as tmp:
             run = Path(tmp) / "run"
             started = time.monotonic()

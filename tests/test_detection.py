@@ -12,11 +12,12 @@ import torch_pruning as tp
 from detection_task import make_detection_task
 
 from autoshuikou import search
+from autoshuikou.compress.calibration import calibration_batches
 from autoshuikou.compress.prune import terminal_layers
-from autoshuikou.compress.quantize import calibration_batches, output_tail
 from autoshuikou.measure.accuracy import artifact_scores
 from autoshuikou.measure.runtime import RuntimeSettings, open_runner
 from autoshuikou.report.verify import verify_run
+from autoshuikou.runtimes.onnxruntime.quantize import output_tail
 from autoshuikou.space.schema import load_space
 from autoshuikou.study.prepare import bind_task_space, layer_names
 from autoshuikou.tasks import digits_detect as dd

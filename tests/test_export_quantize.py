@@ -5,16 +5,13 @@ import onnx
 import pytest
 import torch
 
-from autoshuikou.compress.export import export_onnx, scope_to_module_name
+from autoshuikou.compress.calibration import calibration_batches
 from autoshuikou.compress.prune import prune
-from autoshuikou.compress.quantize import (
-    CANDIDATE_FORMATS,
-    Int8Format,
-    calibration_batches,
-    quantize,
-)
-from autoshuikou.measure.runtime import RuntimeSettings, open_session
-from autoshuikou.measure.size import graph_counts
+from autoshuikou.runtimes import Int8Format
+from autoshuikou.runtimes.onnxruntime import CANDIDATE_FORMATS, open_session
+from autoshuikou.runtimes.onnxruntime.counts import graph_counts
+from autoshuikou.runtimes.onnxruntime.export import export_onnx, scope_to_module_name
+from autoshuikou.runtimes.onnxruntime.quantize import quantize
 from autoshuikou.tasks import Task
 
 
@@ -57,7 +54,7 @@ def test_export_names_layers_and_matches_torch(tiny_task: Task, tmp_path: Path) 
     path = tmp_path / "m.onnx"
     layers = export_onnx(tiny_task.model, tiny_task.example_input, path)
     assert layers == ["stem.0", "conv1", "conv2", "head"]
-    session = open_session(path, RuntimeSettings())
+    session = open_session(path)
     x = torch.randn(3, 1, 8, 8)  # dynamic batch
     out = session.run(None, {"input": x.numpy()})[0]
     with torch.no_grad():
@@ -83,8 +80,8 @@ def test_per_layer_int8_excludes_fp32_layers(
     # Real int8 storage: the file shrinks, and the int8 model still computes the same function.
     assert int8.stat().st_size < fp32.stat().st_size
     x = tiny_task.example_input.numpy()
-    a = open_session(fp32, RuntimeSettings()).run(None, {"input": x})[0]
-    b = open_session(int8, RuntimeSettings()).run(None, {"input": x})[0]
+    a = open_session(fp32).run(None, {"input": x})[0]
+    b = open_session(int8).run(None, {"input": x})[0]
     assert np.argmax(a) == np.argmax(b)
     assert np.abs(a - b).max() < 0.25 * np.abs(a).max()
 

@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+from autoshuikou.compress.calibration import calibration_batches
 from autoshuikou.compress.distill import distill
 from autoshuikou.compress.prune import channel_groups, count_macs_params, prune
-from autoshuikou.compress.quantize import Int8Format, calibration_batches
 from autoshuikou.families import FAMILIES, call, to_feed
 from autoshuikou.measure.accuracy import artifact_scores, torch_metric
 from autoshuikou.measure.latency_model import ATTENTION, layer_macs
 from autoshuikou.measure.runtime import RuntimeSettings, open_runner
-from autoshuikou.measure.size import graph_counts
 from autoshuikou.plan import DistillSettings
+from autoshuikou.runtimes import Int8Format
 from autoshuikou.runtimes.onnxruntime import OnnxRuntime
+from autoshuikou.runtimes.onnxruntime.counts import graph_counts
 from autoshuikou.study.prepare import layer_names
 from autoshuikou.tasks import Task, validate_task
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoshuikou.compress.export import export_onnx
 from autoshuikou.measure.energy import energy_per_inference_mj, find_energy_counter
 from autoshuikou.measure.fingerprint import fingerprint_key, hardware_fingerprint
 from autoshuikou.measure.latency import measure_interleaved
 from autoshuikou.measure.memory import peak_memory_mb
 from autoshuikou.measure.runtime import RuntimeSettings
+from autoshuikou.runtimes.onnxruntime.export import export_onnx
 from autoshuikou.tasks import Task
 
 

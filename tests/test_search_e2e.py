@@ -12,9 +12,9 @@ from autoshuikou import search
 from autoshuikou.errors import UserError
 from autoshuikou.measure.accuracy import artifact_metric
 from autoshuikou.measure.runtime import RuntimeSettings
-from autoshuikou.measure.size import graph_counts
 from autoshuikou.plan import Plan
 from autoshuikou.report.verify import verify_run
+from autoshuikou.runtimes.onnxruntime.counts import graph_counts
 from autoshuikou.study.front import front
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.tasks import Task

@@ -9,6 +9,7 @@ from typing import Any
 
 from autoshuikou.errors import UserError
 from autoshuikou.report.summary import load_summary
+from autoshuikou.runtimes import DEFAULT_RUNTIME, Runtime, get_runtime
 from autoshuikou.study.config import CONFIG_NAME, config_text_without_password
 from autoshuikou.study.trial import STUDENT_NAME
 from autoshuikou.util import read_json, sha256_file, write_json
@@ -39,26 +40,9 @@ def choose_point(summary: dict[str, Any], trial: int | None) -> dict[str, Any]:
     )
 
 
-def _io(model: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Input and output names, element types and shapes (symbolic axes by name)."""
-    if model.suffix != ".onnx":
-        return [], []
-    import onnx
-
-    graph = onnx.load(str(model), load_external_data=False).graph
-
-    def describe(values: Any) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": v.name,
-                "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
-                "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
-            }
-            for v in values
-        ]
-
-    initializers = {i.name for i in graph.initializer}
-    return describe([v for v in graph.input if v.name not in initializers]), describe(graph.output)
+def _runtime(record: dict[str, Any]) -> Runtime:
+    """The runtime a trial's metrics.json (or an export.json) names: it describes its file."""
+    return get_runtime(str(record["runtime"].get("runtime", DEFAULT_RUNTIME)))
 
 
 def inside_run(run_dir: Path, path: str) -> Path:
@@ -99,7 +83,7 @@ def export_run(run_dir: Path, out: Path, trial: int | None = None) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} exists and is not an empty folder", "give a new folder")
     metrics = read_json(folder / "metrics.json")
-    inputs, outputs = _io(model)
+    inputs, outputs = _runtime(metrics).tensors(model)
     data = read_json(run_dir / "data.json") if (run_dir / "data.json").exists() else {}
     manifest = {
         "study": run_dir.name,
@@ -149,24 +133,7 @@ def readme(m: dict[str, Any]) -> str:
     outs = "\n".join(f"- `{o['name']}`: {o['dtype']} {o['shape']}" for o in m["outputs"]) or "-"
     feed = ", ".join(f'"{i["name"]}": {i["name"]}' for i in m["inputs"]) or '"input": batch'
     threads = m["runtime"].get("threads", 1)
-    run = (
-        f"""```python
-import onnxruntime as ort
-
-options = ort.SessionOptions()
-options.intra_op_num_threads = {threads}  # as measured
-session = ort.InferenceSession("{m["artifact"]}", options, providers=["CPUExecutionProvider"])
-outputs = session.run(None, {{{feed}}})  # numpy arrays in, numpy arrays out
-```"""
-        if m["artifact"].endswith(".onnx")
-        else f"""```python
-import torch
-
-model = torch.jit.load("{m["artifact"]}")
-torch.set_num_threads({threads})
-outputs = model(batch)
-```"""
-    )
+    run = f"```python\n{_runtime(m).run_snippet(m['artifact'], threads, feed)}\n```"
     retained = (
         f" ({m['metric_retained']:.1%} of the uncompressed model's)"
         if m.get("metric_retained") is not None

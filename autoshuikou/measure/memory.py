@@ -37,10 +37,15 @@ def _zeros(shapes: InputShapes) -> object:
     return np.zeros(shapes, dtype=np.float32)
 
 
-def _measure_here(model: Path, shape: InputShapes, threads: int, runtime: str) -> int:
+def _measure_here(
+    model: Path, shape: InputShapes, threads: int, runtime: str, origin: list[str]
+) -> int:
     # The runtime's library is imported before the "before" reading: only the model's
     # own memory (weights, arenas, kernel buffers) is counted.
     from autoshuikou.measure.runtime import RuntimeSettings, open_runner
+    from autoshuikou.runtimes import register_origin
+
+    register_origin(runtime, origin)  # a runtime registered outside autoshuikou too
 
     settings = RuntimeSettings(threads=threads, runtime=runtime)
     settings.backend  # noqa: B018  (imports the runtime's library)
@@ -62,6 +67,8 @@ def peak_memory_mb(
     model: Path, shape: InputShapes, threads: int, runtime: str = "onnxruntime"
 ) -> float:
     """Run :func:`_measure_here` in a child process; returns MiB."""
+    from autoshuikou.runtimes import runtime_origin
+
     result = subprocess.run(
         [
             sys.executable,
@@ -71,6 +78,7 @@ def peak_memory_mb(
             json.dumps(shape),
             str(threads),
             runtime,
+            json.dumps(runtime_origin(runtime)),
         ],
         capture_output=True,
         text=True,
@@ -83,4 +91,5 @@ if __name__ == "__main__":
     shapes = json.loads(sys.argv[2])
     if isinstance(shapes, dict):
         shapes = {name: (shape, dtype) for name, (shape, dtype) in shapes.items()}
-    print(_measure_here(Path(sys.argv[1]), shapes, int(sys.argv[3]), sys.argv[4]))
+    origin = json.loads(sys.argv[5])
+    print(_measure_here(Path(sys.argv[1]), shapes, int(sys.argv[3]), sys.argv[4], origin))

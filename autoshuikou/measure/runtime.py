@@ -7,12 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import onnxruntime as ort
-
 if TYPE_CHECKING:
     from autoshuikou.runtimes import Runner, Runtime
-
-PROVIDER = "CPUExecutionProvider"
 
 
 @dataclass(frozen=True)
@@ -24,6 +20,7 @@ class RuntimeSettings:
 
     @property
     def backend(self) -> Runtime:
+        # Imported here: the runtime's library loads only when a model is built or run.
         from autoshuikou.runtimes import get_runtime
 
         return get_runtime(self.runtime)
@@ -35,16 +32,3 @@ class RuntimeSettings:
 def open_runner(path: Path, settings: RuntimeSettings) -> AbstractContextManager[Runner]:
     """Load an artifact in the settings' runtime: ``with open_runner(p, s) as run: run(x)``."""
     return settings.backend.open(path, settings.threads)
-
-
-def open_session(path: Path, settings: RuntimeSettings) -> ort.InferenceSession:
-    """An ONNX Runtime session. Thread spinning is off: with it on, an idle session's
-    threads keep spinning and steal the cores from the session being timed."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=[PROVIDER])

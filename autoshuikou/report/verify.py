@@ -3,7 +3,8 @@
 Accuracy must reproduce exactly; the latency ratio to the baseline (timed together,
 interleaved, read off at the baseline latency the run recorded) must stay within a
 tolerance of the ratio recorded during the search;
-parameter and MAC counts must match the ONNX graph.
+parameter and MAC counts must match those counted on the artifact (where its runtime
+counts them: an ONNX graph).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from autoshuikou.families import to_feed
 from autoshuikou.measure.accuracy import artifact_metric
 from autoshuikou.measure.latency import REMEASURE_SECONDS, measure_ratios
 from autoshuikou.measure.runtime import RuntimeSettings
-from autoshuikou.measure.size import graph_counts
 from autoshuikou.report.summary import load_summary
 from autoshuikou.tasks import Task, load_task
 from autoshuikou.util import read_json, require
@@ -63,8 +63,8 @@ def verify_run(
         threads=int(summary["runtime"]["threads"]),
         runtime=str(summary["runtime"].get("runtime", "onnxruntime")),
     )
-    # Counts are checked against the ONNX graph; other runtimes' counts come from the module.
-    graph = settings.backend.suffix == ".onnx"
+    # Counts are checked where the runtime counts on its artifact; others came from the module.
+    runtime = settings.backend
     baseline = run_dir / summary["baseline"]["path"]
     if not baseline.is_file():
         raise UserError(
@@ -112,10 +112,8 @@ def verify_run(
     for point, model, recorded, stats in zip(points, models, records, all_stats, strict=True):
         ratio = stats.ratio
         metric = artifact_metric(model, task, settings)
-        counts_ok = True
-        if graph:
-            counts = graph_counts(model, example)
-            counts_ok = (counts.params, counts.macs) == (recorded["params"], recorded["macs"])
+        counts = runtime.counts(model, example)
+        counts_ok = counts is None or counts == (recorded["params"], recorded["macs"])
         # An interrupted run was not re-measured at the end: check the ratio its trial
         # measured during the search (noisier: fewer timing windows).
         expected = recorded["final"]["ratio"] if "final" in recorded else recorded["latency_ratio"]

@@ -1,74 +1,92 @@
 """Runtimes that deploy the compressed model: one module each, registered here by name.
 
-A runtime turns a pruned, fine-tuned PyTorch module into a deployable file (fp32 or with
-chosen layers in int8) and runs that file. Everything else (timing, scoring, the budget)
-goes through :func:`open_runner`, so adding OpenVINO or TensorRT is one new module here.
+Each runtime (see :class:`Runtime`) owns its artifact: export, int8 build, loading,
+running and counting. Adding one (OpenVINO, TensorRT) is one module and one
+:func:`register_runtime` line; the registry-parametrized tests then cover it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+import importlib
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-
-import numpy as np
 
 from autoshuikou.errors import UserError
+from autoshuikou.runtimes._base import Int8Format, Runner, Runtime, TensorInfo
 
-if TYPE_CHECKING:  # PyTorch is not loaded to run an ONNX model (the memory probe)
-    import torch
-    from torch import nn
+__all__ = [
+    "DEFAULT_RUNTIME",
+    "Int8Format",
+    "Runner",
+    "Runtime",
+    "TensorInfo",
+    "get_runtime",
+    "register_origin",
+    "register_runtime",
+    "runtime_names",
+    "runtime_origin",
+]
 
-    from autoshuikou.compress.quantize import Int8Format
-    from autoshuikou.families import Feed, Inputs
-
-# A batch in (the named inputs, or one array for a single-input model), every output out.
-Runner = Callable[["Feed | np.ndarray"], list[np.ndarray]]
 DEFAULT_RUNTIME = "onnxruntime"
 
+# name -> factory. Factories import their library when called: ONNX models are run in a
+# child process that never loads PyTorch (the memory probe).
+_RUNTIMES: dict[str, Callable[[], Runtime]] = {}
 
-class Runtime(Protocol):
-    name: str
-    suffix: str  # artifact file suffix, e.g. ".onnx"
 
-    @property
-    def int8_formats(self) -> tuple[Int8Format, ...]:
-        """Candidates; the baseline step keeps the fastest accurate one on this machine."""
-        ...
+def register_runtime(name: str, factory: Callable[[], Runtime]) -> None:
+    """Make ``name`` a choice of ``--runtime``; ``factory`` builds the runtime when used."""
+    _RUNTIMES[name] = factory
 
-    def describe(self) -> dict[str, object]:
-        """Library version and execution provider, for fingerprints and records."""
-        ...
 
-    def build(
-        self,
-        student: nn.Module,
-        example: Inputs | torch.Tensor,
-        int8_layers: Sequence[str],
-        calibration: Sequence[Feed],
-        fmt: Int8Format,
-        out: Path,
-        family: str = "classification",
-    ) -> None:
-        """Write the deployable artifact: ``int8_layers`` in int8, every other layer fp32."""
-        ...
-
-    def open(self, path: Path, threads: int) -> AbstractContextManager[Runner]:
-        """Load the artifact; the runner is valid inside the context."""
-        ...
+def runtime_names() -> tuple[str, ...]:
+    return tuple(_RUNTIMES)
 
 
 def get_runtime(name: str) -> Runtime:
-    if name == "onnxruntime":
-        from autoshuikou.runtimes.onnxruntime import OnnxRuntime
-
-        return OnnxRuntime()
-    if name == "torch":
-        from autoshuikou.runtimes.torchscript import TorchRuntime
-
-        return TorchRuntime()
-    raise UserError(f"unknown runtime {name!r}", "use --runtime onnxruntime (default) or torch")
+    if name not in _RUNTIMES:
+        raise UserError(
+            f"unknown runtime {name!r}",
+            f"use --runtime with one of: {', '.join(_RUNTIMES)} (default {DEFAULT_RUNTIME})",
+        )
+    return _RUNTIMES[name]()
 
 
-RUNTIMES = ("onnxruntime", "torch")
+def runtime_origin(name: str) -> list[str]:
+    """Where ``name``'s factory is defined: its module, its name there and the folder the
+    module is imported from. A child process (the memory probe) registers it from these."""
+    factory = _RUNTIMES[name]
+    module = sys.modules[factory.__module__]
+    file = Path(module.__file__ or "")
+    depth = factory.__module__.count(".") + (file.name == "__init__.py")
+    return [factory.__module__, factory.__qualname__, str(file.parents[depth])]
+
+
+def register_origin(name: str, origin: list[str]) -> None:
+    """Register ``name`` from :func:`runtime_origin`, unless it is registered already."""
+    if name in _RUNTIMES:
+        return
+    module, qualname, root = origin
+    if root not in sys.path:
+        sys.path.append(root)
+    factory = importlib.import_module(module)
+    for part in qualname.split("."):
+        factory = getattr(factory, part)
+    register_runtime(name, factory)  # type: ignore[arg-type]
+
+
+def _onnxruntime() -> Runtime:
+    from autoshuikou.runtimes.onnxruntime import OnnxRuntime
+
+    return OnnxRuntime()
+
+
+def _torch() -> Runtime:
+    from autoshuikou.runtimes.torchscript import TorchRuntime
+
+    return TorchRuntime()
+
+
+register_runtime("onnxruntime", _onnxruntime)
+register_runtime("torch", _torch)

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from autoshuikou.compress.quantize import Int8Format
 from autoshuikou.families import Feed, Inputs
-from autoshuikou.runtimes import Runner
+from autoshuikou.runtimes._base import Int8Format, Runner, Runtime
 from autoshuikou.util import atomic_write_bytes
 
 ENGINE = "x86"  # PyTorch's int8 CPU backend for x86: fbgemm or oneDNN kernels per op
@@ -56,13 +55,16 @@ def _quantize_fx(
     return convert_fx(prepared)
 
 
-class TorchRuntime:
+class TorchRuntime(Runtime):
     name = "torch"
     suffix = ".pt"
-    int8_formats: tuple[Int8Format, ...] = (
-        Int8Format("FX", "u8", per_channel=True),
-        Int8Format("FX", "u8", per_channel=False),
-    )
+
+    @property
+    def int8_formats(self) -> tuple[Int8Format, ...]:
+        return (
+            Int8Format("FX", "u8", per_channel=True),
+            Int8Format("FX", "u8", per_channel=False),
+        )
 
     def describe(self) -> dict[str, object]:
         return {
@@ -115,3 +117,10 @@ class TorchRuntime:
         finally:
             torch.set_num_threads(saved[0])
             torch.backends.quantized.engine = saved[1]
+
+    def run_snippet(self, artifact: str, threads: int, feed: str) -> str:
+        return f"""import torch
+
+model = torch.jit.load("{artifact}")
+torch.set_num_threads({threads})
+outputs = model(batch)"""

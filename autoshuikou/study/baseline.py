@@ -19,9 +19,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from autoshuikou.compress.export import export_onnx
 from autoshuikou.compress.prune import count_macs_params, prune
-from autoshuikou.compress.quantize import Int8Format
 from autoshuikou.families import Feed, to_feed
 from autoshuikou.measure.accuracy import artifact_metric, artifact_scores
 from autoshuikou.measure.fingerprint import fingerprint_key
@@ -30,6 +28,7 @@ from autoshuikou.measure.memory import peak_memory_mb
 from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.measure.size import artifact_bytes
 from autoshuikou.plan import Plan
+from autoshuikou.runtimes import Int8Format
 from autoshuikou.study.context import BaselineInfo, RunContext
 from autoshuikou.study.trial import artifact_counts, build_artifact
 from autoshuikou.tasks import Task
@@ -218,11 +217,10 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
                 fastest_latency_ms=saved["fastest_plan_latency_ms"],
             )
     directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        layers = export_onnx(ctx.teacher, ctx.inputs, Path(tmp) / "layers.onnx", ctx.family)
+    runtime = ctx.settings.backend
+    layers = runtime.layers(ctx.teacher, ctx.inputs, ctx.family)
     # Formats are compared on the int8 reference: the layers the space lets run in int8.
     layers = [layer for layer in layers if "int8" in ctx.space.precision.get(layer, ("int8",))]
-    runtime = ctx.settings.backend
     # fp32 build: no layer in int8, so the format is unused.
     candidates = int8_candidates(ctx)
     runtime.build(ctx.teacher, ctx.inputs, [], [], candidates[0], model_path, ctx.family)

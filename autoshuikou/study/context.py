@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from autoshuikou.compress.prune import label_gradients
-from autoshuikou.compress.quantize import Int8Format
 from autoshuikou.compress.teacher_cache import TeacherCache
 from autoshuikou.families import Feed, Inputs, to_feed
 from autoshuikou.measure.energy import EnergyCounter
 from autoshuikou.measure.memory import InputShapes, input_shapes
 from autoshuikou.measure.runtime import RuntimeSettings
+from autoshuikou.runtimes import Int8Format
 from autoshuikou.space.bind import BoundSpace
 from autoshuikou.tasks import Task
 

@@ -6,20 +6,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from autoshuikou import __version__
-from autoshuikou.compress.export import export_onnx
+from autoshuikou.compress.calibration import calibration_batches
 from autoshuikou.compress.prune import (
     channel_groups,
     head_pruning_notes,
     output_layer_names,
 )
-from autoshuikou.compress.quantize import calibration_batches
 from autoshuikou.errors import UserError
 from autoshuikou.measure.accuracy import torch_metric
 from autoshuikou.measure.energy import find_energy_counter
@@ -57,19 +55,21 @@ def parse_min_metric(text: str | float | None, baseline_metric: float) -> float 
     return baseline_metric * value / 100 if match.group(2) else value
 
 
-def layer_names(task: Task) -> list[str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        return export_onnx(task.model, task.inputs, Path(tmp) / "probe.onnx", task.family)
+def layer_names(task: Task, runtime: str = DEFAULT_RUNTIME) -> list[str]:
+    """The task model's layers that plans set to int8 or fp32 (``Runtime.layers``)."""
+    return get_runtime(runtime).layers(task.model, task.inputs, task.family)
 
 
-def bind_task_space(task: Task, space: str | Path | None) -> BoundSpace:
+def bind_task_space(
+    task: Task, space: str | Path | None, runtime: str = DEFAULT_RUNTIME
+) -> BoundSpace:
     teacher = task.model.eval()
     groups = channel_groups(teacher, task.inputs, task.family)
     modules = [name for name, _ in teacher.named_modules()]
     family = task.family_impl
     loaded = load_space(space, family.default_space)
     fp32 = [] if family.int8_outputs else output_layer_names(teacher, task.inputs, task.family)
-    return bind_space(loaded, groups, layer_names(task), modules, fp32)
+    return bind_space(loaded, groups, layer_names(task, runtime), modules, fp32)
 
 
 def bind_context(
@@ -100,7 +100,7 @@ def bind_context(
     ctx = RunContext(
         task=task,
         teacher=task.model.eval(),
-        space=bind_task_space(task, space),
+        space=bind_task_space(task, space, runtime),
         settings=settings,
         run_dir=run_dir,
         calibration=calibration_batches(

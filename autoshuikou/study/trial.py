@@ -19,7 +19,7 @@ from autoshuikou.measure.energy import energy_per_inference_mj
 from autoshuikou.measure.latency import LOCK_PATH, LatencyStats, measure_interleaved
 from autoshuikou.measure.memory import peak_memory_mb
 from autoshuikou.measure.runtime import open_runner
-from autoshuikou.measure.size import artifact_bytes, graph_counts
+from autoshuikou.measure.size import artifact_bytes
 from autoshuikou.plan import Plan
 from autoshuikou.study.context import RunContext
 from autoshuikou.util import file_lock, read_json, sha256_file, write_json
@@ -117,12 +117,9 @@ def build_artifact(
 def artifact_counts(
     ctx: RunContext, model: Path, module_counts: tuple[int, int]
 ) -> tuple[int, int]:
-    """(params, MACs): from the ONNX graph itself where the artifact is ONNX, else from the
-    PyTorch module the artifact was traced from."""
-    if ctx.settings.backend.suffix == ".onnx":
-        counts = graph_counts(model, ctx.example_input)
-        return counts.params, counts.macs
-    return module_counts
+    """(params, MACs): counted on the artifact itself where its runtime can (an ONNX graph),
+    else those of the PyTorch module the artifact was built from."""
+    return ctx.settings.backend.counts(model, ctx.example_input) or module_counts
 
 
 # What a trial's search-time latency was timed on (metrics.json's "latency_timed_on").

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import onnx
-import torch
 from onnxruntime.quantization import (
     CalibrationDataReader,
     QuantFormat,
@@ -28,79 +25,9 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from autoshuikou.families import Classification, Feed, ModelFamily, to_feed
+from autoshuikou.families import Feed
+from autoshuikou.runtimes._base import Int8Format
 from autoshuikou.util import atomic_write_bytes
-
-CALIBRATION_SAMPLES = 256
-
-
-@dataclass(frozen=True)
-class Int8Format:
-    """How ONNX Runtime stores and runs int8: graph form, activation sign, weight scales."""
-
-    # "QDQ" (Q/DQ pairs, fused at load), "QOperator" (QLinearConv) or "dynamic"
-    # (int8 weights, activations quantized at run time; MatMul/Gemm layers only)
-    quant_format: str = "QDQ"
-    activations: str = "u8"  # "u8" or "s8"; weights are always s8
-    per_channel: bool = True
-
-    @property
-    def name(self) -> str:
-        return (
-            f"{self.quant_format.lower()}-{self.activations}s8-{'pc' if self.per_channel else 'pt'}"
-        )
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Int8Format:
-        return cls(
-            quant_format=str(data["quant_format"]),
-            activations=str(data["activations"]),
-            per_channel=bool(data["per_channel"]),
-        )
-
-
-CANDIDATE_FORMATS: tuple[Int8Format, ...] = (
-    *(
-        Int8Format(fmt, act, pc)
-        for fmt in ("QDQ", "QOperator")
-        for act in ("u8", "s8")
-        for pc in (True, False)
-    ),
-    # ONNX Runtime's dynamic MatMul kernels take u8 activations.
-    Int8Format("dynamic", "u8", True),
-    Int8Format("dynamic", "u8", False),
-)
-
-
-def calibration_batches(
-    batches: Iterable[tuple[Any, torch.Tensor]],
-    samples: int = CALIBRATION_SAMPLES,
-    family: ModelFamily | None = None,
-) -> list[Feed]:
-    """The first ``samples`` training inputs, as the runtime's feeds (named numpy arrays).
-
-    A shuffling loader is reseeded first (its own generator, or the global one), so every
-    run and worker calibrates on the same inputs and builds the same int8 model.
-    """
-    family = family or Classification()
-    generator = getattr(batches, "generator", None)
-    if isinstance(generator, torch.Generator):
-        generator.manual_seed(0)
-    else:
-        torch.manual_seed(0)
-    out: list[Feed] = []
-    seen = 0
-    for raw, _ in batches:
-        inputs = family.named_inputs(raw)
-        feed = to_feed({name: t[: samples - seen] for name, t in inputs.items()})
-        out.append(feed)
-        seen += len(next(iter(feed.values())))
-        if seen >= samples:
-            break
-    return out
 
 
 class _Reader(CalibrationDataReader):  # type: ignore[misc]
