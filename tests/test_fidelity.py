@@ -22,7 +22,7 @@ def test_every_fidelity_runs_a_search_and_names_itself(
     result = search(
         tiny_task,
         budget="300%",
-        trials=4,
+        trials=3,
         fidelity=name,
         out=tmp_path,
         measure_seconds=0.1,
