@@ -113,19 +113,6 @@ def require(
     return record
 
 
-# Locks in places other users can reach (the temporary folder): every holder of one of
-# these paths opens it as a private lock (see _open_lock), whoever calls file_lock.
-_PRIVATE_LOCKS: dict[Path, str] = {}
-
-
-def private_lock(path: Path, how: str) -> Path:
-    """Mark ``path`` as a private lock: its folder must be the user's own, no one else's
-    to write (created 0700), the file is created 0600 and never opened through a link.
-    ``how`` says how to fix a folder that fails the checks."""
-    _PRIVATE_LOCKS[path] = how
-    return path
-
-
 def _private_folder(folder: Path, how: str) -> None:
     with suppress(FileExistsError):  # a link there too: lstat below refuses it
         folder.mkdir(mode=0o700, parents=True)
@@ -145,9 +132,10 @@ def _private_folder(folder: Path, how: str) -> None:
         raise UserError(f"the lock folder {folder} {problem}: refusing to use it", how)
 
 
-def _open_lock(path: Path) -> int:
-    """The lock file's descriptor, opened without following a link at ``path``."""
-    how = _PRIVATE_LOCKS.get(path)
+def _open_lock(path: Path, how: str | None = None) -> int:
+    """The lock file's descriptor, opened without following a link at ``path``. With
+    ``how`` (what to do about a folder that fails the checks) the lock is private: its
+    folder the user's own and no one else's to write (created 0700), the file 0600."""
     if how is None:
         path.parent.mkdir(parents=True, exist_ok=True)
     else:
@@ -168,13 +156,15 @@ def _open_lock(path: Path) -> int:
 
 
 @contextmanager
-def file_lock(path: Path, shared: bool = False) -> Iterator[None]:
+def file_lock(path: Path, shared: bool = False, private: str | None = None) -> Iterator[None]:
     """An advisory lock held while the block runs (released if the process dies).
 
     Exclusive by default; ``shared`` holders exclude exclusive ones but not each other.
-    A link planted at ``path`` is refused, not followed.
+    A link planted at ``path`` is refused, not followed. ``private`` (how to fix a folder
+    that fails the checks) makes it a lock only this user can create: for places other
+    users reach, such as the temporary folder.
     """
-    fd = _open_lock(path)
+    fd = _open_lock(path, private)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:

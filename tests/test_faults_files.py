@@ -25,7 +25,7 @@ from autoshuikou.report.summary import load_summary
 from autoshuikou.report.verify import verify_run
 from autoshuikou.study.storage import journal_storage
 from autoshuikou.tasks import Task
-from autoshuikou.util import drop_torn_tail, file_lock, private_lock, read_json, require
+from autoshuikou.util import drop_torn_tail, file_lock, read_json, require
 
 STUDY = "t"
 SEARCH = ["--no-predict", "--measure-seconds", "0.1", "--budget", "300%", "--study-name", STUDY]
@@ -194,8 +194,8 @@ def test_torn_journal_line(cwd: Path) -> None:
 
 def test_private_lock_refuses_links_and_is_0600(tmp_path: Path) -> None:
     folder = tmp_path / "locks"
-    lock = private_lock(folder / "latency.lock", "set AUTOSHUIKOU_LATENCY_LOCK")
-    with file_lock(lock):
+    lock, how = folder / "latency.lock", "set AUTOSHUIKOU_LATENCY_LOCK"
+    with file_lock(lock, private=how):
         pass
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE(lock.stat().st_mode) == 0o600
@@ -204,12 +204,15 @@ def test_private_lock_refuses_links_and_is_0600(tmp_path: Path) -> None:
     target.write_text("keep")
     lock.symlink_to(target)
     refused = pytest.raises(UserError, match="is a symbolic link: refusing to follow it")
-    with refused, file_lock(lock, shared=True):
+    with refused, file_lock(lock, shared=True, private=how):
         pass
     assert target.read_text() == "keep" and stat.S_IMODE(target.stat().st_mode) != 0o600
     lock.unlink()
     folder.chmod(0o777)  # anyone could plant a file there
-    with pytest.raises(UserError, match="can be written by other users"), file_lock(lock):
+    with (
+        pytest.raises(UserError, match="can be written by other users"),
+        file_lock(lock, private=how),
+    ):
         pass
 
 

@@ -94,9 +94,8 @@ def test_two_processes_never_time_at_once(exported: Path, tmp_path: Path) -> Non
 
 TRAINING_PROBE = """
 import time
-from autoshuikou.measure.latency import LOCK_PATH
-from autoshuikou.util import file_lock
-with file_lock(LOCK_PATH, shared=True):  # what a worker holds while it trains
+from autoshuikou.measure.latency import timing_lock
+with timing_lock(shared=True):  # what a worker holds while it trains
     print("training", flush=True)
     time.sleep(1.5)
     print(time.time(), flush=True)

@@ -12,7 +12,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +23,7 @@ from autoshuikou.measure.runtime import RuntimeSettings, open_runner
 
 if TYPE_CHECKING:
     from autoshuikou.families import Feed
-from autoshuikou.util import file_lock, private_lock
+from autoshuikou.util import file_lock
 
 # One timing at a time for this user on this host, and none while a worker trains
 # (training holds it shared), so parallel workers never time each other's load. Per user:
@@ -31,16 +31,21 @@ from autoshuikou.util import file_lock, private_lock
 # 0600 and never opened through a link, so no one else can stall the timing or have it
 # write through a planted link. (Not $XDG_RUNTIME_DIR: a worker started without a login
 # session lacks it and would take another lock.)
-LOCK_PATH = private_lock(
-    Path(
-        os.environ.get(
-            "AUTOSHUIKOU_LATENCY_LOCK",
-            Path(tempfile.gettempdir()) / f"autoshuikou-{os.getuid()}" / "latency.lock",
-        )
-    ),
-    "delete it (autoshuikou creates it again, private to you), or set "
-    "AUTOSHUIKOU_LATENCY_LOCK to a file in a folder only you can write",
+LOCK_PATH = Path(
+    os.environ.get(
+        "AUTOSHUIKOU_LATENCY_LOCK",
+        Path(tempfile.gettempdir()) / f"autoshuikou-{os.getuid()}" / "latency.lock",
+    )
 )
+LOCK_HOW = (
+    "delete it (autoshuikou creates it again, private to you), or set "
+    "AUTOSHUIKOU_LATENCY_LOCK to a file in a folder only you can write"
+)
+
+
+def timing_lock(shared: bool = False) -> AbstractContextManager[None]:
+    """The host's timing lock for this user: exclusive to time, ``shared`` to train."""
+    return file_lock(LOCK_PATH, shared, private=LOCK_HOW)
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ def measure_interleaved(
     Each block's first run is discarded, so every model is timed with warm caches, as a
     deployed model serving a stream of requests is.
     """
-    with file_lock(LOCK_PATH), ExitStack() as stack:
+    with timing_lock(), ExitStack() as stack:
         runners = [stack.enter_context(open_runner(path, settings)) for path in models]
         warm_until = time.perf_counter() + min(0.3, seconds / 3)
         while time.perf_counter() < warm_until:

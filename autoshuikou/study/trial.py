@@ -16,13 +16,13 @@ from autoshuikou.compress.prune import count_macs_params, prune
 from autoshuikou.families import Feed
 from autoshuikou.measure.accuracy import artifact_scores
 from autoshuikou.measure.energy import energy_per_inference_mj
-from autoshuikou.measure.latency import LOCK_PATH, LatencyStats, measure_interleaved
+from autoshuikou.measure.latency import LatencyStats, measure_interleaved, timing_lock
 from autoshuikou.measure.memory import peak_memory_mb
 from autoshuikou.measure.runtime import open_runner
 from autoshuikou.measure.size import artifact_bytes
 from autoshuikou.plan import Plan
 from autoshuikou.study.context import RunContext
-from autoshuikou.util import file_lock, read_json, sha256_file, write_json
+from autoshuikou.util import read_json, sha256_file, write_json
 
 Stage = Callable[[str], None]
 # Beside each kept model: the pruned, fine-tuned PyTorch student (its state dict; the plan
@@ -74,7 +74,7 @@ def build_artifact(
         stage(f"distilling {epochs:g} epochs on {ctx.device}" if epochs else "no fine-tuning")
         # Training holds the host's timing lock shared: no worker times a model while another
         # trains (which would load the cores), while several workers may train at once.
-        with file_lock(LOCK_PATH, shared=True):
+        with timing_lock(shared=True):
             distill(
                 student,
                 ctx.teacher,
@@ -210,7 +210,7 @@ def measure_artifact(
     params, macs = artifact_counts(ctx, model, module_counts)
     energy = {}
     if ctx.energy is not None:
-        with file_lock(LOCK_PATH), open_runner(model, ctx.settings) as run:
+        with timing_lock(), open_runner(model, ctx.settings) as run:
             energy["energy_mj"] = energy_per_inference_mj(run, ctx.example_input, ctx.energy)
     return {
         **energy,
