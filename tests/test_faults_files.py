@@ -40,11 +40,11 @@ def make_task():
 
 
 def cli(
-    *args: str, cwd: Path, preexec_fn: Callable[[], None] | None = None
+    *args: str, cwd: Path, preexec_fn: Callable[[], None] | None = None, child: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """The command's exit code and output: in a child where ``preexec_fn`` limits it, else
-    in this process (seconds faster: no new interpreter importing torch)."""
-    if preexec_fn is not None:
+    """The command's exit code and output: in a child (``child``, or where ``preexec_fn``
+    limits it), else in this process (seconds faster: no new interpreter importing torch)."""
+    if child or preexec_fn is not None:
         command = [sys.executable, "-m", "autoshuikou", *args]
         return subprocess.run(
             command, cwd=cwd, capture_output=True, text=True, timeout=600, preexec_fn=preexec_fn
@@ -60,7 +60,9 @@ def search(
 ) -> subprocess.CompletedProcess[str]:
     task = f"{cwd.parent / 'task.py'}:make_task"
     args = ("search", "--task", task, "--trials", str(trials), *SEARCH, "--out", "runs")
-    return cli(*args, cwd=cwd, preexec_fn=preexec_fn)
+    # In a fresh interpreter: the search trains the teacher, whose weights (and so the
+    # study's fingerprint) must not depend on what earlier tests did to torch's state.
+    return cli(*args, cwd=cwd, preexec_fn=preexec_fn, child=True)
 
 
 def assert_one_message(result: subprocess.CompletedProcess[str], text: str, code: int) -> None:
