@@ -133,7 +133,7 @@ def _layers(args: argparse.Namespace) -> int:
     for note in head_pruning_notes(task.model):
         print(note)
     print("channel groups (prune rules match any layer in a group):")
-    for group in channel_groups(task.model.eval(), task.inputs, task.family):
+    for group in channel_groups(task.model.eval(), task.inputs, task.family_impl):
         print(
             f"  {group.name:<28} {group.channels:>5} {group.unit:<8}  layers: {', '.join(group.layers)}"
         )

@@ -60,9 +60,9 @@ def test_prediction_convs_and_the_assembled_output_stay_fp32(tmp_path: Path) -> 
     fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
     backend = settings.backend
     fmt = backend.int8_formats[0]
-    backend.build(task.model, task.inputs, [], [], fmt, fp32, task.family)
+    backend.build(task.model, task.inputs, [], [], fmt, fp32, task.family_impl)
     backend.build(
-        task.model, task.inputs, reference.int8_layers, calibration, fmt, int8, task.family
+        task.model, task.inputs, reference.int8_layers, calibration, fmt, int8, task.family_impl
     )
     fp32_graph = onnx.load(str(fp32))
     tail = output_tail(fp32_graph)

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from autoshuikou.compress.distill import distill, learning_rate_factor
+from autoshuikou.compress.distill import Rung, distill, learning_rate_factor
 from autoshuikou.compress.prune import prune
 from autoshuikou.measure.accuracy import torch_metric
 from autoshuikou.plan import DistillSettings
@@ -82,12 +82,13 @@ def test_warmup_ramps_the_learning_rate_up_from_a_small_first_step(tiny_task: Ta
         before = {k: p.detach().clone() for k, p in student.named_parameters()}
         changes: list[float] = []
 
-        def check(model: torch.nn.Module) -> None:
+        def check(model: torch.nn.Module) -> bool:
             after = dict(model.named_parameters())
             changes.append(max(float((after[k] - v).abs().max()) for k, v in before.items()))
+            return True
 
         settings = DistillSettings(epochs=2, lr=1e-2, warmup=warmup)
-        distill(student, tiny_task.model, tiny_task, settings, rung=(1 / 8, check))
+        distill(student, tiny_task.model, tiny_task, settings, rung=Rung(1 / 8, check))
         return changes[0]
 
     # Adam's first step moves each weight by about the learning rate: an eighth of it here.

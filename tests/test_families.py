@@ -11,7 +11,7 @@ import torch
 from autoshuikou.compress.calibration import calibration_batches
 from autoshuikou.compress.distill import distill
 from autoshuikou.compress.prune import channel_groups, count_macs_params, prune
-from autoshuikou.families import FAMILIES, call, to_feed
+from autoshuikou.families import FAMILIES, Encoder, call, to_feed
 from autoshuikou.measure.accuracy import artifact_scores, torch_metric
 from autoshuikou.measure.latency_model import ATTENTION, layer_macs
 from autoshuikou.measure.runtime import RuntimeSettings, open_runner
@@ -45,14 +45,14 @@ def test_every_family_has_a_tiny_task() -> None:
 
 
 def test_pruned_model_runs_the_same_in_onnx_as_in_pytorch(task: Task, tmp_path: Path) -> None:
-    groups = channel_groups(task.model, task.inputs, task.family)
+    groups = channel_groups(task.model, task.inputs, task.family_impl)
     assert groups
-    student = prune(task.model, task.inputs, {g.name: 0.5 for g in groups}, 1, task.family)
+    student = prune(task.model, task.inputs, {g.name: 0.5 for g in groups}, 1, task.family_impl)
     assert (
         count_macs_params(student, task.inputs)[0] < count_macs_params(task.model, task.inputs)[0]
     )
     path = tmp_path / "m.onnx"
-    OnnxRuntime().build(student, task.inputs, [], [], Int8Format(), path, task.family)
+    OnnxRuntime().build(student, task.inputs, [], [], Int8Format(), path, task.family_impl)
     inputs, _ = next(task.batches("val_data"))
     with open_runner(path, RuntimeSettings()) as run:
         outputs = run(to_feed(inputs))
@@ -68,11 +68,11 @@ def test_pruned_model_runs_the_same_in_onnx_as_in_pytorch(task: Task, tmp_path: 
 def test_every_family_fine_tunes_on_cuda_as_on_the_cpu(task: Task) -> None:
     # The family's losses build their helper tensors where the student trains (the
     # detection loss once made its anchors on the CPU and failed on CUDA).
-    groups = channel_groups(task.model, task.inputs, task.family)
+    groups = channel_groups(task.model, task.inputs, task.family_impl)
     settings = DistillSettings(epochs=1, lr=1e-3, temperature=2.0, alpha=0.5)
     losses = {}
     for device in ("cpu", "cuda"):
-        student = prune(task.model, task.inputs, {g.name: 0.5 for g in groups}, 1, task.family)
+        student = prune(task.model, task.inputs, {g.name: 0.5 for g in groups}, 1, task.family_impl)
         for module in student.modules():  # dropout draws from each device's own generator
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
@@ -102,8 +102,8 @@ def test_int8_layers_are_really_int8_and_the_rest_stay_fp32(task: Task, tmp_path
     runtime = OnnxRuntime()
     fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
     fmt = next(f for f in runtime.int8_formats if f.quant_format in task.family_impl.int8_forms)
-    runtime.build(task.model, task.inputs, [], calibration, fmt, fp32, task.family)
-    runtime.build(task.model, task.inputs, layers[:-1], calibration, fmt, int8, task.family)
+    runtime.build(task.model, task.inputs, [], calibration, fmt, fp32, task.family_impl)
+    runtime.build(task.model, task.inputs, layers[:-1], calibration, fmt, int8, task.family_impl)
     assert int8.stat().st_size < fp32.stat().st_size
     metric, _ = artifact_scores(int8, task, RuntimeSettings())
     assert metric >= torch_metric(task.model, task) - 0.1
@@ -115,13 +115,13 @@ def test_int8_layers_are_really_int8_and_the_rest_stay_fp32(task: Task, tmp_path
 
 def test_encoder_heads_are_pruned_whole_and_the_head_count_updated() -> None:
     task = make_encoder_task()
-    groups = channel_groups(task.model, task.inputs, task.family)
+    groups = channel_groups(task.model, task.inputs, task.family_impl)
     heads = [g for g in groups if g.unit == "heads"]
     ffn = [g for g in groups if g.unit == "channels"]
     assert len(heads) == len(ffn) == 2  # one of each per layer; the hidden width is not a group
     assert all(g.channels == 4 for g in heads)
     assert all(len(g.layers) == 3 for g in heads)  # query, key, value (output dense follows)
-    student = prune(task.model, task.inputs, {heads[0].name: 0.5, ffn[1].name: 0.5}, 1, "encoder")
+    student = prune(task.model, task.inputs, {heads[0].name: 0.5, ffn[1].name: 0.5}, 1, Encoder())
     layer0 = student.backbone.encoder.layer[0]  # type: ignore[union-attr, index]
     attention = layer0.attention.self
     assert attention.num_attention_heads == 2
@@ -150,27 +150,27 @@ def test_encoder_latency_features_see_attention() -> None:
     assert len(attention) == 2
     tokens = task.inputs["input_ids"].shape[1]
     assert all(v == 2 * tokens * tokens * 32 for v in attention.values())
-    groups = channel_groups(task.model, task.inputs, task.family)
+    groups = channel_groups(task.model, task.inputs, task.family_impl)
     heads = {g.name: 0.5 for g in groups if g.unit == "heads"}
-    pruned = layer_macs(prune(task.model, task.inputs, heads, 1, "encoder"), task.inputs)
+    pruned = layer_macs(prune(task.model, task.inputs, heads, 1, Encoder()), task.inputs)
     assert all(pruned[k] == v // 2 for k, v in attention.items())  # half the heads
 
 
 def test_encoder_scores_embedding_cosine_beside_the_metric(tmp_path: Path) -> None:
     task = make_encoder_task()
     path = tmp_path / "m.onnx"
-    OnnxRuntime().build(task.model, task.inputs, [], [], Int8Format(), path, "encoder")
+    OnnxRuntime().build(task.model, task.inputs, [], [], Int8Format(), path, Encoder())
     metric, scores = artifact_scores(path, task, RuntimeSettings())
     assert metric == pytest.approx(torch_metric(task.model, task))
     assert scores["embedding_cosine"] == pytest.approx(1.0, abs=1e-5)  # the teacher itself
     student = prune(
         task.model,
         task.inputs,
-        {g.name: 0.75 for g in channel_groups(task.model, task.inputs, "encoder")},
+        {g.name: 0.75 for g in channel_groups(task.model, task.inputs, Encoder())},
         1,
-        "encoder",
+        Encoder(),
     )
-    OnnxRuntime().build(student, task.inputs, [], [], Int8Format(), path, "encoder")
+    OnnxRuntime().build(student, task.inputs, [], [], Int8Format(), path, Encoder())
     assert artifact_scores(path, task, RuntimeSettings())[1]["embedding_cosine"] < 0.999
 
 
@@ -182,7 +182,7 @@ def test_dynamic_int8_quantizes_exactly_the_plan_layers(tmp_path: Path) -> None:
     linears = [n for n in layer_names(task) if isinstance(modules[n], torch.nn.Linear)]
     path = tmp_path / "dyn.onnx"
     fmt = Int8Format("dynamic", "u8", True)
-    OnnxRuntime().build(task.model, task.inputs, linears[:3], [], fmt, path, "encoder")
+    OnnxRuntime().build(task.model, task.inputs, linears[:3], [], fmt, path, Encoder())
     graph = onnx.load(str(path)).graph
     integer = [
         n for n in graph.node if "Integer" in n.op_type or n.op_type.startswith("DynamicQuantize")
@@ -204,8 +204,8 @@ def test_an_int8_embedding_table_is_stored_in_int8(form: str, tmp_path: Path) ->
     calibration = calibration_batches(task.train_data, 32, task.family_impl)
     runtime, fmt = OnnxRuntime(), Int8Format(form, "u8", True)
     fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
-    runtime.build(task.model, task.inputs, [], calibration, fmt, fp32, task.family)
-    runtime.build(task.model, task.inputs, [table], calibration, fmt, int8, task.family)
+    runtime.build(task.model, task.inputs, [], calibration, fmt, fp32, task.family_impl)
+    runtime.build(task.model, task.inputs, [table], calibration, fmt, int8, task.family_impl)
     stored = [numpy_helper.to_array(t) for t in onnx.load(str(int8)).graph.initializer]
     assert any(a.itemsize == 1 and a.shape == tuple(weight.shape) for a in stored)  # (u)int8
     saved = fp32.stat().st_size - int8.stat().st_size
@@ -234,11 +234,11 @@ def test_heads_shared_across_layers_are_kept_and_said_so() -> None:
     model = EncoderClassifier(MPNetModel(config, add_pooling_layer=False), 3).eval()
     ids = torch.randint(4, 64, (2, 16))
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    groups = channel_groups(model, inputs, "encoder")
+    groups = channel_groups(model, inputs, Encoder())
     assert [g.unit for g in groups] == ["channels", "channels"]  # the FFN of each layer
     (note,) = head_pruning_notes(model)
     assert "backbone.encoder.relative_attention_bias" in note
-    student = prune(model, inputs, {g.name: 0.5 for g in groups}, 1, "encoder")
+    student = prune(model, inputs, {g.name: 0.5 for g in groups}, 1, Encoder())
     assert count_macs_params(student, inputs)[1] < count_macs_params(model, inputs)[1]
     logits, _ = call(student, inputs)
     assert logits.shape == (2, 3)

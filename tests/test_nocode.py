@@ -17,6 +17,7 @@ import autoshuikou
 from autoshuikou.cli import main
 from autoshuikou.deploy import CompressedModel
 from autoshuikou.errors import UserError
+from autoshuikou.families import Encoder
 from autoshuikou.study.config import SearchConfig, read_config_file
 from autoshuikou.tasks import Task, task_for, validate_task
 from autoshuikou.tasks.nocode import nocode_task
@@ -401,10 +402,10 @@ def test_hugging_face_sequence_classifier_folder_is_used_as_it_is(tmp_path: Path
     logits, embedding = loaded.model(ids, mask)
     assert logits.shape == (1, 3) and embedding.shape == (1, 32)
     inputs = {"input_ids": ids, "attention_mask": mask}
-    groups = channel_groups(loaded.model, inputs, "encoder")
+    groups = channel_groups(loaded.model, inputs, Encoder())
     heads = [g for g in groups if g.unit == "heads"]
     assert len(heads) == 2  # one per layer, found by the dependency graph
-    student = prune(loaded.model, inputs, {heads[0].name: 0.5}, 1, "encoder")
+    student = prune(loaded.model, inputs, {heads[0].name: 0.5}, 1, Encoder())
     assert student(ids, mask)[0].shape == (1, 3)
     assert sum(p.numel() for p in student.parameters()) < sum(
         p.numel() for p in loaded.model.parameters()

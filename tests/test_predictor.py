@@ -40,7 +40,7 @@ FAST = {"measure_seconds": 0.2, "budget": "300%"}
 def test_recalibration_sets_batchnorm_to_the_pruned_models_own_statistics(
     tiny_task: Task,
 ) -> None:
-    student = prune(tiny_task.model, tiny_task.inputs, {"": 0.5}, 1, tiny_task.family)
+    student = prune(tiny_task.model, tiny_task.inputs, {"": 0.5}, 1, tiny_task.family_impl)
     norm = next(m for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d))
     seen: list[torch.Tensor] = []
     hook = norm.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].detach()))

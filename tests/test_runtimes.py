@@ -15,7 +15,7 @@ from encoder_task import make_encoder_task
 from autoshuikou import load, search
 from autoshuikou.compress.calibration import calibration_batches
 from autoshuikou.errors import UserError
-from autoshuikou.families import FAMILIES, call, to_feed
+from autoshuikou.families import CLASSIFICATION, FAMILIES, call, to_feed
 from autoshuikou.measure.runtime import RuntimeSettings, open_runner
 from autoshuikou.runtimes import get_runtime, register_runtime, runtime_names
 from autoshuikou.runtimes.onnxruntime import OnnxRuntime
@@ -41,8 +41,18 @@ def test_each_runtime_builds_fp32_and_per_layer_int8(
         expected = tiny_task.model(x).numpy()
     fp32, int8 = tmp_path / f"fp32{runtime.suffix}", tmp_path / f"int8{runtime.suffix}"
     fmt = runtime.int8_formats[0]
-    runtime.build(tiny_task.model, tiny_task.example_input, [], calibration, fmt, fp32)
-    runtime.build(tiny_task.model, tiny_task.example_input, LAYERS[1:3], calibration, fmt, int8)
+    runtime.build(
+        tiny_task.model, tiny_task.example_input, [], calibration, fmt, fp32, CLASSIFICATION
+    )
+    runtime.build(
+        tiny_task.model,
+        tiny_task.example_input,
+        LAYERS[1:3],
+        calibration,
+        fmt,
+        int8,
+        CLASSIFICATION,
+    )
     settings = RuntimeSettings(runtime=name)
     with open_runner(fp32, settings) as run_fp32, open_runner(int8, settings) as run_int8:
         np.testing.assert_allclose(run_fp32(x.numpy())[0], expected, rtol=1e-4, atol=1e-4)
@@ -60,7 +70,7 @@ def test_each_runtime_runs_every_family_as_pytorch_does(
     task = validate_task(TINY[family](), f"tiny {family} task")
     runtime = get_runtime(name)
     path = tmp_path / f"m{runtime.suffix}"
-    runtime.build(task.model, task.inputs, [], [], runtime.int8_formats[0], path, task.family)
+    runtime.build(task.model, task.inputs, [], [], runtime.int8_formats[0], path, task.family_impl)
     inputs, _ = next(task.batches("val_data"))
     with open_runner(path, RuntimeSettings(runtime=name)) as run:
         outputs = run(to_feed(inputs))
@@ -90,6 +100,7 @@ def test_torch_int8_runs_in_quantized_kernels(tiny_task: Task, tmp_path: Path) -
         calibration,
         runtime.int8_formats[0],
         path,
+        CLASSIFICATION,
     )
     graph = str(torch.jit.load(str(path)).graph)
     assert "quantized::conv2d" in graph  # conv1 in PyTorch's int8 kernel
@@ -100,7 +111,15 @@ def test_torch_int8_runs_in_quantized_kernels(tiny_task: Task, tmp_path: Path) -
 def test_torch_runner_restores_the_thread_count(tiny_task: Task, tmp_path: Path) -> None:
     runtime = get_runtime("torch")
     path = tmp_path / "m.pt"
-    runtime.build(tiny_task.model, tiny_task.example_input, [], [], runtime.int8_formats[0], path)
+    runtime.build(
+        tiny_task.model,
+        tiny_task.example_input,
+        [],
+        [],
+        runtime.int8_formats[0],
+        path,
+        CLASSIFICATION,
+    )
     before = torch.get_num_threads()
     with open_runner(path, RuntimeSettings(threads=1, runtime="torch")) as run:
         assert torch.get_num_threads() == 1

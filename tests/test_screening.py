@@ -15,7 +15,7 @@ from conftest import make_tiny_task
 from optuna.trial import TrialState
 
 from autoshuikou import search
-from autoshuikou.compress.distill import distill
+from autoshuikou.compress.distill import Rung, distill
 from autoshuikou.compress.prune import prune
 from autoshuikou.plan import DistillSettings
 from autoshuikou.report.progress import Progress
@@ -52,7 +52,7 @@ def test_a_plan_is_screened_out_only_by_a_faster_smaller_better_screened_trial()
 
 
 def test_distill_trains_a_fraction_of_an_epoch(tiny_task: Task) -> None:
-    student = prune(tiny_task.model, tiny_task.inputs, {}, 1, tiny_task.family)
+    student = prune(tiny_task.model, tiny_task.inputs, {}, 1, tiny_task.family_impl)
     calls = []
     student.register_forward_hook(lambda *_: calls.append(1))
     batches = sum(1 for _ in tiny_task.train_data)  # 8 of 32
@@ -63,30 +63,35 @@ def test_distill_trains_a_fraction_of_an_epoch(tiny_task: Task) -> None:
 
 def test_a_rung_sees_the_student_part_way_and_changes_nothing(tiny_task: Task) -> None:
     def student() -> torch.nn.Module:
-        return prune(tiny_task.model, tiny_task.inputs, {}, 1, tiny_task.family)
+        return prune(tiny_task.model, tiny_task.inputs, {}, 1, tiny_task.family_impl)
 
     settings = DistillSettings(epochs=2)
     seen: list[bool] = []
-    checked = distill(
-        student(),
-        tiny_task.model,
-        tiny_task,
-        settings,
-        rung=(0.5, lambda m: seen.append(m.training)),
-    )
+
+    def look(m: torch.nn.Module) -> bool:
+        seen.append(m.training)
+        return True
+
+    rung = Rung(0.5, look)
+    checked = distill(student(), tiny_task.model, tiny_task, settings, rung=rung)
     plain = distill(student(), tiny_task.model, tiny_task, settings)
-    assert seen == [False]  # called once, in eval mode
+    assert seen == [False] and not rung.stopped  # called once, in eval mode
     for a, b in zip(checked.state_dict().values(), plain.state_dict().values(), strict=True):
         assert torch.equal(a, b)  # the same model as training without the rung
 
-    class Stop(Exception):
-        pass
+    # A check that says stop ends training there: the weights are those at the rung.
+    at_rung: dict[str, torch.Tensor] = {}
 
-    def stop(_m: torch.nn.Module) -> None:
-        raise Stop
+    def stop(m: torch.nn.Module) -> bool:
+        at_rung.update({k: v.clone() for k, v in m.state_dict().items()})
+        return False
 
-    with pytest.raises(Stop):
-        distill(student(), tiny_task.model, tiny_task, settings, rung=(0.5, stop))
+    stopping = Rung(0.5, stop)
+    stopped = distill(student(), tiny_task.model, tiny_task, settings, rung=stopping)
+    assert stopping.stopped
+    for name, value in stopped.state_dict().items():
+        assert torch.equal(value, at_rung[name])
+    assert any(not torch.equal(v, at_rung[k]) for k, v in plain.state_dict().items())
 
 
 def test_screened_out_plans_are_recorded_counted_and_not_trained(
@@ -230,6 +235,6 @@ def test_training_starts_from_the_untrained_builds_student(
     reused = trial.run_trial(ctx, 1, plan, pruned=screen.student)
     assert prunes == []
     fresh = trial.run_trial(ctx, 2, plan)
-    assert prunes == [1]
+    assert prunes == [1] and reused is not None and fresh is not None
     assert reused["model_sha256"] == fresh["model_sha256"]
     assert reused["torch_macs"] == fresh["torch_macs"] < ctx.baseline.macs

@@ -156,9 +156,9 @@ def test_a_lost_ctrl_c_still_stops_the_search_after_the_running_trial(
     # A signal handled inside a destructor raises nowhere ("Exception ignored"): simulate
     # that during the first trial; the search must stop before starting another.
     from autoshuikou import interrupt
-    from autoshuikou.study import search as search_module
+    from autoshuikou.study import objective
 
-    real_run_trial = search_module.run_trial
+    real_run_trial = objective.run_trial
 
     def run_trial_and_lose_a_signal(*args: object, **kwargs: object) -> object:
         metrics = real_run_trial(*args, **kwargs)  # type: ignore[arg-type]
@@ -166,7 +166,7 @@ def test_a_lost_ctrl_c_still_stops_the_search_after_the_running_trial(
             interrupt._on_signal(2, None)
         return metrics
 
-    monkeypatch.setattr(search_module, "run_trial", run_trial_and_lose_a_signal)
+    monkeypatch.setattr(objective, "run_trial", run_trial_and_lose_a_signal)
     try:
         with pytest.raises(KeyboardInterrupt):
             search(tiny_task, trials=5, out=tmp_path, study_name="s", **FAST)

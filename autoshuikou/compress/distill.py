@@ -6,6 +6,8 @@ import copy
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +18,21 @@ from autoshuikou.families import Inputs, call, primary
 from autoshuikou.plan import DistillSettings
 from autoshuikou.tasks import Task, iterate_batches
 
-# (fraction of an epoch, check): see ``distill``.
-Rung = tuple[float, Callable[[nn.Module], None]]
+
+@dataclass
+class Rung:
+    """A look at the student part-way through fine-tuning (successive halving's rung).
+
+    After ``epochs`` of training, ``check`` is given the student in eval mode and returns
+    whether training goes on. The check keeps what it saw in ``facts`` and, when it stops
+    training, why in ``reason``; ``distill`` sets ``stopped``. Nothing is raised: the
+    caller reads the outcome here."""
+
+    epochs: float
+    check: Callable[[nn.Module], bool]
+    facts: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    stopped: bool = False
 
 
 @contextmanager
@@ -73,9 +88,9 @@ def distill(
     ``epochs`` overrides that count and may be a fraction (the cosine schedule compressed
     to those steps). ``device`` is where training runs ("cpu", "cuda"); the student comes
     back on the CPU. ``history``, if given, receives each epoch's mean soft, hard and
-    feature losses. ``rung`` (fraction of an epoch, check): after that part of the training, ``check`` is
-    given the student (in eval mode) and may raise to stop here; otherwise training goes on
-    unchanged, so the model is the one a run without the rung trains. ``teacher_cache``
+    feature losses. ``rung``: after ``rung.epochs`` of the training its check sees the
+    student (in eval mode) and may stop training there (``rung.stopped``); otherwise training
+    goes on unchanged, so the model is the one a run without the rung trains. ``teacher_cache``
     supplies the teacher's outputs on batches an earlier call has seen (and keeps this
     call's): the same training, without the teacher's forward pass on those batches.
     """
@@ -93,7 +108,7 @@ def distill(
     projections = nn.ModuleDict()
     per_epoch = sum(1 for _ in iterate_batches(task.train_data, "train_data"))
     steps = max(1, math.ceil(epochs * per_epoch))
-    rung_step = math.ceil(rung[0] * per_epoch) if rung else None
+    rung_step = math.ceil(rung.epochs * per_epoch) if rung else None
     on_device = torch.device(device)
     if on_device.type != "cpu":
         teacher = copy.deepcopy(teacher)  # the caller's teacher stays where it is
@@ -165,7 +180,10 @@ def distill(
                 batches += 1
                 done += 1
                 if rung is not None and done == rung_step and done < steps:
-                    rung[1](student.eval())  # no randomness, no BatchNorm updates in eval
+                    # In eval mode: no randomness, no BatchNorm updates.
+                    if not rung.check(student.eval()):
+                        rung.stopped = True
+                        return student.cpu().eval()
                     student.train()
             if history is not None:
                 history.append({k: v.item() / batches for k, v in sums.items()})

@@ -20,7 +20,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from autoshuikou.families import DEFAULT_FAMILY, Inputs, ModelFamily, call, get_family
+from autoshuikou.families import CLASSIFICATION, Inputs, ModelFamily, call
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Conv1d, nn.Linear)
 
@@ -158,20 +158,20 @@ def terminal_layers(graph: tp.DependencyGraph) -> list[str]:
 def protected_layers(
     model: nn.Module, graph: tp.DependencyGraph, example: Inputs, family: ModelFamily
 ) -> list[nn.Module]:
-    """Layers whose output channels are never pruned: the output layer, or with a family
-    whose outputs are several heads, every terminal layer."""
+    """Layers whose output channels are never pruned, as the family says
+    (``ModelFamily.width_kept``): the output layer, or a detector's every head."""
     modules = dict(model.named_modules())
-    names = terminal_layers(graph) if family.multi_head else [output_layer(model, example)]
+    names = family.width_kept(output_layer(model, example), terminal_layers(graph))
     return [modules[name] for name in names]
 
 
 def output_layer_names(
-    model: nn.Module, example: Inputs | torch.Tensor, family: str = DEFAULT_FAMILY
+    model: nn.Module, example: Inputs | torch.Tensor, family: ModelFamily = CLASSIFICATION
 ) -> list[str]:
     """Names of the layers that keep their width (see :func:`protected_layers`)."""
     graph = _dependency_graph(model, example)
     names = {id(m): name for name, m in model.named_modules()}
-    protected = protected_layers(model, graph, _as_inputs(example), get_family(family))
+    protected = protected_layers(model, graph, _as_inputs(example), family)
     return [names[id(m)] for m in protected]
 
 
@@ -205,14 +205,14 @@ def _describe(model: nn.Module, graph: tp.DependencyGraph, group, order: list[st
 
 
 def channel_groups(
-    model: nn.Module, example: Inputs | torch.Tensor, family: str = DEFAULT_FAMILY
+    model: nn.Module, example: Inputs | torch.Tensor, family: ModelFamily = CLASSIFICATION
 ) -> list[ChannelGroup]:
     """The prunable channel groups of ``model``, in execution order."""
     graph = _dependency_graph(model, example)
     order = execution_order(model, example)
     found = [
         _describe(model, graph, group, order)
-        for group in _groups(model, graph, _as_inputs(example), get_family(family))
+        for group in _groups(model, graph, _as_inputs(example), family)
     ]
     return sorted(found, key=lambda g: order.index(g.layers[0]))
 
@@ -245,7 +245,7 @@ def prune(
     example: Inputs | torch.Tensor,
     ratios: Mapping[str, float],
     round_to: int = 1,
-    family: str = DEFAULT_FAMILY,
+    family: ModelFamily = CLASSIFICATION,
     gradients: Mapping[str, torch.Tensor] | None = None,
 ) -> nn.Module:
     """A pruned copy of ``model``: in each named group, drop the lowest-L2 channels (heads).
@@ -266,7 +266,7 @@ def prune(
     graph = _dependency_graph(student, example)
     order = execution_order(student, example)
     inputs = _as_inputs(example)
-    for group in _groups(student, graph, inputs, get_family(family)):
+    for group in _groups(student, graph, inputs, family):
         layers = _group_layers(graph, group, order)
         attention = _attention_module(student, layers)
         if attention is not None:

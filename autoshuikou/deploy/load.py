@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from autoshuikou.errors import UserError
-from autoshuikou.families import call, get_family
+from autoshuikou.families import ModelFamily, call, get_family
 from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.plan import Plan
 from autoshuikou.study.config import CONFIG_NAME, SearchConfig, read_config_file
@@ -201,9 +201,9 @@ def load_student(folder: Path) -> nn.Module:
     return student.eval()
 
 
-def _teacher(config: SearchConfig) -> tuple[nn.Module, dict[str, torch.Tensor], str]:
+def _teacher(config: SearchConfig) -> tuple[nn.Module, dict[str, torch.Tensor], ModelFamily]:
     """The run's teacher and an example input, as the run built them."""
     from autoshuikou.tasks import task_for
 
     task = task_for(config)
-    return task.model, task.inputs, task.family
+    return task.model, task.inputs, task.family_impl

@@ -19,6 +19,7 @@ from autoshuikou.families.detection import Detection
 from autoshuikou.families.encoder import Encoder, EncoderClassifier, SequenceClassifier
 
 __all__ = [
+    "CLASSIFICATION",
     "FAMILIES",
     "Classification",
     "Detection",
@@ -43,6 +44,8 @@ FAMILIES: dict[str, type[ModelFamily]] = {
     Detection.name: Detection,
 }
 DEFAULT_FAMILY = Classification.name
+# The family of a model given without one (families hold no state: one object serves all).
+CLASSIFICATION = Classification()
 
 
 def get_family(name: str) -> ModelFamily:

@@ -75,15 +75,8 @@ class ModelFamily(ABC):
     # The shipped search space used when none is given (autoshuikou/space/).
     default_space: ClassVar[str] = "default.yaml"
     # Static int8 quantizes exactly the plan's int8 layers (True), or also the operators
-    # between them that ONNX Runtime can run in int8 (False: a CNN's adds and pools).
-    int8_only_layers: ClassVar[bool] = False
-    # Outputs come from several head layers (a detector): every terminal layer keeps its
-    # width, not only the last one to run.
-    multi_head: ClassVar[bool] = False
-    # Whether the output layers (those that keep their width) may run in int8. False keeps
-    # them fp32 in every plan: a detector's prediction convs are a sliver of its compute,
-    # and int8 there costs box precision (digits-detect: 0.804 -> 0.753 mAP@[.5:.95]).
-    int8_outputs: ClassVar[bool] = True
+    # between them that the runtime can run in int8 (False: a CNN's adds and pools).
+    int8_only_plan_layers: ClassVar[bool] = False
     # Training inputs that calibrate static int8 (each costs an inference per build).
     calibration_samples: ClassVar[int] = 256
 
@@ -151,3 +144,12 @@ class ModelFamily(ABC):
     def keeps_width(self, module_types: Sequence[type]) -> bool:
         """Whether a channel group touching these module types must keep its width."""
         return False
+
+    def width_kept(self, last_layer: str, terminal_layers: Sequence[str]) -> list[str]:
+        """The layers whose output channels are never pruned, given the last Conv/Linear to
+        run and every Conv/Linear that feeds no other: the model's one output layer."""
+        return [last_layer]
+
+    def fp32_layers(self, width_kept: Sequence[str]) -> list[str]:
+        """Layers that stay fp32 in every plan (among ``width_kept``): none by default."""
+        return []

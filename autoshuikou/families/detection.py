@@ -13,7 +13,7 @@ in pixels, class -1 for padding, so batches concatenate.
 Distillation: the teacher's objectness and class probabilities (soft) and its confident
 boxes (GIoU), plus the detection loss on the labels (hard). Metric: COCO mAP@[.5:.95] by
 torchmetrics (faster-coco-eval backend); mAP@.5 and the decode + NMS time beside it. Every
-head's output layer keeps its width (``multi_head``: the terminal layers of the graph);
+head's output layer keeps its width (``Detection.width_kept``: the terminal layers of the graph);
 the neck's concatenation-coupled channel groups come from the dependency graph.
 """
 
@@ -265,10 +265,17 @@ class Detection(ModelFamily):
     name = "detection"
     inputs = (InputSpec("input", torch.float32, {0: "batch"}),)
     outputs = ("predictions",)
-    multi_head = True
     default_space = "detection.yaml"
-    int8_outputs = False
     calibration_samples = 128
+
+    def width_kept(self, last_layer: str, terminal_layers: Sequence[str]) -> list[str]:
+        # Outputs come from several head layers: every terminal layer keeps its width.
+        return list(terminal_layers)
+
+    def fp32_layers(self, width_kept: Sequence[str]) -> list[str]:
+        # The prediction convs are a sliver of the compute, and int8 there costs box
+        # precision (digits-detect: 0.804 -> 0.753 mAP@[.5:.95]): fp32 in every plan.
+        return list(width_kept)
 
     def distill_loss(
         self, student: Any, teacher: Any, targets: torch.Tensor, temperature: float

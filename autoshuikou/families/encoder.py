@@ -86,7 +86,7 @@ class Encoder(Classification):
     int8_forms = ("dynamic", "QDQ")
     channel_axis = -1  # hidden states are (batch, tokens, hidden)
     default_space = "encoder.yaml"
-    int8_only_layers = True
+    int8_only_plan_layers = True
     calibration_samples = 64  # a 128-token MiniLM inference costs ~30 ms
 
     def extra_scores(

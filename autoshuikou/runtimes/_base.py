@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # PyTorch is not loaded to run a model (the memory probe's ch
     import torch
     from torch import nn
 
-    from autoshuikou.families import Feed, Inputs
+    from autoshuikou.families import Feed, Inputs, ModelFamily
 
 # A batch in (the named inputs, or one array for a single-input model), every output out.
 Runner = Callable[["Feed | np.ndarray"], list[np.ndarray]]
@@ -81,7 +81,7 @@ class Runtime(ABC):
         calibration: Sequence[Feed],
         fmt: Int8Format,
         out: Path,
-        family: str = "classification",
+        family: ModelFamily,
     ) -> None:
         """Write the deployable artifact: ``int8_layers`` in int8, every other layer fp32."""
 
@@ -104,7 +104,9 @@ class Runtime(ABC):
         does not say."""
         return [], []
 
-    def layers(self, model: nn.Module, example: Inputs | torch.Tensor, family: str) -> list[str]:
+    def layers(
+        self, model: nn.Module, example: Inputs | torch.Tensor, family: ModelFamily
+    ) -> list[str]:
         """The layers a plan may set to int8 or fp32, by PyTorch module name. Plans and
         spaces name the layers as the ONNX export does, whatever the runtime, so one space
         serves every runtime; a runtime that can quantize other layers overrides this."""

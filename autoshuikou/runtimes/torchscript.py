@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autoshuikou.families import Feed, Inputs
+from autoshuikou.families import Feed, Inputs, ModelFamily
 from autoshuikou.runtimes._base import Int8Format, Runner, Runtime
 from autoshuikou.util import atomic_write_bytes
 
@@ -81,7 +81,7 @@ class TorchRuntime(Runtime):
         calibration: Sequence[Feed],
         fmt: Int8Format,
         out: Path,
-        family: str = "classification",
+        family: ModelFamily,
     ) -> None:
         args = tuple(example.values()) if isinstance(example, dict) else (example,)
         model = (

@@ -79,7 +79,7 @@ def choose_int8_format(
     runtime = settings.backend
     for fmt in formats:
         path = workdir / f"{fmt.name}{runtime.suffix}"
-        runtime.build(teacher, task.inputs, layers, calibration, fmt, path, task.family)
+        runtime.build(teacher, task.inputs, layers, calibration, fmt, path, task.family_impl)
         paths.append(path)
         rows.append(
             {

@@ -11,7 +11,7 @@ from torch import nn
 
 from autoshuikou.compress.prune import label_gradients
 from autoshuikou.compress.teacher_cache import TeacherCache
-from autoshuikou.families import Feed, Inputs, to_feed
+from autoshuikou.families import Feed, Inputs, ModelFamily, to_feed
 from autoshuikou.measure.energy import EnergyCounter
 from autoshuikou.measure.memory import InputShapes, input_shapes
 from autoshuikou.measure.runtime import RuntimeSettings
@@ -94,8 +94,8 @@ class RunContext:
         return shape if isinstance(shape, list) else input_shapes(dict(self.example_input))
 
     @property
-    def family(self) -> str:
-        return self.task.family
+    def family(self) -> ModelFamily:
+        return self.task.family_impl
 
     @property
     def artifact_name(self) -> str:

@@ -57,18 +57,18 @@ def parse_min_metric(text: str | float | None, baseline_metric: float) -> float 
 
 def layer_names(task: Task, runtime: str = DEFAULT_RUNTIME) -> list[str]:
     """The task model's layers that plans set to int8 or fp32 (``Runtime.layers``)."""
-    return get_runtime(runtime).layers(task.model, task.inputs, task.family)
+    return get_runtime(runtime).layers(task.model, task.inputs, task.family_impl)
 
 
 def bind_task_space(
     task: Task, space: str | Path | None, runtime: str = DEFAULT_RUNTIME
 ) -> BoundSpace:
     teacher = task.model.eval()
-    groups = channel_groups(teacher, task.inputs, task.family)
-    modules = [name for name, _ in teacher.named_modules()]
     family = task.family_impl
+    groups = channel_groups(teacher, task.inputs, family)
+    modules = [name for name, _ in teacher.named_modules()]
     loaded = load_space(space, family.default_space)
-    fp32 = [] if family.int8_outputs else output_layer_names(teacher, task.inputs, task.family)
+    fp32 = family.fp32_layers(output_layer_names(teacher, task.inputs, family))
     return bind_space(loaded, groups, layer_names(task, runtime), modules, fp32)
 
 

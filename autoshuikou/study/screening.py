@@ -102,15 +102,6 @@ def dominating(screen: Screen, trained: Iterable[Screened], tolerance: float) ->
     )
 
 
-class ScreenedOut(Exception):
-    """Raised at the rung to stop a plan's fine-tuning: a trained trial beats it there."""
-
-    def __init__(self, reason: str, screen: Screen) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.screen = screen
-
-
 def time_untrained(
     ctx: RunContext,
     number: int,

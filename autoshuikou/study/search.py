@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 
 from autoshuikou.compress.teacher_cache import TeacherCache
 from autoshuikou.measure.latency import REMEASURE_MAX_WINDOWS, REMEASURE_MIN_WINDOWS
@@ -26,20 +25,10 @@ from autoshuikou.study.final import (
     search_time_record,
 )
 from autoshuikou.study.front import front
-from autoshuikou.study.gates import (
-    predict_latency,
-    reject,
-    time_plan_untrained,
-)
 from autoshuikou.study.loop import run_trials
+from autoshuikou.study.objective import objective
 from autoshuikou.study.objectives import (
     objectives_for,
-    point,
-)
-from autoshuikou.study.predictor import (
-    ERROR_ATTR,
-    PREDICTED_ATTR,
-    SIGNAL_ATTR,
 )
 from autoshuikou.study.prepare import (
     bind_context,
@@ -54,16 +43,8 @@ from autoshuikou.study.prepare import (
     writable_folder,
 )
 from autoshuikou.study.profile import cache_path, load_or_build_latency_model
-from autoshuikou.study.record import TRIAL_PLAN_ATTR, TrialRecord
-from autoshuikou.study.refine import (
-    PLAN_ATTR,
-    REFINE_ATTR,
-)
 from autoshuikou.study.run import Run
 from autoshuikou.study.samplers import make_sampler
-from autoshuikou.study.screening import (
-    ScreenedOut,
-)
 from autoshuikou.study.storage import (
     check_joinable,
     existing_storage,
@@ -71,13 +52,9 @@ from autoshuikou.study.storage import (
     open_study,
 )
 from autoshuikou.study.students import (
-    STUDENT_FROM_ATTR,
-    KeptStudent,
     StudentStore,
-    student_key,
 )
 from autoshuikou.study.summary import build_summary, plot_front
-from autoshuikou.study.trial import STUDENT_NAME, run_trial
 from autoshuikou.study.workers import (
     WORKER_ATTR,
 )
@@ -152,7 +129,7 @@ def search(
     study = _open(run)
     record_settings(run.config, run.ctx.task, run.name, run.ctx.run_dir, run.from_python)
     try:
-        stopped_early = run_trials(run, study, _objective)
+        stopped_early = run_trials(run, study, objective)
         run.progress.end()
     except KeyboardInterrupt:
         run.progress.end()
@@ -308,96 +285,6 @@ def _open(run: Run) -> optuna.Study:
     ctx.baseline = replace(ctx.baseline, latency_ms=study.user_attrs["baseline_latency_ms"])
     ctx.budget_ms = study.user_attrs["budget_ms"]
     return study
-
-
-def _plan(run: Run, trial: optuna.Trial) -> tuple[Plan, bool]:
-    """The trial's plan (a reference, a fixed plan, or the sampler's suggestion), and
-    whether it is a baseline: those are always measured, never rejected by prediction."""
-    attrs = trial.user_attrs
-    if attrs.get("reference"):
-        return run.ctx.space.reference_plan(attrs["reference"]), True
-    if attrs.get(PLAN_ATTR):
-        return Plan.from_dict(attrs[PLAN_ATTR]), True
-    return run.ctx.space.suggest(trial), False
-
-
-def _keep_student(students: StudentStore, key: str, trial: optuna.Trial, trials_dir: Path) -> None:
-    """Keep the student ``trial`` just trained (read back from its folder) for a twin plan."""
-    path = trials_dir / f"{trial.number:04d}" / STUDENT_NAME
-    weights = torch.load(path, map_location="cpu", weights_only=True)
-    students.put(key, KeptStudent(trial.number, weights, trial.user_attrs.get("screen_metric")))
-
-
-def _objective(run: Run, trial: optuna.Trial) -> tuple[float, ...]:
-    """Build and measure the trial's plan; its record goes to the study, its files to trials/."""
-    ctx = run.ctx
-    plan, baseline = _plan(run, trial)
-    trial.set_user_attr(TRIAL_PLAN_ATTR, plan.to_dict())  # in the study: any machine reads it
-    predicted = predict_latency(run, trial, plan, exempt=baseline)
-    # The uniform plans the study starts from are always trained once they fit the budget:
-    # they are what later plans are screened against.
-    anchor = baseline or "warm_start" in trial.user_attrs
-    same_student = student_key(plan, ctx.seed, ctx.device)
-    twin = run.students.get(same_student) if run.students is not None else None
-    untrained = time_plan_untrained(run, trial, plan, exempt_budget=baseline)
-    if untrained is not None and not anchor and twin is None:
-        run.fidelity.judge_untrained(run, trial, plan, untrained)
-    extra: dict[str, Any] = {} if predicted is None else {"latency_predicted_ms": predicted}
-    if twin is not None:  # its student is trained already: nothing to screen or predict
-        extra[STUDENT_FROM_ATTR] = twin.trial
-        trial.set_user_attr(STUDENT_FROM_ATTR, twin.trial)
-        if twin.screen_metric is not None:  # the same student at the rung
-            extra["screen_metric"] = twin.screen_metric
-            trial.set_user_attr("screen_metric", twin.screen_metric)
-    if REFINE_ATTR in trial.user_attrs:
-        extra["refined_from"] = trial.user_attrs[REFINE_ATTR]
-    if untrained is not None:
-        extra.update(untrained.to_attrs())
-    for key in (SIGNAL_ATTR, PREDICTED_ATTR, ERROR_ATTR):
-        if key in trial.user_attrs:  # the predictor's view, beside what training gave
-            extra[key] = trial.user_attrs[key]
-    started = time.monotonic()
-    try:
-        metrics = run_trial(
-            ctx,
-            trial.number,
-            plan,
-            lambda s: run.progress.stage(trial.number, s),
-            extra,
-            run.fidelity.rung(run, trial, untrained, anchor, extra)
-            if untrained and twin is None
-            else None,
-            # Timed before training: the trained artifact has the same graph (trial.py).
-            untrained.timing if untrained is not None else None,
-            twin.weights if twin is not None else None,
-            untrained.student if untrained is not None else None,
-        )
-    except ScreenedOut as out:
-        check = float(extra.get("screen_check_seconds", 0.0))
-        trial.set_user_attr(
-            "seconds",
-            {
-                "screening": round(out.screen.seconds + check, 2),
-                "training": round(time.monotonic() - started - check, 2),
-            },
-        )
-        reject(run, trial, plan, out.reason, out.screen.latency_ms, **extra)
-        raise  # not reached: reject raises TrialPruned
-    except Exception as exc:
-        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-        raise
-    record = TrialRecord.from_metrics(metrics)
-    for key, value in record.to_attrs().items():
-        trial.set_user_attr(key, value)
-    trial.set_user_attr("seconds", metrics["seconds"])
-    if plan.distill.epochs <= 0:  # never trained: the same model at any point of training
-        trial.set_user_attr("screen_metric", record.metric)
-    elif run.students is not None and twin is None:
-        _keep_student(run.students, same_student, trial, ctx.trials_dir)
-    trial.set_constraint("latency", record.latency_ms - ctx.budget_ms)
-    if ctx.min_metric is not None:
-        trial.set_constraint("metric", ctx.min_metric - record.metric)
-    return point(record, run.objectives)
 
 
 def _finish(

@@ -45,7 +45,8 @@ def build_artifact(
 ) -> dict[str, Any]:
     """Compress the teacher by ``plan`` into ``out`` (the runtime's artifact); returns build
     facts. ``epochs`` overrides the plan's fine-tuning (0: untrained, for timing); ``rung``
-    checks the student part-way (see ``distill``); ``student_out`` receives the pruned,
+    checks the student part-way (see ``distill``; stopped there, nothing is built and the
+    facts say ``stopped_at_rung``); ``student_out`` receives the pruned,
     fine-tuned PyTorch student's state dict (rebuilt by ``deploy.load_student``);
     ``inspect`` is given the student before it is exported. ``trained``: the state dict of
     this plan's student already fine-tuned (``study.students``), loaded instead of training.
@@ -90,6 +91,8 @@ def build_artifact(
             )
     distill_s = time.monotonic() - distill_started
     cached_steps = cache.hits - hits_before if cache is not None else 0
+    if rung is not None and rung.stopped:  # stopped at the rung: nothing to build
+        return {"distill_seconds": round(distill_s, 2), "stopped_at_rung": True}
     if inspect is not None:
         inspect(student)
     if student_out is not None:
@@ -258,8 +261,9 @@ def run_trial(
     timing: Timing | None = None,
     trained: dict[str, torch.Tensor] | None = None,
     pruned: torch.nn.Module | None = None,
-) -> dict[str, Any]:
-    """Build and measure one plan; files land atomically in ``trials/<number>/``. With
+) -> dict[str, Any] | None:
+    """Build and measure one plan; files land atomically in ``trials/<number>/``. None:
+    ``rung`` stopped its training (nothing was built, nothing is left behind). With
     ``timing`` (its untrained build's), the trained artifact is not timed again; with
     ``trained`` (its student's weights), the student is not fine-tuned again; with
     ``pruned`` (its untrained build's student), the teacher is not pruned again."""
@@ -283,13 +287,16 @@ def run_trial(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)  # a stopped trial leaves nothing behind
         raise
+    if build.get("stopped_at_rung"):
+        shutil.rmtree(work, ignore_errors=True)
+        return None
     module_counts = (build["torch_params"], build["torch_macs"])
     metrics = measure_artifact(ctx, artifact, module_counts, stage, timing)
     b = ctx.baseline
     metrics.update(
         trial=number,
         metric_name=ctx.task.metric_name,
-        family=ctx.family,
+        family=ctx.family.name,
         metric_retained=metrics["metric"] / b.metric if b.metric else None,
         speedup=1 / metrics["latency_ratio"],
         budget_ms=ctx.budget_ms,
@@ -307,7 +314,8 @@ def run_trial(
         int8_format=b.int8_format.to_dict(),
         trial_seconds=round(time.monotonic() - started, 2),
         **build,
-        **(extra or {}),
+        # What the rung saw of the student supersedes the untrained build's screen_* facts.
+        **{**(extra or {}), **(rung.facts if rung is not None else {})},
     )
     metrics["seconds"] = time_spent(metrics)
     metrics["model_sha256"] = sha256_file(artifact)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # loading PyTorch is only needed to build, not to run
     import torch
     from torch import nn
 
-    from autoshuikou.families import Feed, Inputs
+    from autoshuikou.families import Feed, Inputs, ModelFamily
 
 PROVIDER = "CPUExecutionProvider"
 
@@ -79,9 +79,8 @@ class OnnxRuntime(Runtime):
         calibration: Sequence[Feed],
         fmt: Int8Format,
         out: Path,
-        family: str = "classification",
+        family: ModelFamily,
     ) -> None:
-        from autoshuikou.families import get_family
         from autoshuikou.runtimes.onnxruntime.export import export_onnx
         from autoshuikou.runtimes.onnxruntime.quantize import quantize
 
@@ -89,8 +88,7 @@ class OnnxRuntime(Runtime):
             fp32 = Path(tmp) / "fp32.onnx"
             layers = export_onnx(student, example, fp32, family)
             int8 = [layer for layer in int8_layers if layer in layers]
-            only_layers = get_family(family).int8_only_layers
-            quantize(fp32, out, int8, layers, calibration, fmt, only_layers)
+            quantize(fp32, out, int8, layers, calibration, fmt, family.int8_only_plan_layers)
 
     @contextmanager
     def open(self, path: Path, threads: int) -> Iterator[Runner]:

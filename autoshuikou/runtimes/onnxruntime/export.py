@@ -18,7 +18,7 @@ import onnx
 import torch
 from torch import nn
 
-from autoshuikou.families import DEFAULT_FAMILY, Inputs, get_family
+from autoshuikou.families import CLASSIFICATION, Inputs, ModelFamily
 from autoshuikou.util import atomic_write_bytes
 
 OPSET = 17
@@ -49,13 +49,13 @@ def export_onnx(
     model: nn.Module,
     example: Inputs | torch.Tensor,
     path: Path,
-    family: str = DEFAULT_FAMILY,
+    family: ModelFamily = CLASSIFICATION,
 ) -> list[str]:
     """Export ``model`` (eval mode, BatchNorm folded, dynamic batch) to ``path``.
 
     Returns the layer names (Conv/Linear/Embedding modules) that became named ONNX nodes.
     """
-    spec = get_family(family)
+    spec = family
     inputs = example if isinstance(example, dict) else spec.named_inputs(example)
     model = model.eval()
     all_modules = {name for name, _ in model.named_modules()}
