@@ -53,7 +53,7 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def header(title: str) -> str:
+def header(title: str, prog: str) -> str:
     """Markdown lines naming the machine, the versions, the date and the command line."""
     gpu = ""
     try:
@@ -64,7 +64,7 @@ def header(title: str) -> str:
     except ImportError:
         pass
     now = datetime.datetime.now(datetime.UTC)
-    command = " ".join(["python", *(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))])
+    command = " ".join(["python", prog, *sys.argv[1:]])
     return "\n".join(
         [
             f"## {title}",
@@ -130,5 +130,5 @@ def main(
         print(listing(prog, description, commands))
         return 0
     command = next(c for c in commands if c.name == args.command)
-    print(header(f"{Path(prog).stem} {command.name}: {command.help}"), flush=True)
+    print(header(f"{Path(prog).stem} {command.name}: {command.help}", prog), flush=True)
     return command.run(args) or 0
