@@ -114,12 +114,12 @@ def run_default(args: argparse.Namespace) -> int:
 
 def add_detector(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", default="50%")
-    parser.add_argument("--trials", default="30", help="the 60-epoch result ran 20")
+    parser.add_argument("--trials", default="20", help="as the 60-epoch result ran (30 before)")
     parser.add_argument("--out", default="runs/case-study-detector", help="a new folder")
 
 
 def run_detector(args: argparse.Namespace) -> int:
-    """`autoshuikou search --task digits-detect` (30 trials, then the detection space
+    """`autoshuikou search --task digits-detect` (20 trials, then the detection space
     refines 2 front models with 60 epochs), then `verify` in a fresh process. The teacher
     comes from the cache (trained on first use, about 7-9 minutes)."""
     search = ["--task", "digits-detect", "--budget", args.budget, "--trials", args.trials]
