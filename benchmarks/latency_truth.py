@@ -247,7 +247,11 @@ def run_noise(args: argparse.Namespace) -> int:
                     ]
                     fresh.append(_window_ratio(runners, ctx.example_input))
             found.append((k, _cv(medians), _cv(p10s), _cv(same), _cv(fresh)))
-            print(f"plan {k}: {found[-1]}", flush=True)
+            print(
+                f"plan {k}: median ratio {found[-1][1]}; p10 ratio {found[-1][2]}; "
+                f"same sessions {found[-1][3]}; fresh sessions {found[-1][4]}",
+                flush=True,
+            )
     print()
     if args.states:
         print(table(["plan", f"{args.states:.0f} s of 0.25 s windows"], found))
