@@ -70,7 +70,10 @@ def _default(action: argparse.Action) -> str:
         return "required"
     if not action.option_strings:
         return "" if action.nargs == "?" and action.default is None else "required"
-    if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+    if isinstance(
+        action,
+        argparse._StoreTrueAction | argparse._StoreFalseAction | argparse.BooleanOptionalAction,
+    ):
         return "off" if action.default is False else "on"
     if action.default is None or action.default is argparse.SUPPRESS:
         return ""
@@ -78,12 +81,11 @@ def _default(action: argparse.Action) -> str:
 
 
 def _name(action: argparse.Action) -> str:
+    """The argument as Markdown: each of its flags in code, with its value's name."""
     if not action.option_strings:
-        return str(action.dest)
-    names = ", ".join(action.option_strings)
-    if action.nargs != 0:
-        names += f" {action.metavar or str(action.dest).upper()}"
-    return names
+        return f"`{action.dest}`"
+    value = "" if action.nargs == 0 else f" {action.metavar or str(action.dest).upper()}"
+    return ", ".join(f"`{flag}{value}`" for flag in action.option_strings)
 
 
 def _arguments_table(parser: argparse.ArgumentParser) -> list[str]:
@@ -93,9 +95,7 @@ def _arguments_table(parser: argparse.ArgumentParser) -> list[str]:
         text = formatter._expand_help(action) if action.help else ""
         if action.choices is not None and not isinstance(action.choices, dict):
             text += f" (one of: {', '.join(map(str, action.choices))})"
-        rows.append(
-            f"| {_code(_name(action))} | {_code(_cell(_default(action)))} | {_text(text)} |"
-        )
+        rows.append(f"| {_name(action)} | {_code(_cell(_default(action)))} | {_text(text)} |")
     return rows
 
 
