@@ -32,6 +32,26 @@ EXIT_INTERRUPTED = 130
 # `search` flags that switch a SearchConfig field off; every other flag is a field itself.
 NEGATED = {"no_warm_start": "warm_start"}
 
+# What `autoshuikou --help` opens with (the module docstring is for maintainers).
+DESCRIPTION = (
+    "Search per-layer compression plans (pruning, int8, distillation) for a trained PyTorch "
+    "model under a latency budget measured on this machine, and keep the Pareto-optimal "
+    "compressed models as deployable files. Start with: autoshuikou search --budget 50%"
+)
+EPILOG = "Each command has its own help and an example: autoshuikou search --help"
+# One example per command, shown at the end of its --help.
+EXAMPLES = {
+    "search": "example:\n  autoshuikou search --budget 50%\n"
+    "  autoshuikou search --task my_task.py:make_task --budget 60% --trials 30",
+    "compare": "example:\n  autoshuikou compare --budget 50% --seeds 3 --strategies tpe-warm,random",
+    "status": "example:\n  autoshuikou status runs/digits-50pct",
+    "profile": "example:\n  autoshuikou profile --task digits",
+    "show": "example:\n  autoshuikou show runs/digits-50pct",
+    "export": "example:\n  autoshuikou export runs/digits-50pct --best --out digits-small",
+    "layers": "example:\n  autoshuikou layers --task digits",
+    "verify": "example:\n  autoshuikou verify runs/digits-50pct",
+}
+
 
 def search_config(args: argparse.Namespace) -> SearchConfig:
     """The settings `autoshuikou search` was given (tests/test_objectives_record.py checks
@@ -209,11 +229,23 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
     a flag given on the command line still wins over the file."""
     from autoshuikou.study.fidelity import fidelity_names  # loads the search stack
 
-    parser = argparse.ArgumentParser(prog="autoshuikou", description=__doc__)
+    parser = argparse.ArgumentParser(prog="autoshuikou", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(
+        title="commands", dest="command", required=True, metavar="COMMAND"
+    )
 
-    s = commands.add_parser("search", help="search compression plans under a latency budget")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        """A subcommand whose --help says what it does and ends with an example."""
+        return commands.add_parser(
+            name,
+            help=help,
+            description=help[0].upper() + help[1:] + ".",
+            epilog=EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    s = command("search", help="search compression plans under a latency budget")
     _add_task_arguments(s)
     s.add_argument(
         "--config",
@@ -345,7 +377,7 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
     if search_defaults:
         s.set_defaults(**search_defaults)
 
-    c = commands.add_parser(
+    c = command(
         "compare", help="run search strategies and fixed baselines side by side, over seeds"
     )
     c.add_argument("--task", default=None, help="as for search (default: digits)")
@@ -380,15 +412,13 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
     )
     c.set_defaults(run=_compare)
 
-    st = commands.add_parser("status", help="trials done/running/failed, workers and best so far")
+    st = command("status", help="trials done/running/failed, workers and best so far")
     st.add_argument("run_dir", nargs="?", default=None, help="runs/<study> (journal storage)")
     st.add_argument("--storage", default=None, help="the database URL the workers use")
     st.add_argument("--study-name", default=None)
     st.set_defaults(run=_status)
 
-    pr = commands.add_parser(
-        "profile", help="learn this machine's latency model for a task (cached)"
-    )
+    pr = command("profile", help="learn this machine's latency model for a task (cached)")
     pr.add_argument("--task", default=None)
     pr.add_argument("--space", default=None)
     pr.add_argument("--threads", type=int, default=DEFAULTS.threads)
@@ -404,11 +434,11 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
     )
     pr.set_defaults(run=_profile)
 
-    sh = commands.add_parser("show", help="print the summary of a finished run")
+    sh = command("show", help="print the summary of a finished run")
     sh.add_argument("run_dir")
     sh.set_defaults(run=_show)
 
-    ex = commands.add_parser(
+    ex = command(
         "export", help="copy one model of a run, with its student, plan and a README, to a folder"
     )
     ex.add_argument("run_dir")
@@ -422,13 +452,13 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
     ex.add_argument("--out", required=True, help="a new (or empty) folder")
     ex.set_defaults(run=_export)
 
-    la = commands.add_parser(
+    la = command(
         "layers", help="list a task's channel groups and layers, for writing search spaces"
     )
     _add_task_arguments(la)
     la.set_defaults(run=_layers)
 
-    v = commands.add_parser(
+    v = command(
         "verify", help="re-measure a run's Pareto models against its baseline in a fresh process"
     )
     v.add_argument("run_dir")

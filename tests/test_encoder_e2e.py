@@ -1,9 +1,8 @@
 """A user's own encoder end to end: a local Hugging Face folder (config.json + weights) and a
-file.py:function Task around it, searched, verified, and the README's encoder example run."""
+file.py:function Task around it, searched, verified, and the docs' encoder example (docs/own-model.md) run."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,11 @@ from autoshuikou.util import read_json
 pytestmark = pytest.mark.slow
 pytest.importorskip("transformers")
 
-README = (Path(__file__).parents[1] / "README.md").read_text()
-
 
 def _encoder_example() -> str:
-    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
-    return next(b for b in blocks if b.startswith("# my_encoder.py"))
+    from doc_blocks import block  # docs/own-model.md, "Your own encoder"
+
+    return block("my_encoder.py")
 
 
 def test_own_hugging_face_encoder_folder_is_searched_and_verified(tmp_path: Path) -> None:

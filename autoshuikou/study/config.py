@@ -60,8 +60,8 @@ class SearchConfig:
     # instead of training the same one again (study.students); False: every plan trains.
     reuse_students: bool = True
     storage: str | None = None  # None: a journal under the run; a .journal path; postgresql://
-    sampler: str = DEFAULT_SAMPLER  # see study.samplers
-    final_remeasure: bool = True  # without: the front keeps its search-time latencies
+    sampler: str = DEFAULT_SAMPLER  # Optuna sampler: tpe, nsga2, random or gp (study.samplers)
+    final_remeasure: bool = True  # re-time the front at the end; false: search-time latencies
     runtime: str = DEFAULT_RUNTIME  # runs and times the artifacts; the budget refers to it
     warm_start: bool = True  # begin with the uniform plans
     refine: int | None = None  # front models trained longer after the search (None: the space's)

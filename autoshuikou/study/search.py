@@ -98,7 +98,7 @@ def search(
 
     ``task`` is a Task, or a spec that overrides ``config.task``; ``settings`` override
     fields of ``config`` (default ``SearchConfig()``), so ``search(task, budget="60%")``
-    works as the README shows.
+    works as the docs show (docs/own-model.md).
 
     Running it again with the same settings resumes the study under ``out/<study_name>``;
     workers started with the same ``storage`` and ``study_name`` share one study, and
