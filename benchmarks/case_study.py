@@ -336,8 +336,10 @@ def _time_at(exported: Path, size: int, seconds: float = 0.5) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         small, base = Path(tmp) / "model.onnx", Path(tmp) / "baseline.onnx"
         backend = settings.backend
-        backend.build(student, task.inputs, plan.int8_layers, calibration, fmt, small)
-        backend.build(task.model, task.inputs, [], calibration, fmt, base)
+        backend.build(
+            student, task.inputs, plan.int8_layers, calibration, fmt, small, task.family_impl
+        )
+        backend.build(task.model, task.inputs, [], calibration, fmt, base, task.family_impl)
         (stats,) = measure_ratios([small], base, to_feed(task.inputs), settings, seconds)
         result = {
             "input_size": size,
@@ -512,7 +514,7 @@ def run_bert_base(args: argparse.Namespace) -> int:
     for note in head_pruning_notes(task.model):
         print(note)
     settings, runtime = RuntimeSettings(), OnnxRuntime()
-    groups = channel_groups(task.model, task.inputs, task.family)
+    groups = channel_groups(task.model, task.inputs, task.family_impl)
     layers = layer_names(task)
     calibration = calibration_batches(task.train_data, 32, task.family_impl)
     kd = DistillSettings(epochs=1, lr=1e-4, temperature=2.0, alpha=0.7)
@@ -529,12 +531,12 @@ def run_bert_base(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for i, (name, ffn, fmt, ds) in enumerate(plans):
         t0 = time.monotonic()
-        student = prune(task.model, task.inputs, {g.name: ffn for g in groups}, 1, task.family)
+        student = prune(task.model, task.inputs, {g.name: ffn for g in groups}, 1, task.family_impl)
         distill(student, task.model, task, ds, seed=0)
         path = work / f"plan{i}.onnx"
         int8 = layers if fmt else []
         fmt = fmt or Int8Format("dynamic", "u8", True)
-        runtime.build(student, task.inputs, int8, calibration, fmt, path, task.family)
+        runtime.build(student, task.inputs, int8, calibration, fmt, path, task.family_impl)
         metric, extra = artifact_scores(path, task, settings)
         rows.append({"plan": name, "metric": metric, **extra, "size_bytes": artifact_bytes(path)})
         print(f"{name}: top-1 {metric:.4f} {extra}, built in {time.monotonic() - t0:.0f} s")
@@ -618,6 +620,7 @@ def run_detector_recipe(args: argparse.Namespace) -> int:
 
     from autoshuikou.compress.distill import distill
     from autoshuikou.compress.prune import channel_groups, prune
+    from autoshuikou.families import Detection
     from autoshuikou.plan import DistillSettings
     from autoshuikou.study.context import taylor_gradients
     from autoshuikou.tasks.digits_detect import (
@@ -632,7 +635,7 @@ def run_detector_recipe(args: argparse.Namespace) -> int:
     teacher, example = task.model, task.example_input
     val_x = torch.cat([x for x, _ in task.val_data])
     val_t = torch.cat([t for _, t in task.val_data])
-    names = [g.name for g in channel_groups(teacher, example, "detection")]
+    names = [g.name for g in channel_groups(teacher, example, Detection())]
     scores = mean_average_precision(predict(teacher, val_x), val_t, CANVAS)
     print(json.dumps({"teacher": scores}), flush=True)
     rows: list[tuple[object, ...]] = [("teacher", None, None, None, None, *_maps(scores), None)]
@@ -647,7 +650,7 @@ def run_detector_recipe(args: argparse.Namespace) -> int:
             example,
             ratios,
             round_to=8,
-            family="detection",
+            family=Detection(),
             gradients=gradients if by_taylor else None,
         )
         settings = DistillSettings(

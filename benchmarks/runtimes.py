@@ -136,13 +136,13 @@ def _time_epochs(task_spec: str, device: str, epochs: int) -> dict[str, object]:
     from autoshuikou.tasks import load_task
 
     task = load_task(task_spec)
-    groups = channel_groups(task.model, task.example_input, task.family)
+    groups = channel_groups(task.model, task.example_input, task.family_impl)
     student = prune(
         task.model,
         task.example_input,
         {g.name: 0.5 for g in groups},
         round_to=8,
-        family=task.family,
+        family=task.family_impl,
     )
     starts: list[float] = []
     started = time.perf_counter()

@@ -36,7 +36,7 @@ RESNET18_RECIPE = f"digits-resnet18-v1-{RESNET18_SIZE}-{RESNET18_EPOCHS}"
 def _train_resnet18(x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
     """Deterministic SGD + one-cycle, as the digits teacher; a few minutes on 2 cores."""
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=10)
+    model: torch.nn.Module = torchvision.models.resnet18(num_classes=10)
     batch = 64
     steps = RESNET18_EPOCHS * ((len(x) + batch - 1) // batch)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
@@ -52,7 +52,8 @@ def _train_resnet18(x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
             loss.backward()
             opt.step()
             sched.step()
-    return model.eval()
+    model.eval()
+    return model
 
 
 def resnet18_digits() -> Task:
@@ -63,7 +64,7 @@ def resnet18_digits() -> Task:
 
     train_x, train_y, val_x, val_y = load_digits_tensors(RESNET18_SIZE)
     train_x, val_x = train_x.expand(-1, 3, -1, -1).clone(), val_x.expand(-1, 3, -1, -1).clone()
-    model = torchvision.models.resnet18(num_classes=10)
+    model: torch.nn.Module = torchvision.models.resnet18(num_classes=10)
     model.load_state_dict(
         train_once("digits-resnet18", RESNET18_RECIPE, lambda: _train_resnet18(train_x, train_y))
     )

@@ -63,7 +63,11 @@ def _commands() -> dict[str, argparse.ArgumentParser]:
 def test_site_builds_strict_with_every_page(site: Path) -> None:
     for page in ("getting-started", "own-model", "search", "workers", "compare", "runtimes"):
         assert (site / page / "index.html").is_file(), page
-    assert "Default search" in (site / "benchmarks" / "index.html").read_text()  # Results
+    results = site / "results"
+    for page in ("classifiers", "encoders", "detectors", "strategies", "cheaper-trials"):
+        assert (results / page / "index.html").is_file(), page
+    assert "The three numbers" in (results / "index.html").read_text()
+    assert "Default search" in (results / "classifiers" / "index.html").read_text()
     api = (site / "reference" / "api" / "index.html").read_text()
     for name in ("Task", "load", "ModelFamily", "student"):
         assert name in api, name

@@ -104,7 +104,7 @@ def measure_interleaved(
 
 # How the final re-measurement and `verify` time a model: many short windows, so each
 # model's windows sample the machine's speed states many times over (with 5-10 windows,
-# two re-measurements minutes apart missed +-10% for 4-16% of models: docs/benchmarks.md).
+# two re-measurements minutes apart missed +-10% for 4-16% of models: docs/results/latency-truth.md).
 REMEASURE_SECONDS = 0.25
 REMEASURE_MIN_WINDOWS = 20
 REMEASURE_MAX_WINDOWS = 40
@@ -142,7 +142,7 @@ def ratio_at_reference_speed(
     ratio rises with the reference's time, ratio ~ t_ref ** gamma. gamma is fitted over the
     model's own windows (Theil-Sen: the median of pairwise slopes, robust to odd windows),
     and the ratio is read off at one fixed reference time, so measurements taken in
-    different phases agree (their spread halved: docs/benchmarks.md).
+    different phases agree (their spread halved: docs/results/latency-truth.md).
     """
     x = np.log(reference_times / reference_ms)
     y = np.log(ratios)

@@ -124,7 +124,7 @@ def fidelity_for(name: str, teacher: torch.nn.Module) -> Fidelity:
     """The fidelity ``name`` names, with "auto" resolved: the predictor where ``teacher``
     has BatchNorm, the rung where it has none. The predictor's signal is the score after
     adaptive BatchNorm; without BatchNorm it is the pruned model's untrained score, which
-    ranked the trained encoders at Spearman 0.13 (docs/benchmarks.md, "The transformer
+    ranked the trained encoders at Spearman 0.13 (docs/results/cheaper-trials.md, "The transformer
     task")."""
     if name == AUTO:
         name = Prediction.name if has_batchnorm(teacher) else Screening.name

@@ -2,7 +2,7 @@
 
 What `autoshuikou search` runs by default on models with BatchNorm (``--fidelity auto``;
 ``predict`` names it); screening at a rung (``study.screening``, ``--fidelity screen``) is
-the alternative it was measured against (docs/benchmarks.md), and the default on models
+the alternative it was measured against (docs/results/cheaper-trials.md), and the default on models
 without BatchNorm, where this signal is only the untrained score. A plan's latency and
 size are measured on its untrained artifact first, as there. Then, instead of half an
 epoch of training:

@@ -130,7 +130,7 @@ TIMED_THIS_ARTIFACT = "this artifact"
 # A plan's latency does not depend on its weights: the graph, its shapes and its kernels are
 # those of its untrained build, timed before fine-tuning (``study.screening``). The trained
 # artifact differs from it by no more than one file timed twice does (mean 0.3% against
-# 0.7% on digits: benchmarks/untrained_timing.py), so it is not timed again (1.3 s a
+# 0.7% on digits: benchmarks/strategies.py timing-once), so it is not timed again (1.3 s a
 # trial). The front's models are still timed themselves at the end (``study.final``).
 TIMED_UNTRAINED = "the untrained build of this plan (same graph, before fine-tuning)"
 # The fp32 reference is the baseline file itself: its latency is the baseline's (ratio 1).
