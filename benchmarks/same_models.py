@@ -11,6 +11,7 @@ measured: the int8 format is set by name, as the baseline step would have chosen
 import hashlib
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from autoshuikou.report.progress import Progress
@@ -37,7 +38,8 @@ def digests(name: str) -> list[tuple[str, str, str]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         ctx, _ = bind_context(task, None, Path(tmp) / "run", 0, 1, 0.1, Progress(live=False))
-        ctx.space = ctx.space.with_round_to(4)
+        # RunContext is frozen since issue 35; replace() works on the older checkout too.
+        ctx = replace(ctx, space=ctx.space.with_round_to(4))
         plans = {
             "uniform-0.5-fp32": ctx.space.uniform_plan(0.5, int8=False),
             "uniform-0.25-int8": ctx.space.uniform_plan(0.25, int8=True),
@@ -45,7 +47,8 @@ def digests(name: str) -> list[tuple[str, str, str]]:
         }
         by_name = {f.name: f for f in ctx.settings.backend.int8_formats}
         for fmt_name in formats:
-            ctx.baseline = BaselineInfo(Path(tmp) / "none", 0, 1, 0, 0, 0, 0, by_name[fmt_name], 1)
+            info = BaselineInfo(Path(tmp) / "none", 0, 1, 0, 0, 0, 0, by_name[fmt_name], 1)
+            ctx = replace(ctx, _baseline=info)
             for label, plan in plans.items():
                 if not plan.int8_layers and fmt_name != formats[0]:
                     continue  # an fp32 plan does not depend on the format

@@ -188,11 +188,9 @@ def choices_path(ctx: RunContext) -> Path:
     return cache_dir() / "choices" / f"{machine_cache_key(ctx, ctx.space.space.round_to)}.json"
 
 
-def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
-    """Load ``baseline/`` if it was measured for this task and machine, else measure it.
-
-    A space with ``round_to: auto`` gets its rounding here (``ctx.space`` is updated).
-    """
+def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> RunContext:
+    """Load ``baseline/`` if it was measured for this task and machine, else measure it:
+    ``ctx`` with the baseline, and its space's rounding where the space said ``auto``."""
     directory = ctx.run_dir / "baseline"
     metrics_path = directory / "metrics.json"
     model_path = directory / ctx.artifact_name
@@ -204,17 +202,18 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
             and model_path.exists()
             and fixed_rounding in (None, saved.get("round_to"))
         ):
-            ctx.space = ctx.space.with_round_to(saved["round_to"])
-            return BaselineInfo(
-                model_path=model_path,
-                metric=saved["metric"],
-                latency_ms=saved["latency_ms"],
-                latency_spread=saved["latency"]["spread"],
-                size_bytes=saved["size_bytes"],
-                macs=saved["macs"],
-                params=saved["params"],
-                int8_format=Int8Format.from_dict(saved["int8_format"]),
-                fastest_latency_ms=saved["fastest_plan_latency_ms"],
+            return replace(ctx, space=ctx.space.with_round_to(saved["round_to"])).with_baseline(
+                BaselineInfo(
+                    model_path=model_path,
+                    metric=saved["metric"],
+                    latency_ms=saved["latency_ms"],
+                    latency_spread=saved["latency"]["spread"],
+                    size_bytes=saved["size_bytes"],
+                    macs=saved["macs"],
+                    params=saved["params"],
+                    int8_format=Int8Format.from_dict(saved["int8_format"]),
+                    fastest_latency_ms=saved["fastest_plan_latency_ms"],
+                )
             )
     directory.mkdir(parents=True, exist_ok=True)
     runtime = ctx.settings.backend
@@ -255,14 +254,14 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
             int8_format=fmt,
             fastest_latency_ms=float("nan"),
         )
-        ctx.baseline = info
+        ctx = ctx.with_baseline(info)
         rounding: list[dict[str, Any]] = []
         if ctx.space.round_to is None and choices is not None:
-            ctx.space = ctx.space.with_round_to(choices["round_to"])
+            ctx = replace(ctx, space=ctx.space.with_round_to(choices["round_to"]))
             rounding = choices["rounding"]
         elif ctx.space.round_to is None:
             round_to, rounding = choose_round_to(ctx, Path(tmp))
-            ctx.space = ctx.space.with_round_to(round_to)
+            ctx = replace(ctx, space=ctx.space.with_round_to(round_to))
         if choices is None:
             write_json(
                 cached_choices,
@@ -316,4 +315,4 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> BaselineInfo:
             "hardware": ctx.hardware,
         },
     )
-    return info
+    return ctx.with_baseline(info)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -48,8 +48,11 @@ class BaselineInfo:
     fastest_latency_ms: float  # the most compressed plan in the space, measured
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunContext:
+    """What every step of a run reads: frozen. It is built before the baseline is known;
+    ``with_baseline`` and ``dataclasses.replace`` give the context of the next stage."""
+
     task: Task
     teacher: nn.Module
     space: BoundSpace
@@ -65,7 +68,10 @@ class RunContext:
     device: str = "cpu"  # where fine-tuning runs; latency is always timed in the runtime
     teacher_cache: TeacherCache | None = None  # None: the teacher runs at every training step
     _baseline: BaselineInfo | None = None
-    _gradients: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    # Computed on first use, once per run: a cache, not a setting.
+    _gradients: dict[str, dict[str, torch.Tensor]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def baseline(self) -> BaselineInfo:
@@ -73,9 +79,8 @@ class RunContext:
             raise RuntimeError("the baseline has not been measured yet")
         return self._baseline
 
-    @baseline.setter
-    def baseline(self, info: BaselineInfo) -> None:
-        self._baseline = info
+    def with_baseline(self, info: BaselineInfo) -> RunContext:
+        return replace(self, _baseline=info)
 
     @property
     def inputs(self) -> Inputs:
@@ -104,9 +109,9 @@ class RunContext:
 
     def label_gradients(self) -> dict[str, torch.Tensor]:
         """:func:`taylor_gradients` of the run's task and seed, computed once per run."""
-        if self._gradients is None:
-            self._gradients = taylor_gradients(self.task, self.seed)
-        return self._gradients
+        if "taylor" not in self._gradients:
+            self._gradients["taylor"] = taylor_gradients(self.task, self.seed)
+        return self._gradients["taylor"]
 
     @property
     def trials_dir(self) -> Path:

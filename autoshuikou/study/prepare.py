@@ -121,14 +121,14 @@ def bind_context(
     return ctx, identity
 
 
-def measure_baseline(ctx: RunContext, identity: dict[str, Any], progress: Progress) -> None:
-    """Measure (or reload) the baseline under ``ctx.run_dir``: ``ctx.baseline`` is set."""
+def measure_baseline(ctx: RunContext, identity: dict[str, Any], progress: Progress) -> RunContext:
+    """Measure (or reload) the baseline under ``ctx.run_dir``: ``ctx`` with its baseline."""
     progress.line(
         f"measuring the fp32 baseline and int8 formats in {ctx.settings.runtime} on this "
         f"machine -> {ctx.run_dir}/baseline"
     )
     with file_lock(ctx.run_dir / ".baseline.lock"):  # workers starting together measure it once
-        ctx.baseline = prepare_baseline(ctx, identity)
+        return prepare_baseline(ctx, identity)
 
 
 def prepare_context(
@@ -145,8 +145,7 @@ def prepare_context(
     ctx, identity = bind_context(
         task, space, run_dir, seed, threads, measure_seconds, progress, runtime
     )
-    measure_baseline(ctx, identity, progress)
-    return ctx, identity
+    return measure_baseline(ctx, identity, progress), identity
 
 
 def context_for(

@@ -126,7 +126,9 @@ def search(
     started = time.monotonic()
     config = replace(config or SearchConfig(), **settings)
     run = _prepare(task, config, progress or Progress(), fixed_plans, started)
-    study = _open(run)
+    study, ctx = _open(run)
+    # From here on the context holds the study creator's reference latency and budget.
+    run = replace(run, ctx=ctx)
     record_settings(run.config, run.ctx.task, run.name, run.ctx.run_dir, run.from_python)
     try:
         stopped_early = run_trials(run, study, objective)
@@ -178,18 +180,22 @@ def _prepare(
     if existing is not None:
         check_joinable(existing, name, fingerprint)
     check_reachable_metric(task, config.min_accuracy)
-    measure_baseline(ctx, identity, progress)
-    ctx.device = device
-    if config.teacher_cache_mb > 0:
-        ctx.teacher_cache = TeacherCache(config.teacher_cache_mb * 2**20)
+    ctx = measure_baseline(ctx, identity, progress)
     setup = {"baseline": round(time.monotonic() - started, 1)}
     b = ctx.baseline
     fixed = {
         label: p.to_dict() for label, p in (fixed_plans(ctx.space) if fixed_plans else {}).items()
     }
     fingerprint["fixed_plans"] = sorted(fixed)
-    ctx.budget_ms = budget.resolve_ms(b.latency_ms)
-    ctx.min_metric = parse_min_metric(config.min_accuracy, b.metric)
+    ctx = replace(
+        ctx,
+        device=device,
+        teacher_cache=(
+            TeacherCache(config.teacher_cache_mb * 2**20) if config.teacher_cache_mb > 0 else None
+        ),
+        budget_ms=budget.resolve_ms(b.latency_ms),
+        min_metric=parse_min_metric(config.min_accuracy, b.metric),
+    )
     progress.line(
         f"baseline: {task.metric_name} {b.metric:.4f}, {b.latency_ms:.3f} ms (spread {b.latency_spread:.0%}), "
         f"{b.size_bytes / 1024:.0f} KiB; int8 format {b.int8_format.name}; "
@@ -263,8 +269,9 @@ def _latency_model(
     return latency_model, margin
 
 
-def _open(run: Run) -> optuna.Study:
-    """Create or join the study; the creator's baseline latency and budget then hold here."""
+def _open(run: Run) -> tuple[optuna.Study, RunContext]:
+    """Create or join the study; the context with the creator's baseline latency and
+    budget, which hold on every worker."""
     config, ctx = run.config, run.ctx
     sampler = make_sampler(config.sampler, config.seed)
     # The creator's reference latency and budget hold for every worker, so all trials'
@@ -282,9 +289,8 @@ def _open(run: Run) -> optuna.Study:
         warm,
         run.objectives,
     )
-    ctx.baseline = replace(ctx.baseline, latency_ms=study.user_attrs["baseline_latency_ms"])
-    ctx.budget_ms = study.user_attrs["budget_ms"]
-    return study
+    reference = replace(ctx.baseline, latency_ms=study.user_attrs["baseline_latency_ms"])
+    return study, replace(ctx.with_baseline(reference), budget_ms=study.user_attrs["budget_ms"])
 
 
 def _finish(
