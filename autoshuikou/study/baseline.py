@@ -188,33 +188,58 @@ def choices_path(ctx: RunContext) -> Path:
     return cache_dir() / "choices" / f"{machine_cache_key(ctx, ctx.space.space.round_to)}.json"
 
 
-def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> RunContext:
-    """Load ``baseline/`` if it was measured for this task and machine, else measure it:
-    ``ctx`` with the baseline, and its space's rounding where the space said ``auto``."""
+def _fastest_ratio(ctx: RunContext, baseline: Path, tmp: Path) -> float:
+    """The fastest plans' best latency as a share of the baseline's, timed interleaved with
+    it. They need the format and rounding; no fine-tuning, latency only. Most pruned in
+    int8 and in fp32: on a small model int8 can be the slower one."""
+    suffix = ctx.settings.backend.suffix
+    plans = {json.dumps(ctx.space.fastest_plan(int8=q).to_dict()): q for q in (True, False)}
+    fastest = [tmp / f"fastest-{i}{suffix}" for i in range(len(plans))]
+    for path, int8 in zip(fastest, plans.values(), strict=True):
+        build_artifact(ctx, ctx.space.fastest_plan(int8=int8), path)
+    *fast, ref = measure_interleaved([*fastest, baseline], ctx.example_input, ctx.settings, 2.0)
+    return min(f.median_ms for f in fast) / ref.median_ms
+
+
+def _saved_baseline(ctx: RunContext, identity: dict[str, Any]) -> RunContext | None:
+    """``ctx`` with the baseline ``baseline/`` holds, if it was measured for this task,
+    machine and rounding; else None."""
     directory = ctx.run_dir / "baseline"
     metrics_path = directory / "metrics.json"
     model_path = directory / ctx.artifact_name
-    if metrics_path.exists():
-        saved = read_json(metrics_path)
-        fixed_rounding = ctx.space.space.round_to
-        if (
-            saved.get("identity") == identity
-            and model_path.exists()
-            and fixed_rounding in (None, saved.get("round_to"))
-        ):
-            return replace(ctx, space=ctx.space.with_round_to(saved["round_to"])).with_baseline(
-                BaselineInfo(
-                    model_path=model_path,
-                    metric=saved["metric"],
-                    latency_ms=saved["latency_ms"],
-                    latency_spread=saved["latency"]["spread"],
-                    size_bytes=saved["size_bytes"],
-                    macs=saved["macs"],
-                    params=saved["params"],
-                    int8_format=Int8Format.from_dict(saved["int8_format"]),
-                    fastest_latency_ms=saved["fastest_plan_latency_ms"],
-                )
-            )
+    if not metrics_path.exists():
+        return None
+    saved = read_json(metrics_path)
+    fixed_rounding = ctx.space.space.round_to
+    if (
+        saved.get("identity") != identity
+        or not model_path.exists()
+        or fixed_rounding not in (None, saved.get("round_to"))
+    ):
+        return None
+    info = BaselineInfo(
+        model_path=model_path,
+        metric=saved["metric"],
+        latency_ms=saved["latency_ms"],
+        latency_spread=saved["latency"]["spread"],
+        size_bytes=saved["size_bytes"],
+        macs=saved["macs"],
+        params=saved["params"],
+        int8_format=Int8Format.from_dict(saved["int8_format"]),
+        fastest_latency_ms=saved["fastest_plan_latency_ms"],
+    )
+    return replace(ctx, space=ctx.space.with_round_to(saved["round_to"])).with_baseline(info)
+
+
+def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> RunContext:
+    """Load ``baseline/`` if it was measured for this task and machine, else measure it:
+    ``ctx`` with the baseline, and its space's rounding where the space said ``auto``."""
+    saved = _saved_baseline(ctx, identity)
+    if saved is not None:
+        return saved
+    directory = ctx.run_dir / "baseline"
+    metrics_path = directory / "metrics.json"
+    model_path = directory / ctx.artifact_name
     directory.mkdir(parents=True, exist_ok=True)
     runtime = ctx.settings.backend
     layers = runtime.layers(ctx.teacher, ctx.inputs, ctx.family)
@@ -273,17 +298,8 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> RunContext:
                     "hardware": ctx.hardware,
                 },
             )
-        # The fastest plans need the format and rounding; no fine-tuning, latency only.
-        # Most pruned in int8 and in fp32: on a small model int8 can be the slower one.
-        plans = {json.dumps(ctx.space.fastest_plan(int8=q).to_dict()): q for q in (True, False)}
-        fastest = [Path(tmp) / f"fastest-{i}{runtime.suffix}" for i in range(len(plans))]
-        for path, int8 in zip(fastest, plans.values(), strict=True):
-            build_artifact(ctx, ctx.space.fastest_plan(int8=int8), path)
-        *fast, ref = measure_interleaved(
-            [*fastest, model_path], ctx.example_input, ctx.settings, seconds=2.0
-        )
-        best = min(f.median_ms for f in fast)
-        info = replace(info, fastest_latency_ms=best / ref.median_ms * latency.median_ms)
+        fastest = _fastest_ratio(ctx, model_path, Path(tmp))
+        info = replace(info, fastest_latency_ms=fastest * latency.median_ms)
     write_json(directory / "int8_formats.json", formats)
     if rounding:
         write_json(directory / "round_to.json", rounding)

@@ -158,11 +158,7 @@ def _prepare(
     writable_folder(Path(config.out), "--out")
     check_energy_objective(config.energy_objective)
     from_python = isinstance(task, Task)
-    if isinstance(task, str):
-        config = replace(config, task=task, model=None)
-        task = load_task(task)
-    elif task is None:
-        task = task_for(config)
+    task, config = _task(task, config)
     name = config.study_name or f"{task.name}-{budget.slug}"
     device = resolve_device(config.device)
     ctx, identity = bind_context(
@@ -202,13 +198,7 @@ def _prepare(
         f"budget {ctx.budget_ms:.3f} ms; fastest reachable {b.fastest_latency_ms:.3f} ms"
     )
     check_reachable_budget(ctx, config.budget)
-    fidelity = fidelity_for(config.fidelity, ctx.teacher)
-    if config.fidelity == AUTO and fidelity.name == Screening.name:
-        progress.line(
-            "fidelity: screen (the model has no BatchNorm, so the predictor's signal "
-            "would be its untrained score, which hardly ranks trained models; plans are "
-            "scored after half an epoch instead)"
-        )
+    fidelity = _fidelity(config.fidelity, ctx, progress)
     latency_model, margin = _latency_model(ctx, config.predict, fidelity, progress, setup)
     storage = existing or make_storage(config.storage, ctx.run_dir)
     objectives = objectives_for(config.energy_objective)
@@ -232,6 +222,26 @@ def _prepare(
         fingerprint,
         from_python,
     )
+
+
+def _task(task: Task | str | None, config: SearchConfig) -> tuple[Task, SearchConfig]:
+    """The task to search (a spec overrides the config's task and model), and the config
+    that names it."""
+    if isinstance(task, str):
+        return load_task(task), replace(config, task=task, model=None)
+    return (task_for(config) if task is None else task), config
+
+
+def _fidelity(name: str, ctx: RunContext, progress: Progress) -> Fidelity:
+    """The fidelity ``--fidelity`` names, "auto" resolved for the teacher (and said why)."""
+    fidelity = fidelity_for(name, ctx.teacher)
+    if name == AUTO and fidelity.name == Screening.name:
+        progress.line(
+            "fidelity: screen (the model has no BatchNorm, so the predictor's signal "
+            "would be its untrained score, which hardly ranks trained models; plans are "
+            "scored after half an epoch instead)"
+        )
+    return fidelity
 
 
 def _latency_model(
