@@ -17,6 +17,7 @@ from autoshuikou.report.verify import verify_run
 from autoshuikou.runtimes.onnxruntime.counts import graph_counts
 from autoshuikou.study.front import front
 from autoshuikou.study.storage import journal_storage
+from autoshuikou.study.summary import int8_reference
 from autoshuikou.tasks import Task
 from autoshuikou.util import read_json, write_json
 
@@ -40,6 +41,13 @@ def test_search_writes_deployable_pareto_models_and_resumes(
     assert read_json(run / "summary.json")["trials_complete"] == 4
     assert result.feasible and result.pareto
     assert (run / "front.png").read_bytes()[:4] == b"\x89PNG"
+    # The chart marks the whole-model int8 build the baseline chose its format on.
+    formats = read_json(run / "baseline" / "int8_formats.json")
+    chosen = next(row for row in formats if row["chosen"])
+    assert int8_reference(run) == (
+        chosen["latency_ratio_to_fp32"],
+        chosen["metric"] / base["metric"],
+    )
 
     for point in result.pareto:
         model = run / point["path"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only: no display on servers and CI
 
@@ -55,27 +56,66 @@ def _staircase(front: Sequence[XY], right: float) -> tuple[list[float], list[flo
     return xs, ys
 
 
+def _latency_axis(ax: Any, xs: Sequence[float], budget_ratio: float) -> None:
+    """A log latency axis from just left of the fastest point to just right of the fp32
+    baseline: the front sits at a few percent of the baseline, so a linear axis from 0 to 1
+    would crowd every model of interest into its left tenth. Ticks read as percentages."""
+    finite = [x for x in [*xs, budget_ratio] if np.isfinite(x) and x > 0]
+    left, right = min(finite) / 1.25, max(1.0, *finite) * 1.15
+    ax.set_xscale("log")
+    ax.set_xlim(left, right)
+    # Fixed ticks: a bare log axis under a decade wide shows one tick or none.
+    mantissas = (1, 1.5, 2, 3, 4, 5, 7) if right / left < 10 else (1, 2, 5)
+    ticks = [m * 10.0**e for e in range(-4, 2) for m in mantissas]
+    ax.xaxis.set_major_locator(
+        matplotlib.ticker.FixedLocator([t for t in ticks if left <= t <= right])
+    )
+    ax.xaxis.set_major_formatter(
+        matplotlib.ticker.FuncFormatter(lambda v, _p: f"{v:.0%}" if v >= 0.01 else f"{v:.1%}")
+    )
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("latency, % of the fp32 baseline (measured; log scale)")
+
+
 def plot_search_front(
     path: Path,
     trials: Sequence[tuple[XY, bool]],
     front: Sequence[XY],
     budget_ratio: float,
     title: str,
+    labels: Sequence[int] = (),
+    int8_reference: XY | None = None,
 ) -> None:
-    """Every measured trial (feasible or not), the Pareto front and the budget."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    """Every measured trial (feasible or not), the Pareto front labelled by trial
+    (``labels``, in ``front``'s order), the budget, the fp32 baseline and the whole-model
+    int8 reference."""
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
     feasible = [p for p, ok in trials if ok]
     infeasible = [p for p, ok in trials if not ok]
     if infeasible:
-        ax.scatter(*_columns(infeasible), marker="x", c="0.6", label="over budget")
+        ax.scatter(*_columns(infeasible), marker="x", c="0.6", label="over budget or floor")
     if feasible:
         ax.scatter(*_columns(feasible), c="tab:blue", s=18, label="feasible trial")
     if front:
         ax.plot(*_staircase(front, budget_ratio), c="tab:red", label="front (latency, metric)")
         ax.scatter(*_columns(front), c="tab:red", s=30, zorder=3, label="Pareto model (+ size)")
-    ax.axvline(budget_ratio, ls="--", c="k", lw=1, label=f"budget {budget_ratio:.2f}x")
-    ax.set(xlabel="latency / fp32 baseline (measured)", ylabel="metric / baseline", title=title)
-    ax.grid(alpha=0.3)
+        for (x, y), number in zip(front, labels, strict=False):
+            ax.annotate(f"#{number}", (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
+    ax.scatter([1.0], [1.0], marker="*", s=90, c="k", zorder=3, label="fp32 baseline")
+    if int8_reference is not None:
+        ax.scatter(
+            *_columns([int8_reference]),
+            marker="D",
+            s=36,
+            c="tab:green",
+            zorder=3,
+            label="whole-model int8",
+        )
+    ax.axvline(budget_ratio, ls="--", c="k", lw=1, label=f"budget {budget_ratio:.0%}")
+    xs = [p[0] for p, _ in trials] + ([int8_reference[0]] if int8_reference else [])
+    _latency_axis(ax, xs, budget_ratio)
+    ax.set(ylabel="metric / baseline", title=title)
+    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     _save(fig, path)
 
@@ -98,11 +138,13 @@ def plot_fronts(
     for i, (name, pts) in enumerate(points.items()):
         if pts:
             ax.scatter(*_columns(pts), marker=markers[i % len(markers)], c="k", label=name)
-    ax.axvline(budget_ratio, ls="--", c="k", lw=1)
+    ax.axvline(budget_ratio, ls="--", c="k", lw=1, label=f"budget {budget_ratio:.0%}")
     ax.axhline(metric_floor, ls=":", c="0.5", lw=1)
-    ax.set(xlabel="latency / fp32 baseline (measured)", ylabel="metric / baseline", title=title)
+    xs = [x for pts in [*fronts.values(), *points.values()] for x, _y in pts]
+    _latency_axis(ax, xs, budget_ratio)
+    ax.set(ylabel="metric / baseline", title=title)
     ax.set_ylim(bottom=metric_floor - 0.01)
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     _save(fig, path)
 

@@ -340,5 +340,5 @@ def _finish(
     summary["reject_margin"] = run.margin
     summary["fidelity"] = run.fidelity.name  # "auto" resolved: how plans were decided
     write_json(ctx.run_dir / "summary.json", summary)
-    plot_front(study, summary, ctx.run_dir / "front.png")
+    plot_front(study, summary, ctx.run_dir / "front.png", ctx.run_dir)
     return SearchResult(run_dir=ctx.run_dir, summary=summary)

@@ -29,6 +29,7 @@ from autoshuikou.study.refine import (
     REFINE_ATTR,
 )
 from autoshuikou.study.trial import PHASES
+from autoshuikou.util import read_json
 
 
 def summary_point(model: FrontModel, artifact_name: str) -> dict[str, Any]:
@@ -177,7 +178,7 @@ def time_breakdown(
     }
 
 
-def plot_front(study: optuna.Study, summary: dict[str, Any], path: Path) -> None:
+def plot_front(study: optuna.Study, summary: dict[str, Any], path: Path, run_dir: Path) -> None:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     records = [(TrialRecord.from_trial(t), is_feasible(t)) for t in complete]
     # No retained share where the baseline scores 0: matplotlib leaves NaN out.
@@ -191,4 +192,21 @@ def plot_front(study: optuna.Study, summary: dict[str, Any], path: Path) -> None
     ]
     budget_ratio = summary["budget_ms"] / summary["baseline"]["latency_ms"]
     title = f"{summary['study_name']}: {len(measured)} trials measured"
-    plot_search_front(path, measured, front_points, budget_ratio, title)
+    labels = [p["trial"] for p in summary["pareto"]]
+    plot_search_front(
+        path, measured, front_points, budget_ratio, title, labels, int8_reference(run_dir)
+    )
+
+
+def int8_reference(run_dir: Path) -> tuple[float, float] | None:
+    """The whole-model int8 build in the chosen format, as the baseline measured it
+    (latency ratio, metric retained); None where the run has no such record."""
+    formats = run_dir / "baseline" / "int8_formats.json"
+    baseline = run_dir / "baseline" / "metrics.json"
+    if not formats.is_file() or not baseline.is_file():
+        return None
+    chosen = [row for row in read_json(formats) if row.get("chosen")]
+    metric = read_json(baseline)["metric"]
+    if not chosen or not metric:
+        return None
+    return chosen[0]["latency_ratio_to_fp32"], chosen[0]["metric"] / metric
