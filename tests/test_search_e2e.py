@@ -8,9 +8,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autoshuikou import search
+from autoshuikou import load, search
 from autoshuikou.errors import UserError
-from autoshuikou.measure.accuracy import artifact_metric
+from autoshuikou.measure.accuracy import artifact_metric, torch_metric
 from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.plan import Plan
 from autoshuikou.report.verify import verify_run
@@ -70,6 +70,17 @@ def test_search_writes_deployable_pareto_models_and_resumes(
             "baseline",
         ):
             assert key in metrics
+
+    # The run was given a Task object: its config.yaml cannot rebuild the teacher, so the
+    # student is loaded with the task, and refused without it (never a wrong teacher).
+    trial_folder = (run / result.pareto[0]["path"]).parent
+    with pytest.raises(UserError, match="Task object passed from Python"):
+        load(trial_folder, student=True)
+    student = load(trial_folder, student=True, task=tiny_task).module
+    assert student is not None
+    assert torch_metric(student, tiny_task) == pytest.approx(
+        read_json(trial_folder / "metrics.json")["metric"], abs=0.02
+    )
 
     study = _study(run)
     references = [t.user_attrs.get("reference") for t in study.trials]

@@ -27,6 +27,7 @@ from autoshuikou.measure.runtime import RuntimeSettings
 from autoshuikou.plan import Plan
 from autoshuikou.study.config import CONFIG_NAME, SearchConfig, read_config_file
 from autoshuikou.study.trial import STUDENT_NAME
+from autoshuikou.tasks import Task
 from autoshuikou.util import read_json, require
 
 REEXPORT = "export the model again with `autoshuikou export`, or restore the folder"
@@ -117,12 +118,16 @@ def _locate(path: Path) -> tuple[Path, Path]:
     return path, path.parents[1]  # runs/<study>/trials/<n>
 
 
-def load(path: str | Path, student: bool = False, threads: int | None = None) -> CompressedModel:
+def load(
+    path: str | Path, student: bool = False, threads: int | None = None, task: Task | None = None
+) -> CompressedModel:
     """The model in ``path`` (an exported folder, or a trial folder of a run).
 
     Default: the deployed artifact in the runtime and thread count it was measured with
     (``threads`` overrides). ``student=True``: the PyTorch student (``.module`` is the
-    ``nn.Module``, ready to train further).
+    ``nn.Module``, ready to train further), rebuilt from the teacher of the task that the
+    run's config.yaml names, or of ``task`` (required where the search was given a Task
+    object from Python: config.yaml cannot name it).
 
     For folders you trust only, like ``torch.load`` of a pickle: loading runs the task code
     that the folder's config.yaml names, and a TorchScript artifact is code itself."""
@@ -131,7 +136,7 @@ def load(path: str | Path, student: bool = False, threads: int | None = None) ->
     metrics = require(read_json(file, REEXPORT), ("metric", "runtime"), file, REEXPORT)
     family = get_family(str(metrics.get("family") or _family(run)))
     if student:
-        module = load_student(folder)
+        module = load_student(folder, task)
         return CompressedModel(folder, metrics, family.input_names, module=module)
     runtime = metrics["runtime"]
     settings = RuntimeSettings(
@@ -179,8 +184,9 @@ def _config(run: Path) -> SearchConfig:
     return config
 
 
-def load_student(folder: Path) -> nn.Module:
-    """The pruned, fine-tuned PyTorch student of a trial or exported folder."""
+def load_student(folder: Path, task: Task | None = None) -> nn.Module:
+    """The pruned, fine-tuned PyTorch student of a trial or exported folder (its teacher
+    from ``task``, else from the task the run's config.yaml names)."""
     from autoshuikou.compress.prune import prune
 
     folder, run = _locate(Path(folder))
@@ -190,7 +196,7 @@ def load_student(folder: Path) -> nn.Module:
             f"{weights} is missing (kept beside the models of feasible Pareto-optimal trials)",
             "export or load a trial that `autoshuikou show` lists",
         )
-    teacher, inputs, family = _teacher(_config(run))
+    teacher, inputs, family = _teacher(_config(run), run, task)
     plan_file = folder / "plan.json"
     plan = Plan.from_dict(
         require(read_json(plan_file, REEXPORT), ("prune", "precision"), plan_file, REEXPORT)
@@ -201,9 +207,18 @@ def load_student(folder: Path) -> nn.Module:
     return student.eval()
 
 
-def _teacher(config: SearchConfig) -> tuple[nn.Module, dict[str, torch.Tensor], ModelFamily]:
+def _teacher(
+    config: SearchConfig, run: Path, task: Task | None
+) -> tuple[nn.Module, dict[str, torch.Tensor], ModelFamily]:
     """The run's teacher and an example input, as the run built them."""
     from autoshuikou.tasks import task_for
 
-    task = task_for(config)
+    if task is None and config.task is None and config.model is None:
+        raise UserError(
+            f"{run} was searched with a Task object passed from Python: its config.yaml "
+            "cannot say how to build the teacher the student was pruned from",
+            "pass the same task: autoshuikou.load(path, student=True, task=make_task()), "
+            "or search with --task file.py:function so that the run names it",
+        )
+    task = task or task_for(config)
     return task.model, task.inputs, task.family_impl
