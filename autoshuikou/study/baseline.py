@@ -238,73 +238,38 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> RunContext:
     if saved is not None:
         return saved
     directory = ctx.run_dir / "baseline"
-    metrics_path = directory / "metrics.json"
     model_path = directory / ctx.artifact_name
     directory.mkdir(parents=True, exist_ok=True)
-    runtime = ctx.settings.backend
-    layers = runtime.layers(ctx.teacher, ctx.inputs, ctx.family)
-    # Formats are compared on the int8 reference: the layers the space lets run in int8.
-    layers = [layer for layer in layers if "int8" in ctx.space.precision.get(layer, ("int8",))]
-    # fp32 build: no layer in int8, so the format is unused.
     candidates = int8_candidates(ctx)
-    runtime.build(ctx.teacher, ctx.inputs, [], [], candidates[0], model_path, ctx.family)
+    # fp32 build: no layer in int8, so the format is unused.
+    ctx.settings.backend.build(
+        ctx.teacher, ctx.inputs, [], [], candidates[0], model_path, ctx.family
+    )
     metric, scores = artifact_scores(model_path, ctx.task, ctx.settings)
     (latency,) = measure_interleaved([model_path], ctx.example_input, ctx.settings, seconds=3.0)
     teacher_macs, teacher_params = count_macs_params(ctx.teacher, ctx.inputs)
     params, macs = artifact_counts(ctx, model_path, (teacher_params, teacher_macs))
+    info = BaselineInfo(
+        model_path=model_path,
+        metric=metric,
+        latency_ms=latency.median_ms,
+        latency_spread=latency.spread,
+        size_bytes=artifact_bytes(model_path),
+        macs=macs,
+        params=params,
+        int8_format=candidates[0],  # until the machine's choice is known
+        fastest_latency_ms=float("nan"),
+    )
     cached_choices = choices_path(ctx)
     with tempfile.TemporaryDirectory() as tmp, file_lock(cached_choices.with_suffix(".lock")):
-        choices = read_json(cached_choices) if cached_choices.exists() else None
-        if choices is not None:
-            fmt, formats = Int8Format.from_dict(choices["int8_format"]), choices["formats"]
-        else:
-            fmt, formats = choose_int8_format(
-                model_path,
-                ctx.teacher,
-                layers,
-                ctx.task,
-                ctx.calibration,
-                ctx.settings,
-                Path(tmp),
-                candidates,
-            )
-        info = BaselineInfo(
-            model_path=model_path,
-            metric=metric,
-            latency_ms=latency.median_ms,
-            latency_spread=latency.spread,
-            size_bytes=artifact_bytes(model_path),
-            macs=macs,
-            params=params,
-            int8_format=fmt,
-            fastest_latency_ms=float("nan"),
-        )
-        ctx = ctx.with_baseline(info)
-        rounding: list[dict[str, Any]] = []
-        if ctx.space.round_to is None and choices is not None:
-            ctx = replace(ctx, space=ctx.space.with_round_to(choices["round_to"]))
-            rounding = choices["rounding"]
-        elif ctx.space.round_to is None:
-            round_to, rounding = choose_round_to(ctx, Path(tmp))
-            ctx = replace(ctx, space=ctx.space.with_round_to(round_to))
-        if choices is None:
-            write_json(
-                cached_choices,
-                {
-                    "int8_format": fmt.to_dict(),
-                    "formats": formats,
-                    "round_to": ctx.space.round_to,
-                    "rounding": rounding,
-                    "hardware": ctx.hardware,
-                },
-            )
+        ctx, choices = _machine_choices(ctx.with_baseline(info), candidates, Path(tmp))
         fastest = _fastest_ratio(ctx, model_path, Path(tmp))
-        info = replace(info, fastest_latency_ms=fastest * latency.median_ms)
-    write_json(directory / "int8_formats.json", formats)
-    if rounding:
-        write_json(directory / "round_to.json", rounding)
+    ctx = ctx.with_baseline(replace(ctx.baseline, fastest_latency_ms=fastest * latency.median_ms))
+    write_json(directory / "int8_formats.json", choices["formats"])
+    if choices["rounding"]:
+        write_json(directory / "round_to.json", choices["rounding"])
     write_json(
-        metrics_path,
+        directory / "metrics.json",
         {
             "identity": identity,
             "metric_name": ctx.task.metric_name,
@@ -316,19 +281,62 @@ def prepare_baseline(ctx: RunContext, identity: dict[str, Any]) -> RunContext:
             "macs": info.macs,
             "params": info.params,
             "peak_memory_mb": peak_memory_mb(
-                model_path,
-                ctx.memory_shapes,
-                ctx.settings.threads,
-                ctx.settings.runtime,
+                model_path, ctx.memory_shapes, ctx.settings.threads, ctx.settings.runtime
             ),
-            "int8_format": fmt.to_dict(),
-            "fastest_plan_latency_ms": info.fastest_latency_ms,
+            "int8_format": ctx.baseline.int8_format.to_dict(),
+            "fastest_plan_latency_ms": ctx.baseline.fastest_latency_ms,
             "round_to": ctx.space.round_to,
-            "round_to_measured": bool(rounding),
+            "round_to_measured": bool(choices["rounding"]),
             # Measured by an earlier run on this machine (same model and space), not this one.
-            "choices_from_cache": str(cached_choices) if choices is not None else None,
+            "choices_from_cache": choices["from_cache"],
             "runtime": ctx.settings.to_dict(),
             "hardware": ctx.hardware,
         },
     )
-    return ctx.with_baseline(info)
+    return ctx
+
+
+def _machine_choices(
+    ctx: RunContext, candidates: Sequence[Int8Format], tmp: Path
+) -> tuple[RunContext, dict[str, Any]]:
+    """The int8 format and (for ``round_to: auto``) the rounding this machine runs best for
+    this model and space: measured once per machine and cached (``choices_path``); ``ctx``
+    with both set, and the record (``from_cache``: the cache file it came from, or None
+    where this run measured it; ``rounding``: the roundings timed, where the space left
+    the rounding to the machine)."""
+    cached = choices_path(ctx)
+    if cached.exists():
+        choices = read_json(cached)
+        fmt = Int8Format.from_dict(choices["int8_format"])
+        ctx = ctx.with_baseline(replace(ctx.baseline, int8_format=fmt))
+        if ctx.space.round_to is None:
+            ctx = replace(ctx, space=ctx.space.with_round_to(choices["round_to"]))
+            return ctx, {**choices, "from_cache": str(cached)}
+        return ctx, {**choices, "rounding": [], "from_cache": str(cached)}
+    layers = ctx.settings.backend.layers(ctx.teacher, ctx.inputs, ctx.family)
+    # Formats are compared on the int8 reference: the layers the space lets run in int8.
+    layers = [layer for layer in layers if "int8" in ctx.space.precision.get(layer, ("int8",))]
+    fmt, formats = choose_int8_format(
+        ctx.baseline.model_path,
+        ctx.teacher,
+        layers,
+        ctx.task,
+        ctx.calibration,
+        ctx.settings,
+        tmp,
+        candidates,
+    )
+    ctx = ctx.with_baseline(replace(ctx.baseline, int8_format=fmt))
+    rounding: list[dict[str, Any]] = []
+    if ctx.space.round_to is None:
+        round_to, rounding = choose_round_to(ctx, tmp)
+        ctx = replace(ctx, space=ctx.space.with_round_to(round_to))
+    choices = {
+        "int8_format": fmt.to_dict(),
+        "formats": formats,
+        "round_to": ctx.space.round_to,
+        "rounding": rounding,
+        "hardware": ctx.hardware,
+    }
+    write_json(cached, choices)
+    return ctx, {**choices, "from_cache": None}
