@@ -116,37 +116,71 @@ def _wait_or_give_up(run: Run, running: list[FrozenTrial], since: float | None) 
 TrialObjective = Callable[[Run, optuna.Trial], tuple[float, ...]]
 
 
-def run_trials(run: Run, study: optuna.Study, objective: TrialObjective) -> str | None:
-    """Run trials until the study holds ``trials`` counted ones (over all workers), the
-    timeout passes, or too many fail or are rejected in a row; returns why it stopped early
-    (None: it did not)."""
-    config, progress = run.config, run.progress
-    failures = rejected_in_a_row = 0
+class _Worker:
+    """This worker's trials: each run under its heartbeat once reserved, and counted after
+    (Optuna's callback) towards the failures and the latency rejections in a row."""
 
-    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal failures, rejected_in_a_row
-        failures = failures + 1 if trial.state == TrialState.FAIL else 0
+    def __init__(self, run: Run, objective: TrialObjective) -> None:
+        self.run, self.objective = run, objective
+        self.failures = self.rejected_in_a_row = 0
+        self.disk_full: list[OSError] = []  # raised after the trial is recorded failed
+        self.lock = reservation_lock(run.storage, run.ctx.run_dir, run.name)
+
+    def going_on(self) -> bool:
+        timeout = self.run.config.timeout
+        return (
+            self.failures < MAX_CONSECUTIVE_FAILURES
+            and self.rejected_in_a_row < MAX_REJECTED_IN_A_ROW
+            and (timeout is None or time.monotonic() - self.run.started < timeout)
+        )
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.failures = self.failures + 1 if trial.state == TrialState.FAIL else 0
         rejected = trial.state == TrialState.PRUNED and not counted(trial)
-        rejected_in_a_row = rejected_in_a_row + 1 if rejected else 0
-        prune_artifacts(study, run.ctx.run_dir, run.ctx.artifact_name)
-        progress.trial_done(
+        self.rejected_in_a_row = self.rejected_in_a_row + 1 if rejected else 0
+        prune_artifacts(study, self.run.ctx.run_dir, self.run.ctx.artifact_name)
+        self.run.progress.trial_done(
             trial.number, dict(trial.user_attrs), trial.state.name, best_text(study)
         )
 
-    def run_one(trial: optuna.Trial) -> tuple[float, ...]:
+    def run_one(self, trial: optuna.Trial) -> tuple[float, ...]:
         mark_running(trial)  # tagged before other workers may judge it
-        lock.release()  # the trial now exists as RUNNING: other workers count it
+        self.lock.release()  # the trial now exists as RUNNING: other workers count it
         try:
-            with Heartbeat(trial, run.storage):
-                return objective(run, trial)
+            with Heartbeat(trial, self.run.storage):
+                return self.objective(self.run, trial)
         except OSError as exc:
             if exc.errno in DISK_FULL:  # no later trial could write its files either
-                disk_full.append(exc)
+                self.disk_full.append(exc)
             raise
 
-    disk_full: list[OSError] = []  # raised after the trial is recorded failed: one message
+    def next_trial(self, study: optuna.Study) -> list[FrozenTrial] | None:
+        """Under the lock: run one trial if the study still needs one (returns []), or
+        the trials other workers are running when they are all it needs (None: done)."""
+        self.lock.acquire()
+        try:
+            _recover_dead_workers(self.run, study)
+            # One read for both counts: with two, a trial another worker finishes between
+            # them is counted in neither, and one trial too many is started.
+            trials = study.get_trials(deepcopy=False)
+            finished = sum(counted(t) for t in trials)
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            if finished >= self.run.config.trials:
+                return None
+            if finished + len(running) >= self.run.config.trials:
+                return running
+            study.optimize(
+                self.run_one, n_trials=1, catch=(Exception,), callbacks=[self.after_trial]
+            )
+            if self.disk_full:
+                raise self.disk_full[0]
+            return []
+        finally:
+            self.lock.release()
 
-    lock = reservation_lock(run.storage, run.ctx.run_dir, run.name)
+
+def _begin(run: Run, study: optuna.Study, lock: ReservationLock) -> None:
+    """Before the first trial: give up dead workers' trials, sweep what killed ones left."""
     lock.acquire()
     try:
         _recover_dead_workers(run, study)
@@ -154,56 +188,48 @@ def run_trials(run: Run, study: optuna.Study, objective: TrialObjective) -> str 
     finally:
         lock.release()
     if swept:
-        progress.line(f"removed what killed trials left behind: trials/{{{','.join(swept)}}}")
+        run.progress.line(f"removed what killed trials left behind: trials/{{{','.join(swept)}}}")
     done = len(counted_trials(study))
-    progress.begin(config.trials, done)
-    progress.line(
-        f"study {run.name}: {done} of {config.trials} trials done"
-        + ("" if done >= config.trials else "; running the rest")
+    run.progress.begin(run.config.trials, done)
+    run.progress.line(
+        f"study {run.name}: {done} of {run.config.trials} trials done"
+        + ("" if done >= run.config.trials else "; running the rest")
     )
+
+
+def run_trials(run: Run, study: optuna.Study, objective: TrialObjective) -> str | None:
+    """Run trials until the study holds ``trials`` counted ones (over all workers), the
+    timeout passes, or too many fail or are rejected in a row; then refine the front.
+    Returns why it stopped early (None: it did not)."""
+    worker = _Worker(run, objective)
+    _begin(run, study, worker.lock)
     waiting_since: float | None = None
-    while (
-        failures < MAX_CONSECUTIVE_FAILURES
-        and rejected_in_a_row < MAX_REJECTED_IN_A_ROW
-        and (config.timeout is None or time.monotonic() - run.started < config.timeout)
-    ):
+    while worker.going_on():
         raise_if_interrupted()
-        lock.acquire()
-        try:
-            _recover_dead_workers(run, study)
-            # One read for both counts: with two, a trial another worker finishes between
-            # them is counted in neither, and one trial too many is started.
-            trials = study.get_trials(deepcopy=False)
-            finished = sum(counted(t) for t in trials)
-            running = [t for t in trials if t.state == TrialState.RUNNING]
-            if finished >= config.trials:
-                break
-            if finished + len(running) < config.trials:
-                waiting_since = None
-                study.optimize(run_one, n_trials=1, catch=(Exception,), callbacks=[after_trial])
-                if disk_full:
-                    raise disk_full[0]
-                continue
-        finally:
-            lock.release()
+        running = worker.next_trial(study)
+        if running is None:
+            break
+        if not running:
+            waiting_since = None
+            continue
         # The rest are running on other workers: wait, in case one dies and its trial returns.
         waiting_since = _wait_or_give_up(run, running, waiting_since)
-    if failures >= MAX_CONSECUTIVE_FAILURES:
+    if worker.failures >= MAX_CONSECUTIVE_FAILURES:
         last = TrialTags.from_trial(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1])
         raise UserError(
-            f"{failures} trials in a row failed; the last: {last.error or 'unknown'}",
+            f"{worker.failures} trials in a row failed; the last: {last.error or 'unknown'}",
             "run with --verbose to see the traceback; the study is saved and resumes on rerun",
         )
     raise_if_interrupted()
-    if rejected_in_a_row < MAX_REJECTED_IN_A_ROW:
-        refine_front(run, study, lock, run_one, after_trial)
+    if worker.rejected_in_a_row < MAX_REJECTED_IN_A_ROW:
+        refine_front(run, study, worker.lock, worker.run_one, worker.after_trial)
         return None
     reason = (
-        f"{rejected_in_a_row} plans in a row were over the budget before training (predicted, "
-        "or measured untrained): the sampler finds "
+        f"{worker.rejected_in_a_row} plans in a row were over the budget before training "
+        "(predicted, or measured untrained): the sampler finds "
         "little else in this space; raise --budget or allow more pruning"
     )
-    progress.line(f"stopped early: {reason}")
+    run.progress.line(f"stopped early: {reason}")
     return reason
 
 
