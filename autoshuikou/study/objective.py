@@ -1,7 +1,9 @@
 """One trial, as one straight pipeline: plan -> gates (latency predicted, the untrained
 build timed, the fidelity's judgement) -> fine-tuning (to the rung, or fully) -> artifact
--> measurement -> the trial's record. Every stage below returns what it decided; only this
-module writes the trial's attributes and ends a trial (``gates.reject``)."""
+-> measurement -> the trial's record. Every stage below returns what it decided; this
+module writes what the trial found to its attributes and ends a trial (through
+``gates.reject``). Beside it only the worker loop writes to a trial: its worker's identity
+and heartbeat (``study.workers``)."""
 
 from __future__ import annotations
 
