@@ -63,19 +63,11 @@ def add_noise(parser: argparse.ArgumentParser) -> None:
 def _window_medians(
     runners: Sequence[Callable[[Any], object]], x: Any, seconds: float = 1.0
 ) -> list[float]:
-    """One window in blocks of 10, first run of each block dropped (as measure_interleaved):
-    each runner's median time in ms."""
-    samples: list[list[float]] = [[] for _ in runners]
-    deadline = time.perf_counter() + seconds
-    rounds = 0
-    while rounds < 3 or time.perf_counter() < deadline:
-        for run, times in zip(runners, samples, strict=True):
-            run(x)
-            for _ in range(9):
-                start = time.perf_counter()
-                run(x)
-                times.append(time.perf_counter() - start)
-        rounds += 1
+    """One window timed as measure_interleaved times it (blocks of 10, the first run of
+    each dropped): each runner's median time in ms."""
+    from autoshuikou.measure.latency import interleaved_samples
+
+    samples = interleaved_samples(runners, x, seconds)
     return [float(np.median(times)) * 1e3 for times in samples]
 
 

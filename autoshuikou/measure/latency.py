@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -88,18 +88,27 @@ def measure_interleaved(
         while time.perf_counter() < warm_until:
             for run in runners:
                 run(example_input)
-        samples: list[list[float]] = [[] for _ in runners]
-        deadline = time.perf_counter() + seconds
-        rounds = 0
-        while rounds < 3 or time.perf_counter() < deadline:
-            for run, times in zip(runners, samples, strict=True):
-                run(example_input)
-                for _ in range(block - 1):
-                    start = time.perf_counter()
-                    run(example_input)
-                    times.append(time.perf_counter() - start)
-            rounds += 1
+        samples = interleaved_samples(runners, example_input, seconds, block)
     return [_stats(times) for times in samples]
+
+
+def interleaved_samples(
+    runners: Sequence[Callable[[Any], object]], example_input: Any, seconds: float, block: int = 10
+) -> list[list[float]]:
+    """One timing window: each runner in turn for ``block`` runs, its first one dropped
+    (warm caches), for ``seconds`` and at least three rounds; each runner's run times in s."""
+    samples: list[list[float]] = [[] for _ in runners]
+    deadline = time.perf_counter() + seconds
+    rounds = 0
+    while rounds < 3 or time.perf_counter() < deadline:
+        for run, times in zip(runners, samples, strict=True):
+            run(example_input)
+            for _ in range(block - 1):
+                start = time.perf_counter()
+                run(example_input)
+                times.append(time.perf_counter() - start)
+        rounds += 1
+    return samples
 
 
 # How the final re-measurement and `verify` time a model: many short windows, so each
