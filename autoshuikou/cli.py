@@ -333,16 +333,17 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
         "--refine",
         type=int,
         default=DEFAULTS.refine,
-        help="after the trials, train this many front models again with the space's "
-        "refine.epochs (the best feasible one, then each next at least 10%% faster); "
-        "default: the space's refine.models (detectors 2, others 0)",
+        help="after the trials, train this many front models again, longer (the best "
+        "feasible one, then each next at least 10%% faster); 0: none; default: the space's "
+        "refine.models, else 2",
     )
     s.add_argument(
         "--refine-epochs",
         type=int,
         default=DEFAULTS.refine_epochs,
-        help="epochs of each refinement (default: the space's refine.epochs); raising it "
-        "on a finished run refines its models again, longer",
+        help="epochs of each refinement (default: the space's refine.epochs, else scaled "
+        "to the data set: about 1000 optimizer steps, 3x the longest search fine-tuning to "
+        "60 epochs); raising it on a finished run refines its models again, longer",
     )
     s.add_argument("--device", default=DEFAULTS.device, help=DEVICE_HELP)
     s.add_argument(

@@ -88,7 +88,7 @@ def test_warmup_ramps_the_learning_rate_up_from_a_small_first_step(tiny_task: Ta
             return True
 
         settings = DistillSettings(epochs=2, lr=1e-2, warmup=warmup)
-        distill(student, tiny_task.model, tiny_task, settings, rung=Rung(1 / 8, check))
+        distill(student, tiny_task.model, tiny_task, settings, rungs=[Rung(1 / 8, check)])
         return changes[0]
 
     # Adam's first step moves each weight by about the learning rate: an eighth of it here.

@@ -42,6 +42,7 @@ def test_own_hugging_face_encoder_folder_is_searched_and_verified(tmp_path: Path
     assert task.family == "encoder"
     result = search(
         task,
+        refine=0,
         budget="300%",
         trials=3,
         out=tmp_path / "runs",

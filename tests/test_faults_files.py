@@ -28,7 +28,17 @@ from autoshuikou.tasks import Task
 from autoshuikou.util import drop_torn_tail, file_lock, read_json, require
 
 STUDY = "t"
-SEARCH = ["--no-predict", "--measure-seconds", "0.1", "--budget", "300%", "--study-name", STUDY]
+SEARCH = [
+    "--no-predict",
+    "--refine",
+    "0",
+    "--measure-seconds",
+    "0.1",
+    "--budget",
+    "300%",
+    "--study-name",
+    STUDY,
+]
 TASK_FILE = """
 import sys
 sys.path.insert(0, {tests!r})

@@ -21,6 +21,7 @@ def test_every_fidelity_runs_a_search_and_names_itself(
 ) -> None:
     result = search(
         tiny_task,
+        refine=0,
         budget="300%",
         trials=3,
         fidelity=name,

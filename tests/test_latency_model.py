@@ -77,6 +77,7 @@ def test_rejection_before_fine_tuning(tmp_path: Path, monkeypatch: pytest.Monkey
     # not within timing noise of it (at 50% that plan sat on the line and CI drew no rejection).
     result = search(
         wide,
+        refine=0,
         budget="40%",
         trials=8,
         out=tmp_path,
@@ -116,6 +117,7 @@ def test_a_search_that_only_finds_rejected_plans_stops(
     monkeypatch.setattr(loop, "MAX_REJECTED_IN_A_ROW", 3)
     result = search(
         make_tiny_task(),
+        refine=0,
         budget="200%",
         trials=8,
         out=tmp_path,
@@ -143,6 +145,7 @@ def test_an_inaccurate_latency_model_rejects_nothing(
     monkeypatch.setattr(search_module, "load_or_build_latency_model", inaccurate)
     result = search(
         make_tiny_task(),
+        refine=0,
         budget="300%",
         trials=4,
         out=tmp_path,

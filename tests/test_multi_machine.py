@@ -18,7 +18,7 @@ def test_a_machine_summarises_front_models_that_ran_on_another(
 ) -> None:
     journal = tmp_path / "shared" / "study.journal"  # the one study both machines reach
     common = ["--task", tiny_task_file, "--study-name", "shared", "--storage", str(journal)]
-    common += ["--no-predict", "--measure-seconds", "0.1", "--budget", "300%"]
+    common += ["--no-predict", "--refine", "0", "--measure-seconds", "0.1", "--budget", "300%"]
     first, second = tmp_path / "machine-a", tmp_path / "machine-b"
     assert main(["search", *common, "--out", str(first), "--trials", "2"]) == 0
     assert main(["search", *common, "--out", str(second), "--trials", "3"]) == 0

@@ -74,6 +74,8 @@ def test_torchvision_model_on_an_image_folder_searched_exported_and_loaded(
         "300%",
         "--trials",
         "3",
+        "--refine",
+        "0",
         "--measure-seconds",
         "0.2",
         "--out",
@@ -340,7 +342,8 @@ def test_hugging_face_folder_on_a_csv_searched_exported_and_loaded(tmp_path: Pat
             writer.writerow([" ".join(rng.choice(pool, 6)), "sport" if sport else "business"])
     out = tmp_path / "runs"
     argv = ["search", "--model", f"hf:{folder}", "--data", str(table), "--max-length", "12"]
-    argv += ["--budget", "300%", "--trials", "2", "--measure-seconds", "0.2", "--out", str(out)]
+    argv += ["--budget", "300%", "--trials", "2", "--refine", "0", "--measure-seconds", "0.2"]
+    argv += ["--out", str(out)]
     assert main(argv) == 0
     run = out / "my-bert-news-300pct"
     assert read_json(run / "data.json")["data"]["classes"] == ["business", "sport"]

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from autoshuikou import SearchConfig, search
 from autoshuikou.compare.strategies import parse_strategies
+from autoshuikou.compress.batchnorm import RECAL_BATCHES
 from autoshuikou.compress.prune import prune
 from autoshuikou.study import fidelity
 from autoshuikou.study import predictor as predictor_module
@@ -22,7 +23,6 @@ from autoshuikou.study.front import counted
 from autoshuikou.study.predictor import (
     MIN_FIT,
     PREDICTED_ATTR,
-    RECAL_BATCHES,
     SIGNAL_ATTR,
     Observed,
     beating,
@@ -34,7 +34,7 @@ from autoshuikou.study.trial import TIMED_UNTRAINED
 from autoshuikou.tasks import Task
 from autoshuikou.util import read_json
 
-FAST = {"measure_seconds": 0.2, "budget": "300%"}
+FAST = {"measure_seconds": 0.2, "budget": "300%", "refine": 0}
 
 
 def test_recalibration_sets_batchnorm_to_the_pruned_models_own_statistics(

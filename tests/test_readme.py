@@ -49,7 +49,13 @@ def test_task_example_runs_end_to_end(
 
     def cheap_search(task: Any, **settings: Any) -> Any:
         assert isinstance(task, autoshuikou.Task)  # what the example built
-        cheap = {"budget": "300%", "trials": 3, "measure_seconds": 0.2, "predict": False}
+        cheap = {
+            "budget": "300%",
+            "trials": 3,
+            "measure_seconds": 0.2,
+            "predict": False,
+            "refine": 0,
+        }
         # By its spec, not the Task object: the run's config.yaml then names the task, which
         # load(..., student=True) needs to rebuild the student (a run searched from a Task
         # object records no task, and its student cannot be rebuilt: a known gap).

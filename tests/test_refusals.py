@@ -25,6 +25,8 @@ def search(out: Path, task: str, *extra: str) -> list[str]:
         str(out),
         "--trials",
         "2",
+        "--refine",
+        "0",
         "--no-predict",
         "--measure-seconds",
         "0.1",

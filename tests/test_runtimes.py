@@ -151,6 +151,7 @@ def test_a_runtime_added_in_one_module_runs_a_search(
     assert BasicOnnxRuntime.name in runtime_names()
     result = search(
         tiny_task,
+        refine=0,
         budget="300%",
         trials=3,
         runtime=BasicOnnxRuntime.name,
@@ -176,6 +177,7 @@ def test_a_runtime_added_in_one_module_runs_a_search(
 def test_search_with_the_torch_runtime(tiny_task: Task, tmp_path: Path) -> None:
     result = search(
         tiny_task,
+        refine=0,
         trials=3,
         out=tmp_path,
         study_name="t",
@@ -196,6 +198,7 @@ def test_search_with_the_torch_runtime(tiny_task: Task, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="different setup"):
         search(
             tiny_task,
+            refine=0,
             trials=3,
             out=tmp_path,
             study_name="t",

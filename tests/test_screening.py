@@ -30,7 +30,7 @@ from autoshuikou.study.trial import TIMED_AS_BASELINE, TIMED_THIS_ARTIFACT
 from autoshuikou.tasks import Task
 from autoshuikou.util import read_json, sha256_file
 
-FAST = {"measure_seconds": 0.2, "budget": "300%"}
+FAST = {"measure_seconds": 0.2, "budget": "300%", "refine": 0}
 SCREEN = {**FAST, "fidelity": "screen"}  # the rung; the default is the predictor
 
 
@@ -73,7 +73,7 @@ def test_a_rung_sees_the_student_part_way_and_changes_nothing(tiny_task: Task) -
         return True
 
     rung = Rung(0.5, look)
-    checked = distill(student(), tiny_task.model, tiny_task, settings, rung=rung)
+    checked = distill(student(), tiny_task.model, tiny_task, settings, rungs=[rung])
     plain = distill(student(), tiny_task.model, tiny_task, settings)
     assert seen == [False] and not rung.stopped  # called once, in eval mode
     for a, b in zip(checked.state_dict().values(), plain.state_dict().values(), strict=True):
@@ -87,7 +87,7 @@ def test_a_rung_sees_the_student_part_way_and_changes_nothing(tiny_task: Task) -
         return False
 
     stopping = Rung(0.5, stop)
-    stopped = distill(student(), tiny_task.model, tiny_task, settings, rung=stopping)
+    stopped = distill(student(), tiny_task.model, tiny_task, settings, rungs=[stopping])
     assert stopping.stopped
     for name, value in stopped.state_dict().items():
         assert torch.equal(value, at_rung[name])

@@ -23,7 +23,7 @@ from autoshuikou.util import read_json, write_json
 
 pytestmark = pytest.mark.slow
 
-FAST = {"measure_seconds": 0.2, "budget": "300%", "predict": False}
+FAST = {"measure_seconds": 0.2, "budget": "300%", "predict": False, "refine": 0}
 
 
 def _study(run_dir: Path) -> optuna.Study:
@@ -262,7 +262,8 @@ def test_refinement_trains_the_best_front_model_longer_once(
     space = tmp_path / "refine.yaml"
     default = (Path(__file__).parents[1] / "search_spaces" / "default.yaml").read_text()
     space.write_text(default + "refine: {models: 1, epochs: 6}\n")
-    result = search(tiny_task, trials=3, out=tmp_path, study_name="s", space=space, **FAST)
+    spaced = {**FAST, "refine": None}  # the space's refine: (FAST turns refinement off)
+    result = search(tiny_task, trials=3, out=tmp_path, study_name="s", space=space, **spaced)
     study = _study(result.run_dir)
     refined = [t for t in study.trials if "refine_of" in t.user_attrs]
     assert len(refined) == 1 and refined[0].state == TrialState.COMPLETE
@@ -286,15 +287,17 @@ def test_refinement_trains_the_best_front_model_longer_once(
     assert {**plan, "distill": None} == {**original, "distill": None}
     metrics = read_json(folder / f"{refined[0].number:04d}" / "metrics.json")
     assert metrics["refined_from"] == source
+    # Both scores stay on record: the search's and the refined one.
+    assert metrics["metric_before_refine"] == study.trials[source].user_attrs["metric"]
     summary = read_json(result.run_dir / "summary.json")
     assert summary["time"]["trials_refined"] == 1 and summary["time"]["refine_seconds"] > 0
     # The three trials are still three: a rerun resumes and trains nothing more.
-    search(tiny_task, trials=3, out=tmp_path, study_name="s", space=space, **FAST)
+    search(tiny_task, trials=3, out=tmp_path, study_name="s", space=space, **spaced)
     assert len(_study(result.run_dir).trials) == len(study.trials)
     # Raising the epochs refines the same model again, longer, once.
     longer = dict(trials=3, out=tmp_path, study_name="s", space=space, refine_epochs=8)
     for _ in range(2):
-        search(tiny_task, **longer, **FAST)
+        search(tiny_task, **longer, **spaced)
     again = [t for t in _study(result.run_dir).trials if "refine_of" in t.user_attrs]
     assert [t.user_attrs["plan"]["distill"]["epochs"] for t in again] == [6, 8]
     assert again[1].user_attrs["refine_of"] == source and again[1].state == TrialState.COMPLETE

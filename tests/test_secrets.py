@@ -149,7 +149,7 @@ def test_password_never_leaves_the_process(
     name = f"secrets-{uuid.uuid4().hex[:8]}"
     run = tmp_path / "runs" / name
     search = ["search", "--task", tiny_task_file, "--trials", "4", "--study-name", name]
-    search += ["--no-predict", "--measure-seconds", "0.1", "--budget", "300%"]
+    search += ["--no-predict", "--refine", "0", "--measure-seconds", "0.1", "--budget", "300%"]
     outputs = {}
     code, outputs["search"] = _done(_cli(tmp_path, *search, "--storage", postgres_url))
     assert code == 0, outputs["search"][-3000:]

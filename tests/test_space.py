@@ -1,3 +1,4 @@
+import math
 from pathlib import Path
 
 import optuna
@@ -9,6 +10,7 @@ from autoshuikou.space.bind import bind_space
 from autoshuikou.space.schema import Refine, load_space, parse_space
 from autoshuikou.study.baseline import pick_round_to
 from autoshuikou.study.prepare import bind_task_space
+from autoshuikou.study.refine import REFINE_MAX_EPOCHS, REFINE_STEPS, auto_epochs
 from autoshuikou.tasks import Task
 
 GOOD = """
@@ -103,13 +105,23 @@ def bind_task_space_from_text(task: Task, text: str):  # type: ignore[no-untyped
     )
 
 
-def test_refine_defaults_to_none_at_three_times_the_longest_fine_tuning() -> None:
-    assert parse_space(GOOD, "test.yaml").refine == Refine(models=0, epochs=6)
-    two = parse_space(GOOD + "refine: {models: 2}\n", "test.yaml").refine
-    assert two == Refine(models=2, epochs=6)
+def test_refine_defaults_to_two_models_with_epochs_scaled_to_the_data() -> None:
+    assert parse_space(GOOD, "test.yaml").refine == Refine(models=2, epochs=None)
+    one = parse_space(GOOD + "refine: {models: 1}\n", "test.yaml").refine
+    assert one == Refine(models=1, epochs=None)
+    assert parse_space(GOOD + "refine: {models: 1, epochs: auto}\n", "t.yaml").refine == one
     assert parse_space(GOOD + "refine: {models: 1, epochs: 9}\n", "t.yaml").refine.epochs == 9
-    assert load_space(None, "detection.yaml").refine.models > 0  # detectors refine by default
-    assert load_space().refine.models == 0
+    assert parse_space(GOOD + "refine: {models: 0}\n", "t.yaml").refine.models == 0
+    assert load_space(None, "detection.yaml").refine == Refine(models=2, epochs=60)
+    assert load_space().refine == Refine(models=2, epochs=None)  # every family refines
+
+
+def test_auto_refine_epochs_aim_at_a_number_of_steps_within_bounds() -> None:
+    # 1000 steps: 23 batches an epoch (the digits) -> 44 epochs; 8 -> 125, capped at 60.
+    assert auto_epochs(23, 4) == math.ceil(REFINE_STEPS / 23) == 44
+    assert auto_epochs(8, 4) == REFINE_MAX_EPOCHS
+    # A large data set: never fewer than three times the search's longest fine-tuning.
+    assert auto_epochs(5000, 4) == 12 and auto_epochs(5000, 1) == 3
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from autoshuikou.util import read_json
 # The two references and the six uniform plans: the same eight plans whatever the sampler.
 SETTINGS: dict[str, Any] = {
     "measure_seconds": 0.2,
+    "refine": 0,
     "budget": "300%",
     "trials": 8,
     "fidelity": "screen",

@@ -19,7 +19,7 @@ from autoshuikou.util import read_json
 
 pytestmark = pytest.mark.slow
 
-WORKER_ARGS = ["--no-predict", "--measure-seconds", "0.1", "--budget", "300%"]
+WORKER_ARGS = ["--no-predict", "--refine", "0", "--measure-seconds", "0.1", "--budget", "300%"]
 
 
 def start_worker(cwd: Path, task: str, trials: int, storage: str | None) -> subprocess.Popen[str]:

@@ -491,7 +491,8 @@ def compare(
         task = load_task(task)
     out = Path(out)
     # What every study shares; each strategy and seed derives its own. The table reads
-    # search-time measurements, so the fronts are not re-measured.
+    # search-time measurements, so the fronts are not re-measured; and it compares the
+    # searches, so no front is refined (the same longer training would follow each).
     shared = SearchConfig(
         budget=budget,
         out=out,
@@ -499,6 +500,7 @@ def compare(
         runtime=runtime,
         final_remeasure=False,
         device=device,
+        refine=0,
     )
     setup = {
         "task": task.name,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,7 +80,7 @@ def distill(
     epochs: float | None = None,
     device: str = "cpu",
     on_epoch: Callable[[int, int], None] = lambda _done, _total: None,
-    rung: Rung | None = None,
+    rungs: Sequence[Rung] = (),
     teacher_cache: TeacherCache | None = None,
 ) -> nn.Module:
     """Fine-tune ``student`` in place for ``settings.epochs`` epochs of ``task.train_data``.
@@ -88,9 +88,9 @@ def distill(
     ``epochs`` overrides that count and may be a fraction (the cosine schedule compressed
     to those steps). ``device`` is where training runs ("cpu", "cuda"); the student comes
     back on the CPU. ``history``, if given, receives each epoch's mean soft, hard and
-    feature losses. ``rung``: after ``rung.epochs`` of the training its check sees the
-    student (in eval mode) and may stop training there (``rung.stopped``); otherwise training
-    goes on unchanged, so the model is the one a run without the rung trains. ``teacher_cache``
+    feature losses. ``rungs``: after each rung's ``epochs`` of the training its check sees the
+    student (in eval mode) and may stop training there (``stopped``); otherwise training
+    goes on unchanged, so the model is the one a run without the rungs trains. ``teacher_cache``
     supplies the teacher's outputs on batches an earlier call has seen (and keeps this
     call's): the same training, without the teacher's forward pass on those batches.
     """
@@ -108,7 +108,9 @@ def distill(
     projections = nn.ModuleDict()
     per_epoch = sum(1 for _ in iterate_batches(task.train_data, "train_data"))
     steps = max(1, math.ceil(epochs * per_epoch))
-    rung_step = math.ceil(rung.epochs * per_epoch) if rung else None
+    at_step: dict[int, list[Rung]] = {}
+    for r in sorted(rungs, key=lambda r: r.epochs):
+        at_step.setdefault(math.ceil(r.epochs * per_epoch), []).append(r)
     on_device = torch.device(device)
     if on_device.type != "cpu":
         teacher = copy.deepcopy(teacher)  # the caller's teacher stays where it is
@@ -179,7 +181,8 @@ def distill(
                 sums["feature"] += feature.detach()
                 batches += 1
                 done += 1
-                if rung is not None and done == rung_step and done < steps:
+                # A rung at or after the last step has nothing left to save.
+                for rung in at_step.get(done, []) if done < steps else []:
                     # In eval mode: no randomness, no BatchNorm updates.
                     if not rung.check(student.eval()):
                         rung.stopped = True

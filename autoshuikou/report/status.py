@@ -42,7 +42,7 @@ def study_status(run_dir: str | None, storage: str | None, study_name: str | Non
             f"{states.get(s, 0)} {s.lower()}"
             for s in ("COMPLETE", "PRUNED", "RUNNING", "FAIL", "WAITING")
         )
-        + " (pruned = not trained: predicted or screened out, or over the budget before training)",
+        + " (pruned = not trained: predicted or screened out, collapsed, or over the budget before training)",
         f"workers seen: {len(workers)} ({', '.join(workers) or 'none'})",
         "best feasible: "
         + (
@@ -57,6 +57,8 @@ def study_status(run_dir: str | None, storage: str | None, study_name: str | Non
         lines.append(
             f"trial time {total:.0f} s: "
             + ", ".join(f"{k} {v:.0f} s" for k, v in spent["trial_seconds"].items())
-            + f" ({spent['trials_trained']} trained, {spent['trials_screened_out']} screened out)"
+            + f" ({spent['trials_trained']} trained, {spent['trials_screened_out']} screened out"
+            + (f", {spent['trials_collapsed']} collapsed" if spent["trials_collapsed"] else "")
+            + ")"
         )
     return "\n".join(lines)

@@ -32,6 +32,13 @@ def format_table(summary: dict[str, Any]) -> str:
     rows.append(row("baseline fp32", base))
     for point in summary["pareto"]:
         where = f"  (on another machine: {point.get('ran_on')})" if point["path"] is None else ""
+        if "refined_from" in point:  # both scores: the search's, then the refined one
+            where += (
+                f"  (refined trial {point['refined_from']}: "
+                f"{point['metric_before_refine']:.4f} at search time)"
+                if "metric_before_refine" in point
+                else f"  (refined trial {point['refined_from']})"
+            )
         rows.append(row(f"trial {point['trial']}", point) + where)
     lines = [
         f"study {summary['study_name']}: {summary['trials_complete']} trials, "
@@ -71,8 +78,15 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append(
             f"time: {summary['wall_seconds_this_run']:.0f} s this run (setup: {setup}); "
             f"trials: {phases}; {spent['trials_trained']} trained, "
-            f"{spent['trials_screened_out']} screened out; final re-measurement "
+            f"{spent['trials_screened_out']} screened out"
+            + (f", {spent['trials_collapsed']} collapsed" if spent.get("trials_collapsed") else "")
+            + "; final re-measurement "
             f"{spent.get('remeasure_seconds', 0):.0f} s"
+            + (
+                f"; refinement {spent['refine_seconds']:.0f} s ({spent['trials_refined']} models)"
+                if spent.get("trials_refined")
+                else ""
+            )
         )
     if summary.get("noisy_machine"):
         lines.append(

@@ -55,13 +55,17 @@ class FeatureRule:
     weight: FloatRange
 
 
+# Front models trained longer after the search when the space does not say (study.refine).
+REFINE_MODELS = 2
+
+
 @dataclass(frozen=True)
 class Refine:
     """After the search, ``models`` front models are trained again with ``epochs`` epochs
-    (see ``study.refine``); 0 models: none."""
+    (None: scaled to the data set, ``study.refine.auto_epochs``); 0 models: none."""
 
-    models: int = 0
-    epochs: int = 1
+    models: int = REFINE_MODELS
+    epochs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -184,21 +188,22 @@ class _Reader:
             )
         return IntRange(low, high)
 
-    def refine(self, node: Any, default_epochs: int) -> Refine:
+    def refine(self, node: Any) -> Refine:
         if node is None:
-            return Refine(0, default_epochs)
+            return Refine()
         node = self.mapping(node, "refine", {"models", "epochs"}, {"models"})
-        models, epochs = node["models"], node.get("epochs", default_epochs)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (models, epochs)) or (
-            models < 0 or epochs < 1
-        ):
+        models, epochs = node["models"], node.get("epochs", "auto")
+        auto = epochs == "auto"
+        if not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in (models, 1 if auto else epochs)
+        ) or (models < 0 or (not auto and epochs < 1)):
             raise self.fail(
                 "refine",
-                f"expected integers models >= 0 and epochs >= 1, got models={models!r} "
-                f"epochs={epochs!r}",
-                "e.g. refine: {models: 3, epochs: 24}",
+                f"expected an integer models >= 0 and epochs >= 1 or auto, got "
+                f"models={models!r} epochs={epochs!r}",
+                "e.g. refine: {models: 3, epochs: 24}, or {models: 2, epochs: auto}",
             )
-        return Refine(models, epochs)
+        return Refine(models, None if auto else epochs)
 
     def choices(self, node: Any, path: str) -> tuple[str, ...]:
         if not isinstance(node, list) or not node:
@@ -310,8 +315,7 @@ def parse_space(text: str, source: str) -> SearchSpace:
         alpha=r.float_range(distill["alpha"], "distill.alpha", 0.0, 1.0, with_start=True),
         features=tuple(features),
         text=text,
-        # Without refine.epochs: three times the search's longest fine-tuning.
-        refine=r.refine(top.get("refine"), 3 * max(1, int(distill["epochs"]["max"]))),
+        refine=r.refine(top.get("refine")),
         warmup=warmup,
     )
 

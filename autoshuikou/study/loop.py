@@ -24,6 +24,7 @@ from autoshuikou.study.refine import (
     PLAN_ATTR,
     REFINE_ATTR,
     Candidate,
+    auto_epochs,
     refine_targets,
     refined_plan,
     refinement_done,
@@ -245,6 +246,17 @@ def _refine_candidates(run: Run, study: optuna.Study, epochs: int) -> list[Candi
     return candidates
 
 
+def refine_settings(run: Run) -> tuple[int, int]:
+    """How many front models refinement trains, and with how many epochs: the config's,
+    else the space's, else scaled to the data set (``refine.auto_epochs``)."""
+    space = run.ctx.space.space
+    models = space.refine.models if run.config.refine is None else run.config.refine
+    epochs = space.refine.epochs if run.config.refine_epochs is None else run.config.refine_epochs
+    if epochs is None:
+        epochs = auto_epochs(run.ctx.task.train_batches(), space.epochs.high)
+    return models, epochs
+
+
 def refine_front(
     run: Run,
     study: optuna.Study,
@@ -255,9 +267,7 @@ def refine_front(
     """Train the front models ``refine_targets`` picks again with the refine epochs (the
     config's, else the space's), one new trial each (see ``study.refine``), until done or the timeout passes (as
     for trials, none starts after it); a rerun resumes where it stopped."""
-    refine = run.ctx.space.space.refine
-    models = refine.models if run.config.refine is None else run.config.refine
-    epochs = refine.epochs if run.config.refine_epochs is None else run.config.refine_epochs
+    models, epochs = refine_settings(run)
     timeout = run.config.timeout
     while models > 0 and (timeout is None or time.monotonic() - run.started < timeout):
         raise_if_interrupted()

@@ -25,7 +25,7 @@ from autoshuikou.study.rejection import Rejection
 from autoshuikou.study.run import Run
 from autoshuikou.study.screening import Screen
 from autoshuikou.study.students import STUDENT_FROM_ATTR, KeptStudent, StudentStore, student_key
-from autoshuikou.study.trial import STUDENT_NAME, run_trial
+from autoshuikou.study.trial import CHECK_SECONDS, STUDENT_NAME, run_trial, rung_facts
 
 
 def _plan(run: Run, trial: optuna.Trial) -> tuple[Plan, bool]:
@@ -83,12 +83,16 @@ def objective(run: Run, trial: optuna.Trial) -> tuple[float, ...]:
             reject(run, trial, plan, rejected)
     facts.update({k: seen[k] for k in (SIGNAL_ATTR, PREDICTED_ATTR, ERROR_ATTR) if k in seen})
     facts.update(_twin_facts(trial, twin))
-    if REFINE_ATTR in trial.user_attrs:
-        facts["refined_from"] = trial.user_attrs[REFINE_ATTR]
-    rung = None
+    if REFINE_ATTR in trial.user_attrs:  # both scores stay on record: search time and refined
+        source = trial.user_attrs[REFINE_ATTR]
+        facts["refined_from"] = source
+        facts["metric_before_refine"] = trial.study.get_trials(deepcopy=False)[source].user_attrs[
+            "metric"
+        ]
+    rungs: list[Rung] = []
     if untrained is not None and twin is None:
-        rung = run.fidelity.rung(run, trial, untrained, anchor)
-    metrics = _train_and_measure(run, trial, plan, facts, rung, untrained, twin)
+        rungs = _rungs(run, trial, plan, untrained, anchor)
+    metrics = _train_and_measure(run, trial, plan, facts, rungs, untrained, twin)
     record = TrialRecord.from_metrics(metrics)
     _record(trial, {**record.to_attrs(), "seconds": metrics["seconds"]})
     if plan.distill.epochs <= 0:  # never trained: the same model at any point of training
@@ -99,6 +103,19 @@ def objective(run: Run, trial: optuna.Trial) -> tuple[float, ...]:
     if ctx.min_metric is not None:
         trial.set_constraint("metric", ctx.min_metric - record.metric)
     return point(record, run.objectives)
+
+
+def _rungs(
+    run: Run, trial: optuna.Trial, plan: Plan, untrained: Screen, anchor: bool
+) -> list[Rung]:
+    """The checks part-way through the plan's fine-tuning: the fidelity's, and the one that
+    stops a collapsed student (``study.collapse``)."""
+
+    def stage(what: str) -> None:
+        run.progress.stage(trial.number, what)
+
+    collapse = run.collapse.rung(run.ctx.task, plan.distill.epochs, stage) if run.collapse else None
+    return [r for r in (run.fidelity.rung(run, trial, untrained, anchor), collapse) if r]
 
 
 def _twin_facts(trial: optuna.Trial, twin: KeptStudent | None) -> dict[str, Any]:
@@ -117,12 +134,13 @@ def _train_and_measure(
     trial: optuna.Trial,
     plan: Plan,
     facts: dict[str, Any],
-    rung: Rung | None,
+    rungs: list[Rung],
     untrained: Screen | None,
     twin: KeptStudent | None,
 ) -> dict[str, Any]:
-    """Fine-tune, build and measure the plan (``run_trial``); its metrics. Stopped at the
-    rung, the plan is recorded as rejected (``reject`` ends the trial)."""
+    """Fine-tune, build and measure the plan (``run_trial``); its metrics. Stopped at a
+    rung (screened out, collapsed), the plan is recorded as rejected (``reject`` ends the
+    trial)."""
     started = time.monotonic()
     try:
         metrics = run_trial(
@@ -131,7 +149,7 @@ def _train_and_measure(
             plan,
             lambda s: run.progress.stage(trial.number, s),
             facts,
-            rung,
+            rungs,
             # Timed before training: the trained artifact has the same graph (trial.py).
             untrained.timing if untrained is not None else None,
             twin.weights if twin is not None else None,
@@ -140,16 +158,17 @@ def _train_and_measure(
     except Exception as exc:
         _record(trial, {"error": f"{type(exc).__name__}: {exc}"})
         raise
-    if rung is not None:
-        _record(trial, rung.facts)
+    seen = rung_facts(rungs)
+    _record(trial, seen)
     if metrics is not None:
         return metrics
-    assert rung is not None and untrained is not None  # only the rung stops training
-    check = float(rung.facts.get("screen_check_seconds", 0.0))
+    stopped = next(r for r in rungs if r.stopped)  # only a rung stops training
+    assert untrained is not None  # rungs are set only where the plan was timed untrained
+    check = sum(float(seen.get(key, 0.0)) for key in CHECK_SECONDS)
     seconds = {
         "screening": round(untrained.seconds + check, 2),
         "training": round(time.monotonic() - started - check, 2),
     }
     _record(trial, {"seconds": seconds})
-    reject(run, trial, plan, Rejection(rung.reason, untrained.latency_ms, facts | rung.facts))
+    reject(run, trial, plan, Rejection(stopped.reason, untrained.latency_ms, facts | seen))
     raise AssertionError("reject ends the trial")  # not reached

@@ -28,16 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from optuna.trial import FrozenTrial
 from torch import nn
 
-from autoshuikou.families import call
+from autoshuikou.compress.batchnorm import batchnorms, recalibrate_batchnorm
 from autoshuikou.measure.accuracy import torch_metric
 from autoshuikou.study.pareto import best_beating
 from autoshuikou.tasks import Task
 
-RECAL_BATCHES = 8  # training batches whose statistics replace BatchNorm's running ones
 MIN_FIT = 8  # trained trials with a signal before the predictor decides anything
 SIGMAS = 1.0  # how many standard errors of optimism a plan's prediction is given
 SIGNAL_ATTR = "predict_signal"
@@ -46,36 +44,14 @@ PREDICTED_ATTR = "screen_predicted"  # on trials the predictor decided (screened
 ERROR_ATTR = "screen_predicted_error"  # that prediction's standard error
 
 
-def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
 def has_batchnorm(model: nn.Module) -> bool:
     """Whether the signal is more than ``model``'s pruned score: recalibration needs BatchNorm."""
-    return bool(_batchnorms(model))
+    return bool(batchnorms(model))
 
 
 def recalibrated_metric(student: nn.Module, task: Task, seed: int = 0) -> float:
     """The signal: ``student``'s metric after adaptive BatchNorm (in place; eval mode after)."""
-    norms = _batchnorms(student)
-    if norms:
-        generator = getattr(task.train_data, "generator", None)
-        if isinstance(generator, torch.Generator):
-            generator.manual_seed(seed)  # the same batches for every plan
-        momenta = [m.momentum for m in norms]
-        student.eval()
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average over the batches, not a moving one
-            m.train()
-        with torch.no_grad():
-            for i, (inputs, _) in enumerate(task.batches("train_data")):
-                if i == RECAL_BATCHES:
-                    break
-                call(student, inputs)
-        for m, momentum in zip(norms, momenta, strict=True):
-            m.momentum = momentum
-    return torch_metric(student, task)
+    return torch_metric(recalibrate_batchnorm(student, task, seed), task)
 
 
 @dataclass(frozen=True)
@@ -172,5 +148,6 @@ def beating(
 
 def judged_on_metric(attrs: Mapping[str, Any]) -> bool:
     """Whether a trial's plan was judged on its metric before full training: scored at the
-    rung (``study.screening``) or predicted here. Such a plan counts towards --trials."""
-    return "screen_metric" in attrs or PREDICTED_ATTR in attrs
+    rung (``study.screening``), predicted here, or stopped as collapsed (``study.collapse``).
+    Such a plan counts towards --trials."""
+    return "screen_metric" in attrs or PREDICTED_ATTR in attrs or "collapsed" in attrs

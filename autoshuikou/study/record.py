@@ -48,6 +48,7 @@ class TrialRecord:
     latency_predicted_ms: float | None = None
     prediction_error: float | None = None  # predicted / measured - 1
     refined_from: int | None = None  # the trial whose plan this one trained longer
+    metric_before_refine: float | None = None  # that trial's metric, at search time
 
     def to_attrs(self) -> dict[str, Any]:
         """The user attributes to set on the trial, keyed as studies have always been."""

@@ -12,6 +12,7 @@ other; it replaces its original on the front when it scores higher.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,6 +26,12 @@ from autoshuikou.study.optuna_adapter import new_trial
 
 # Each next refined model is at least this much faster than the one before it.
 REFINE_STEP = 0.1
+# Without refine.epochs: about this many optimizer steps (more epochs on a small data set,
+# fewer on a large one), at least REFINE_SEARCH_TIMES the search's longest fine-tuning and
+# at most REFINE_MAX_EPOCHS epochs.
+REFINE_STEPS = 1000
+REFINE_SEARCH_TIMES = 3
+REFINE_MAX_EPOCHS = 60
 REFINE_ATTR = "refine_of"  # the trial a refined trial trains again (user attribute)
 # The plan a fixed or refined trial is queued with (user attribute; exempt from rejection).
 PLAN_ATTR = "plan"
@@ -53,6 +60,14 @@ def refine_targets(front: list[Candidate], models: int) -> list[int]:
         chosen.append(best.trial)
         limit = best.latency_ms * (1 - REFINE_STEP)
     return chosen
+
+
+def auto_epochs(steps_per_epoch: int, search_epochs: int) -> int:
+    """The refinement's epochs where the space leaves them to the data set's size: about
+    REFINE_STEPS optimizer steps, within REFINE_SEARCH_TIMES x ``search_epochs`` (the space's
+    longest fine-tuning) and REFINE_MAX_EPOCHS."""
+    wanted = math.ceil(REFINE_STEPS / max(1, steps_per_epoch))
+    return min(REFINE_MAX_EPOCHS, max(REFINE_SEARCH_TIMES * max(1, search_epochs), wanted))
 
 
 def refined_plan(plan: Plan, epochs: int) -> Plan:

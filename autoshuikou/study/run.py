@@ -9,6 +9,7 @@ from optuna.storages import BaseStorage
 
 from autoshuikou.measure.latency_model import LatencyModel
 from autoshuikou.report.progress import Progress
+from autoshuikou.study.collapse import CollapseLine
 from autoshuikou.study.config import SearchConfig
 from autoshuikou.study.context import RunContext
 from autoshuikou.study.objectives import (
@@ -46,3 +47,5 @@ class Run:
     fingerprint: dict[str, Any]  # what the study is for: joiners must match it
     from_python: bool  # the Task came from Python (config.yaml cannot name it)
     watch: StaleWatch = field(default_factory=StaleWatch)  # heartbeats of other workers
+    # Where a student counts as collapsed after its first epoch (None: not checked).
+    collapse: CollapseLine | None = None

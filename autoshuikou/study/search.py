@@ -17,6 +17,7 @@ from autoshuikou.plan import Plan
 from autoshuikou.report.progress import Progress
 from autoshuikou.space.bind import BoundSpace, warm_start_params
 from autoshuikou.study.budget import parse_budget
+from autoshuikou.study.collapse import CollapseLine
 from autoshuikou.study.config import SearchConfig
 from autoshuikou.study.context import RunContext
 from autoshuikou.study.fidelity import AUTO, Fidelity, Screening, fidelity_for
@@ -221,6 +222,7 @@ def _prepare(
         storage,
         fingerprint,
         from_python,
+        collapse=CollapseLine.of(task, b.metric),
     )
 
 

@@ -53,6 +53,11 @@ def summary_point(model: FrontModel, artifact_name: str) -> dict[str, Any]:
         "model_sha256": r.model_sha256,
         **({"energy_mj": r.energy_mj} if r.energy_mj is not None else {}),
         **({"refined_from": r.refined_from} if r.refined_from is not None else {}),
+        **(
+            {"metric_before_refine": r.metric_before_refine}
+            if r.metric_before_refine is not None
+            else {}
+        ),
     }
 
 
@@ -89,7 +94,8 @@ def build_summary(
         "trials_rejected_untrained": sum(
             "screen_latency_ms" in t.user_attrs and not screened(t) for t in pruned
         ),
-        "trials_screened_out": sum(counted(t) for t in pruned),
+        "trials_screened_out": sum(counted(t) and "collapsed" not in t.user_attrs for t in pruned),
+        "trials_collapsed": sum("collapsed" in t.user_attrs for t in pruned),
         "trials_feasible": sum(1 for t in complete if is_feasible(t)),
         "wall_seconds_this_run": round(wall_s, 1),
         "time": time_breakdown(study, setup_seconds),
@@ -156,7 +162,7 @@ def time_breakdown(
     """Where the study's time went: this run's setup, and the trials' seconds by phase (all
     workers, all runs), with the trained and the screened-out trials counted apart."""
     phases = {phase: 0.0 for phase in PHASES}
-    trained = screened_out = refined = 0
+    trained = screened_out = collapsed = refined = 0
     refine_seconds = 0.0
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         seconds = t.user_attrs.get("seconds", {})
@@ -167,12 +173,15 @@ def time_breakdown(
         for phase, value in seconds.items():
             phases[phase] = phases.get(phase, 0.0) + value
         trained += t.state == TrialState.COMPLETE
-        screened_out += t.state == TrialState.PRUNED and counted(t)
+        stopped = t.state == TrialState.PRUNED and counted(t)
+        collapsed += stopped and "collapsed" in t.user_attrs
+        screened_out += stopped and "collapsed" not in t.user_attrs
     return {
         "setup_seconds": setup_seconds or {},
         "trial_seconds": {k: round(v, 1) for k, v in phases.items()},
         "trials_trained": trained,
         "trials_screened_out": screened_out,
+        "trials_collapsed": collapsed,  # stopped after their first epoch (study.collapse)
         "trials_refined": refined,
         "refine_seconds": round(refine_seconds, 1),
     }

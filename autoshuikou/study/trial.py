@@ -36,7 +36,7 @@ def build_artifact(
     out: Path,
     stage: Stage = lambda _s: None,
     epochs: float | None = None,
-    rung: Rung | None = None,
+    rungs: Sequence[Rung] = (),
     student_out: Path | None = None,
     inspect: Callable[[torch.nn.Module], None] | None = None,
     trained: dict[str, torch.Tensor] | None = None,
@@ -44,8 +44,8 @@ def build_artifact(
     pruned: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Compress the teacher by ``plan`` into ``out`` (the runtime's artifact); returns build
-    facts. ``epochs`` overrides the plan's fine-tuning (0: untrained, for timing); ``rung``
-    checks the student part-way (see ``distill``; stopped there, nothing is built and the
+    facts. ``epochs`` overrides the plan's fine-tuning (0: untrained, for timing); ``rungs``
+    check the student part-way (see ``distill``; stopped at one, nothing is built and the
     facts say ``stopped_at_rung``); ``student_out`` receives the pruned,
     fine-tuned PyTorch student's state dict (rebuilt by ``deploy.load_student``);
     ``inspect`` is given the student before it is exported. ``trained``: the state dict of
@@ -86,12 +86,12 @@ def build_artifact(
                 epochs=epochs,
                 device=ctx.device,
                 on_epoch=lambda i, n: stage(f"distilling, epoch {i}/{n} on {ctx.device}"),
-                rung=rung,
+                rungs=rungs,
                 teacher_cache=cache,
             )
     distill_s = time.monotonic() - distill_started
     cached_steps = cache.hits - hits_before if cache is not None else 0
-    if rung is not None and rung.stopped:  # stopped at the rung: nothing to build
+    if any(rung.stopped for rung in rungs):  # stopped at a rung: nothing to build
         return {"distill_seconds": round(distill_s, 2), "stopped_at_rung": True}
     if inspect is not None:
         inspect(student)
@@ -237,12 +237,22 @@ def measure_artifact(
 
 
 PHASES = ("screening", "training", "building", "measuring")
+# What the rungs' checks took (each counted as screening: training is net of them).
+CHECK_SECONDS = ("screen_check_seconds", "collapse_check_seconds")
+
+
+def rung_facts(rungs: Sequence[Rung]) -> dict[str, Any]:
+    """What every rung saw of the student, in the order they looked."""
+    facts: dict[str, Any] = {}
+    for rung in sorted(rungs, key=lambda r: r.epochs):
+        facts.update(rung.facts)
+    return facts
 
 
 def time_spent(metrics: dict[str, Any]) -> dict[str, float]:
     """Where a trial's seconds went, by phase: screening is timing the untrained artifact
     and scoring at the rung (which happens during training, so training is net of it)."""
-    check = float(metrics.get("screen_check_seconds", 0.0))
+    check = sum(float(metrics.get(key, 0.0)) for key in CHECK_SECONDS)
     return {
         "screening": round(float(metrics.get("screen_seconds", 0.0)) + check, 2),
         "training": round(float(metrics.get("distill_seconds", 0.0)) - check, 2),
@@ -257,13 +267,13 @@ def run_trial(
     plan: Plan,
     stage: Stage = lambda _s: None,
     extra: dict[str, Any] | None = None,
-    rung: Rung | None = None,
+    rungs: Sequence[Rung] = (),
     timing: Timing | None = None,
     trained: dict[str, torch.Tensor] | None = None,
     pruned: torch.nn.Module | None = None,
 ) -> dict[str, Any] | None:
     """Build and measure one plan; files land atomically in ``trials/<number>/``. None:
-    ``rung`` stopped its training (nothing was built, nothing is left behind). With
+    a rung stopped its training (nothing was built, nothing is left behind). With
     ``timing`` (its untrained build's), the trained artifact is not timed again; with
     ``trained`` (its student's weights), the student is not fine-tuned again; with
     ``pruned`` (its untrained build's student), the teacher is not pruned again."""
@@ -279,7 +289,7 @@ def run_trial(
             plan,
             artifact,
             stage,
-            rung=rung,
+            rungs=rungs,
             student_out=work / STUDENT_NAME,
             trained=trained,
             pruned=pruned,
@@ -314,8 +324,8 @@ def run_trial(
         int8_format=b.int8_format.to_dict(),
         trial_seconds=round(time.monotonic() - started, 2),
         **build,
-        # What the rung saw of the student supersedes the untrained build's screen_* facts.
-        **{**(extra or {}), **(rung.facts if rung is not None else {})},
+        # What the rungs saw of the student supersedes the untrained build's screen_* facts.
+        **{**(extra or {}), **rung_facts(rungs)},
     )
     metrics["seconds"] = time_spent(metrics)
     metrics["model_sha256"] = sha256_file(artifact)

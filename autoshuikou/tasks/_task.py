@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -87,6 +87,12 @@ class Task:
         family = self.family_impl
         for inputs, targets in iterate_batches(getattr(self, which), which):
             yield family.named_inputs(inputs), targets
+
+    def train_batches(self) -> int:
+        """How many batches one epoch of ``train_data`` has (counted where it has no len)."""
+        if isinstance(self.train_data, Sized):
+            return len(self.train_data)
+        return sum(1 for _ in iterate_batches(self.train_data, "train_data"))
 
     def score(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
         assert self.metric is not None  # set in __post_init__
