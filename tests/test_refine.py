@@ -4,7 +4,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autoshuikou.plan import DistillSettings, Plan
-from autoshuikou.study.refine import Candidate, refine_targets, refined_plan, refinement_done
+from autoshuikou.study.refine import (
+    Candidate,
+    refine_targets,
+    refined_plan,
+    refinement_done,
+    within_reach,
+)
 
 FRONT = [
     Candidate(trial=4, metric=0.775, latency_ms=0.83),  # the best
@@ -62,3 +68,11 @@ def test_raising_the_refine_epochs_refines_again() -> None:
     )
     assert refinement_done(done, 40)
     assert not refinement_done(done, 80) and not refinement_done(done, 20)
+
+
+def test_a_model_just_under_the_goal_is_within_reach_of_refinement() -> None:
+    # Without a goal every model is; with one, those at most REFINE_REACH of the baseline
+    # metric under it (the baseline scores 0.9: 0.018 of reach).
+    assert within_reach(0.5, None, 0.9)
+    assert within_reach(0.95, 0.95, 0.9) and within_reach(0.933, 0.95, 0.9)
+    assert not within_reach(0.93, 0.95, 0.9)

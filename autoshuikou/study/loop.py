@@ -17,8 +17,10 @@ from optuna.trial import FrozenTrial, TrialState
 from autoshuikou.errors import UserError
 from autoshuikou.interrupt import raise_if_interrupted
 from autoshuikou.plan import Plan
-from autoshuikou.study.front import best_text, counted, counted_trials, front, prune_artifacts
+from autoshuikou.study.front import best_text, counted, counted_trials, prune_artifacts
+from autoshuikou.study.objectives import point, study_objectives
 from autoshuikou.study.optuna_adapter import fail_trial
+from autoshuikou.study.pareto import pareto_indices
 from autoshuikou.study.record import TRIAL_PLAN_ATTR, TrialRecord, TrialTags
 from autoshuikou.study.refine import (
     PLAN_ATTR,
@@ -29,6 +31,7 @@ from autoshuikou.study.refine import (
     refined_plan,
     refinement_done,
     run_new_trial,
+    within_reach,
 )
 from autoshuikou.study.run import Run
 from autoshuikou.study.storage import (
@@ -235,15 +238,28 @@ def run_trials(run: Run, study: optuna.Study, objective: TrialObjective) -> str 
 
 
 def _refine_candidates(run: Run, study: optuna.Study, epochs: int) -> list[Candidate]:
-    """The feasible Pareto models of the search's own trials (no references, no refined
-    trials) whose plan trains fewer than ``epochs`` epochs."""
-    candidates = []
-    for trial in front(study, lambda t: not {REFINE_ATTR, "reference"} & set(t.user_attrs)):
+    """The Pareto models among the search's own trials (no references, no refined trials)
+    within the latency budget and within reach of the metric goal (``refine.within_reach``)
+    whose plan trains fewer than ``epochs`` epochs."""
+    ctx = run.ctx
+    pool = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if {REFINE_ATTR, "reference"} & set(trial.user_attrs):
+            continue
+        record = TrialRecord.from_trial(trial)
         plan = trial.user_attrs[TRIAL_PLAN_ATTR]  # in the study: it may have run elsewhere
-        if int(plan["distill"]["epochs"]) < epochs:
-            record = TrialRecord.from_trial(trial)
-            candidates.append(Candidate(trial.number, record.metric, record.latency_ms))
-    return candidates
+        if (
+            trial.constraints.get("latency", 0.0) <= 0
+            and within_reach(record.metric, ctx.min_metric, ctx.baseline.metric)
+            and int(plan["distill"]["epochs"]) < epochs
+        ):
+            pool.append(trial)
+    objectives = study_objectives(study)
+    on_front = pareto_indices([point(t, objectives) for t in pool])
+    return [
+        Candidate(t.number, t.user_attrs["metric"], t.user_attrs["latency_ms"])
+        for t in (pool[i] for i in on_front)
+    ]
 
 
 def refine_settings(run: Run) -> tuple[int, int]:

@@ -108,13 +108,17 @@ def objective(run: Run, trial: optuna.Trial) -> tuple[float, ...]:
 def _rungs(
     run: Run, trial: optuna.Trial, plan: Plan, untrained: Screen, anchor: bool
 ) -> list[Rung]:
-    """The checks part-way through the plan's fine-tuning: the fidelity's, and the one that
-    stops a collapsed student (``study.collapse``)."""
+    """The checks part-way through the plan's fine-tuning: the fidelity's, and (but for an
+    ``anchor``) the one that stops a collapsed student (``study.collapse``)."""
 
     def stage(what: str) -> None:
         run.progress.stage(trial.number, what)
 
-    collapse = run.collapse.rung(run.ctx.task, plan.distill.epochs, stage) if run.collapse else None
+    # The anchors (references, uniform plans, fixed and refined plans) are always trained:
+    # the study is judged against them.
+    collapse = None
+    if run.collapse is not None and not anchor:
+        collapse = run.collapse.rung(run.ctx.task, plan.distill.epochs, stage)
     return [r for r in (run.fidelity.rung(run, trial, untrained, anchor), collapse) if r]
 
 
