@@ -341,9 +341,9 @@ def _parser(search_defaults: dict[str, object] | None = None) -> argparse.Argume
         "--refine-epochs",
         type=int,
         default=DEFAULTS.refine_epochs,
-        help="epochs of each refinement (default: the space's refine.epochs, else scaled "
-        "to the data set: about 1000 optimizer steps, 3x the longest search fine-tuning to "
-        "60 epochs); raising it on a finished run refines its models again, longer",
+        help="epochs of each refinement (default: the space's refine.epochs, else 3x the "
+        "longest search fine-tuning, at least 250 optimizer steps, at most 60 epochs); "
+        "raising it on a finished run refines its models again, longer",
     )
     s.add_argument("--device", default=DEFAULTS.device, help=DEVICE_HELP)
     s.add_argument(

@@ -116,12 +116,12 @@ def test_refine_defaults_to_two_models_with_epochs_scaled_to_the_data() -> None:
     assert load_space().refine == Refine(models=2, epochs=None)  # every family refines
 
 
-def test_auto_refine_epochs_aim_at_a_number_of_steps_within_bounds() -> None:
-    # 1000 steps: 23 batches an epoch (the digits) -> 44 epochs; 8 -> 125, capped at 60.
-    assert auto_epochs(23, 4) == math.ceil(REFINE_STEPS / 23) == 44
-    assert auto_epochs(8, 4) == REFINE_MAX_EPOCHS
-    # A large data set: never fewer than three times the search's longest fine-tuning.
-    assert auto_epochs(5000, 4) == 12 and auto_epochs(5000, 1) == 3
+def test_auto_refine_epochs_scale_with_the_search_and_the_data() -> None:
+    # Three times the longest search fine-tuning: the digits (23 batches, 4 epochs) 12.
+    assert auto_epochs(23, 4) == 12 and auto_epochs(5000, 4) == 12 and auto_epochs(5000, 1) == 3
+    # A small data set: at least REFINE_STEPS steps (8 batches: 32 epochs), at most 60.
+    assert auto_epochs(8, 4) == math.ceil(REFINE_STEPS / 8) == 32
+    assert auto_epochs(2, 4) == REFINE_MAX_EPOCHS
 
 
 @pytest.mark.parametrize(
