@@ -93,6 +93,7 @@ def test_label_gradients_are_the_loss_gradients_and_leave_the_model_alone(
         (64, 0.3, 8, 48),
         (64, 0.95, 8, 8),
         (32, 0.0, 8, 32),
+        (40, 0.0, 16, 40),  # not pruned: never rounded down
         (6, 0.5, 8, 3),
         (10, 0.5, 1, 5),
     ],
