@@ -71,23 +71,8 @@ def format_table(summary: dict[str, Any]) -> str:
             "artifact: latency_timed_on); the front was not re-measured at the end: "
             "`autoshuikou verify` times the models themselves"
         )
-    spent = summary.get("time")
-    if spent:  # where the time went (summaries older than the breakdown have none)
-        setup = ", ".join(f"{k} {v:.0f} s" for k, v in spent["setup_seconds"].items())
-        phases = ", ".join(f"{k} {v:.0f} s" for k, v in spent["trial_seconds"].items())
-        lines.append(
-            f"time: {summary['wall_seconds_this_run']:.0f} s this run (setup: {setup}); "
-            f"trials: {phases}; {spent['trials_trained']} trained, "
-            f"{spent['trials_screened_out']} screened out"
-            + (f", {spent['trials_collapsed']} collapsed" if spent.get("trials_collapsed") else "")
-            + "; final re-measurement "
-            f"{spent.get('remeasure_seconds', 0):.0f} s"
-            + (
-                f"; refinement {spent['refine_seconds']:.0f} s ({spent['trials_refined']} models)"
-                if spent.get("trials_refined")
-                else ""
-            )
-        )
+    if summary.get("time"):  # summaries older than the breakdown have none
+        lines.append(_time_line(summary))
     if summary.get("noisy_machine"):
         lines.append(
             f"warning: latency ratios moved by {summary['ratio_spread_median']:.0%} (median) between "
@@ -96,6 +81,23 @@ def format_table(summary: dict[str, Any]) -> str:
             "recorded latency, times drift more"
         )
     return "\n".join(lines)
+
+
+def _time_line(summary: dict[str, Any]) -> str:
+    """Where the run's time went: setup, the trials by phase, re-measurement, refinement."""
+    spent = summary["time"]
+    setup = ", ".join(f"{k} {v:.0f} s" for k, v in spent["setup_seconds"].items())
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in spent["trial_seconds"].items())
+    collapsed = spent.get("trials_collapsed")  # absent from summaries before issue 37
+    refined = spent.get("trials_refined")
+    return (
+        f"time: {summary['wall_seconds_this_run']:.0f} s this run (setup: {setup}); "
+        f"trials: {phases}; {spent['trials_trained']} trained, "
+        f"{spent['trials_screened_out']} screened out"
+        + (f", {collapsed} collapsed" if collapsed else "")
+        + f"; final re-measurement {spent.get('remeasure_seconds', 0):.0f} s"
+        + (f"; refinement {spent['refine_seconds']:.0f} s ({refined} models)" if refined else "")
+    )
 
 
 def _nothing_feasible(summary: dict[str, Any]) -> str:
